@@ -1,0 +1,106 @@
+"""Root group, global options, output and error handling shared by every verb.
+
+Contract: exit 0 on success, 1 when the operation failed, 2 on usage or configuration errors;
+errors go to stderr as one line beginning `error:`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import click
+
+from edge_agent.errors import ConfigError, EdgeAgentError, UsageError
+
+DEFAULT_CONFIG = "/etc/edge-agent/agent.toml"
+
+
+class AgentGroup(click.Group):
+    """A group that reports every failure as one `error:` line with the contract's exit code."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except (ConfigError, UsageError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except EdgeAgentError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        sys.exit(0)
+
+
+@click.group(cls=AgentGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False),
+    default=lambda: os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG),
+    show_default="/etc/edge-agent/agent.toml or $EDGE_AGENT_CONFIG",
+    help="Agent configuration file (TOML).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print data as JSON.")
+@click.version_option(package_name="edge-agent")
+@click.pass_context
+def main(ctx: click.Context, config_path: str, as_json: bool) -> None:
+    """Prepaid electricity at the edge: meters, balances, relays and the head-end link."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+    ctx.obj["json"] = as_json
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--json` on a verb, equivalent to the global one."""
+    return click.option("--json", "as_json", is_flag=True, help="Print data as JSON.")(func)
+
+
+def wants_json(as_json: bool) -> bool:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    return bool(as_json or (root.obj or {}).get("json"))
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # type: ignore[attr-defined]
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(data: object) -> str:
+    return json.dumps(data, default=_default, ensure_ascii=False, sort_keys=False)
+
+
+def emit(data: object, as_json: bool, human: Callable[[], None] | None = None) -> None:
+    """Print `data` as JSON or, for people, through `human` (default: key: value lines)."""
+    if wants_json(as_json):
+        click.echo(dumps(data))
+    elif human is not None:
+        human()
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+    else:
+        click.echo(str(data))
+
+
+def progress(message: str) -> None:
+    """Progress for long work goes to stderr, so `--json` output stays clean."""
+    click.echo(message, err=True)

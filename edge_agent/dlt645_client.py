@@ -1,0 +1,162 @@
+"""DL/T 645-2007 operations on a bus: read quantities, control relays, discover meters.
+
+This is the one place where a DL/T 645 request meets its reply: it builds the request with
+`protocols.dlt645.messages`, hands the bytes to the `Bus`, and checks the reply with
+`check_reply`.  Callers get decoded values or a specific error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from edge_agent.bus import Bus
+from edge_agent.errors import FrameError, MeterError, MeterTimeout
+from protocols.dlt645 import catalogue, messages
+from protocols.dlt645.frame import Frame, find_frame
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One decoded value read from a meter."""
+
+    meter: str
+    name: str
+    di: str
+    value: object
+    unit: str
+
+
+RELAY_CONFIRM = {
+    # action -> (status-word-3 mask, expected bits) that prove the meter carried it out
+    "trip": (catalogue.STATUS3_RELAY_OPEN, catalogue.STATUS3_RELAY_OPEN),
+    "direct_close": (catalogue.STATUS3_RELAY_OPEN, 0),
+    "close": (catalogue.STATUS3_RELAY_CMD_OPEN, 0),
+    "alarm": (catalogue.STATUS3_PRETRIP_ALARM, catalogue.STATUS3_PRETRIP_ALARM),
+    "alarm_release": (catalogue.STATUS3_PRETRIP_ALARM, 0),
+    "keep_power": (catalogue.STATUS3_KEEP_POWER, catalogue.STATUS3_KEEP_POWER),
+    "keep_power_release": (catalogue.STATUS3_KEEP_POWER, 0),
+}
+RELAY_ALIASES = {
+    "close_allowed": "close",
+    "keep_power_on": "keep_power",
+    "keep_power_off": "keep_power_release",
+}
+
+
+def relay_state(status3: int) -> str:
+    """`open` (tripped) or `closed`, from running status word 3."""
+    return "open" if status3 & catalogue.STATUS3_RELAY_OPEN else "closed"
+
+
+class Dlt645Client:
+    """Request/response for DL/T 645-2007 meters on one bus."""
+
+    protocol = "dlt645-2007"
+
+    def __init__(self, bus: Bus, password: str = messages.DEFAULT_PASSWORD,
+                 operator: str = messages.DEFAULT_OPERATOR) -> None:
+        self.bus = bus
+        self.password = password
+        self.operator = operator
+
+    def transact(self, request: Frame, reply_size: int = 64, **kwargs: object) -> Frame:
+        reply = self.bus.transact(
+            request.encode(),
+            find_frame,
+            accept=lambda f: f.control.reply,  # drops the adapter's echo of our request
+            reply_size=reply_size,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return messages.check_reply(request, reply)
+
+    def read(self, address: str, key: str | int) -> Reading:
+        item = catalogue.lookup(key)
+        request = messages.read(address, item)
+        reply = self.transact(request, reply_size=16 + 4 + item.size)
+        found, _di, _raw, value = messages.reply_value(reply)
+        assert found is not None
+        return Reading(address, found.name, found.di_hex, value, found.unit)
+
+    def read_many(self, address: str, keys: list[str]) -> list[Reading]:
+        return [self.read(address, key) for key in keys]
+
+    def read_address(self, timeout: float | None = None) -> str:
+        """The address of the only meter on the bus (read-address uses the AA wildcard)."""
+        reply = self.transact(messages.read_address(), reply_size=22, timeout=timeout)
+        return reply.data[::-1].hex().upper()
+
+    def status3(self, address: str) -> int:
+        return int(self.read(address, "status_word_3").value)  # type: ignore[call-overload]
+
+    def relay(
+        self,
+        address: str,
+        action: str,
+        valid_for: timedelta = timedelta(minutes=10),
+        confirm_attempts: int = 3,
+        backoff: float = 0.2,
+        now: Callable[[], datetime] = datetime.now,
+    ) -> int:
+        """Send a relay-control command and confirm it from status word 3; returns the word.
+
+        Raises `MeterError` when the meter never confirms after `confirm_attempts` reads with
+        exponential backoff.
+        """
+        action = RELAY_ALIASES.get(action, action)
+        if action not in RELAY_CONFIRM:
+            raise MeterError(f"unknown relay action {action!r}; one of {sorted(RELAY_CONFIRM)}")
+        code = messages.RELAY_ACTIONS[action]
+        request = messages.relay_control(
+            address, code, now() + valid_for, self.password, self.operator
+        )
+        self.transact(request, reply_size=20)
+        mask, expected = RELAY_CONFIRM[action]
+        word = 0
+        delay = backoff
+        for attempt in range(confirm_attempts):
+            word = self.status3(address)
+            if word & mask == expected:
+                return word
+            if attempt + 1 < confirm_attempts:
+                time.sleep(delay)
+                delay *= 2
+        raise MeterError(
+            f"meter {address} did not confirm {action}: status word 3 is {word:04X}"
+        )
+
+    def scan(
+        self,
+        timeout: float | None = None,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> list[str]:
+        """Find every meter on the bus by a wildcard search over address bytes.
+
+        A read of the communication address with the high bytes set to the `AA` wildcard is
+        answered by every meter whose low bytes match: silence means none, a clean reply means
+        exactly one, a garbled reply means several answered at once, so the search narrows to
+        the next byte.  `progress(prefix, found)` is called after each probe.
+        """
+        found: list[str] = []
+
+        def probe(low: str) -> None:  # low: the fixed low bytes, nameplate order, e.g. "07"
+            address = "AA" * (6 - len(low) // 2) + low
+            try:
+                reply = self.transact(
+                    messages.read(address, catalogue.BY_NAME["address"]),
+                    reply_size=22, timeout=timeout, retries=0,
+                )
+                found.append(reply.address)
+            except MeterTimeout:
+                pass
+            except (FrameError, MeterError):
+                if len(low) < 12:
+                    for byte in range(100):
+                        probe(f"{byte:02d}{low}")
+            if progress:
+                progress(low, len(found))
+
+        probe("")
+        return sorted(set(found))

@@ -1,0 +1,1 @@
+"""Meter protocols: bytes and meter semantics only, nothing about storage or MQTT."""

@@ -1,0 +1,308 @@
+"""DL/T 645-2007 application messages: request builders and reply interpretation.
+
+Every function code of the standard is here, declared as data (`FUNCTIONS`) with a builder for
+each request.  Replies are checked against the request they answer (`check_reply`) in one
+place, so callers never compare control bytes themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum
+
+from edge_agent.errors import FrameError, MeterAbnormalReply, MeterError
+
+from .catalogue import DataItem, decode_value, lookup
+from .frame import BROADCAST, WILDCARD, Control, Frame
+
+
+class Function(IntEnum):
+    SECURITY = 0x03
+    BROADCAST_TIME = 0x08
+    READ = 0x11
+    READ_FOLLOW_UP = 0x12
+    READ_ADDRESS = 0x13
+    WRITE = 0x14
+    WRITE_ADDRESS = 0x15
+    FREEZE = 0x16
+    CHANGE_BAUD = 0x17
+    CHANGE_PASSWORD = 0x18
+    DEMAND_CLEAR = 0x19
+    METER_CLEAR = 0x1A
+    EVENT_CLEAR = 0x1B
+    RELAY = 0x1C
+
+
+FUNCTION_NAMES = {
+    Function.SECURITY: "security authentication",
+    Function.BROADCAST_TIME: "broadcast time",
+    Function.READ: "read data",
+    Function.READ_FOLLOW_UP: "read follow-up data",
+    Function.READ_ADDRESS: "read address",
+    Function.WRITE: "write data",
+    Function.WRITE_ADDRESS: "write address",
+    Function.FREEZE: "freeze",
+    Function.CHANGE_BAUD: "change baud rate",
+    Function.CHANGE_PASSWORD: "change password",
+    Function.DEMAND_CLEAR: "maximum demand clear",
+    Function.METER_CLEAR: "meter clear",
+    Function.EVENT_CLEAR: "event clear",
+    Function.RELAY: "relay control",
+}
+
+# Abnormal-reply error status word (SERR), bit -> meaning.
+ERROR_BITS = {
+    0: "other error",
+    1: "no requested data",
+    2: "password error or unauthorised",
+    3: "baud rate cannot be changed",
+    4: "year time-zone count exceeded",
+    5: "day time-slot count exceeded",
+    6: "rate count exceeded",
+}
+
+
+class RelayAction(IntEnum):
+    """Control type N1 of the relay-control (0x1C) command."""
+
+    TRIP = 0x1A
+    CLOSE_ALLOWED = 0x1B
+    DIRECT_CLOSE = 0x1C
+    ALARM = 0x2A
+    ALARM_RELEASE = 0x2B
+    KEEP_POWER = 0x3A
+    KEEP_POWER_RELEASE = 0x3B
+
+
+RELAY_ACTIONS = {
+    "trip": RelayAction.TRIP,
+    "close": RelayAction.CLOSE_ALLOWED,
+    "close_allowed": RelayAction.CLOSE_ALLOWED,
+    "direct_close": RelayAction.DIRECT_CLOSE,
+    "alarm": RelayAction.ALARM,
+    "alarm_release": RelayAction.ALARM_RELEASE,
+    "keep_power": RelayAction.KEEP_POWER,
+    "keep_power_on": RelayAction.KEEP_POWER,
+    "keep_power_release": RelayAction.KEEP_POWER_RELEASE,
+    "keep_power_off": RelayAction.KEEP_POWER_RELEASE,
+}
+
+BAUD_CODES = {600: 0x02, 1200: 0x04, 2400: 0x08, 4800: 0x10, 9600: 0x20, 19200: 0x40}
+
+DEFAULT_PASSWORD = "02000000"  # PA (level 02) + P0..P2
+DEFAULT_OPERATOR = "00000000"
+
+
+def di_bytes(di: int) -> bytes:
+    """A 4-byte data identifier in wire order (DI0 first)."""
+    return di.to_bytes(4, "little")
+
+
+def _secret(hex_text: str, size: int, what: str) -> bytes:
+    """Password (PA P0 P1 P2) or operator code (C0..C3), given in wire order."""
+    try:
+        raw = bytes.fromhex(hex_text)
+    except ValueError as exc:
+        raise FrameError("BCD", f"{what} {hex_text!r} is not hex") from exc
+    if len(raw) != size:
+        raise FrameError("length", f"{what} must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _bcd_time(moment: datetime, fields: str) -> bytes:
+    parts = {
+        "s": moment.second, "m": moment.minute, "h": moment.hour,
+        "D": moment.day, "M": moment.month, "Y": moment.year % 100,
+    }
+    return bytes(int(f"{parts[f]:02d}", 16) for f in fields)
+
+
+def request(address: str, function: Function, data: bytes = b"") -> Frame:
+    return Frame(address, Control(function=function), data)
+
+
+def read(address: str, item: DataItem | int) -> Frame:
+    di = item.di if isinstance(item, DataItem) else item
+    return request(address, Function.READ, di_bytes(di))
+
+
+def read_follow_up(address: str, di: int, seq: int) -> Frame:
+    return request(address, Function.READ_FOLLOW_UP, di_bytes(di) + bytes([seq & 0xFF]))
+
+
+def read_address() -> Frame:
+    return request(WILDCARD, Function.READ_ADDRESS)
+
+
+def write(
+    address: str,
+    di: int,
+    value: bytes,
+    password: str = DEFAULT_PASSWORD,
+    operator: str = DEFAULT_OPERATOR,
+) -> Frame:
+    data = di_bytes(di) + _secret(password, 4, "password") + _secret(operator, 4, "operator")
+    return request(address, Function.WRITE, data + value)
+
+
+def write_address(new_address: str) -> Frame:
+    from .frame import address_to_wire
+
+    return request(WILDCARD, Function.WRITE_ADDRESS, address_to_wire(new_address))
+
+
+def broadcast_time(moment: datetime) -> Frame:
+    return request(BROADCAST, Function.BROADCAST_TIME, _bcd_time(moment, "smhDMY"))
+
+
+def freeze(address: str, moment: datetime | None = None) -> Frame:
+    """Freeze now (`moment` None sends the 99999999 'immediately' pattern) or at mm hh DD MM."""
+    data = b"\x99" * 4 if moment is None else _bcd_time(moment, "mhDM")
+    return request(address, Function.FREEZE, data)
+
+
+def change_baud(address: str, baud: int) -> Frame:
+    if baud not in BAUD_CODES:
+        raise FrameError("length", f"baud {baud} is not one of {sorted(BAUD_CODES)}")
+    return request(address, Function.CHANGE_BAUD, bytes([BAUD_CODES[baud]]))
+
+
+def change_password(address: str, di: int, old: str, new: str) -> Frame:
+    data = di_bytes(di) + _secret(old, 4, "password") + _secret(new, 4, "password")
+    return request(address, Function.CHANGE_PASSWORD, data)
+
+
+def _authorised(
+    address: str, function: Function, password: str, operator: str, tail: bytes = b""
+) -> Frame:
+    data = _secret(password, 4, "password") + _secret(operator, 4, "operator") + tail
+    return request(address, function, data)
+
+
+def demand_clear(address: str, password: str = DEFAULT_PASSWORD,
+                 operator: str = DEFAULT_OPERATOR) -> Frame:
+    return _authorised(address, Function.DEMAND_CLEAR, password, operator)
+
+
+def meter_clear(address: str, password: str = DEFAULT_PASSWORD,
+                operator: str = DEFAULT_OPERATOR) -> Frame:
+    return _authorised(address, Function.METER_CLEAR, password, operator)
+
+
+def event_clear(address: str, di: int = 0xFFFFFFFF, password: str = DEFAULT_PASSWORD,
+                operator: str = DEFAULT_OPERATOR) -> Frame:
+    return _authorised(address, Function.EVENT_CLEAR, password, operator, di_bytes(di))
+
+
+def relay_control(
+    address: str,
+    action: RelayAction,
+    valid_until: datetime,
+    password: str = DEFAULT_PASSWORD,
+    operator: str = DEFAULT_OPERATOR,
+) -> Frame:
+    """Relay control (0x1C): N1 control type, N2 reserved, N3..N8 validity time ssmmhhDDMMYY."""
+    tail = bytes([int(action), 0]) + _bcd_time(valid_until, "smhDMY")
+    return _authorised(address, Function.RELAY, password, operator, tail)
+
+
+def abnormal_errors(frame: Frame) -> list[str]:
+    """The error bits of an abnormal reply, by name."""
+    if not frame.data:
+        return []
+    word = frame.data[0]
+    return [name for bit, name in ERROR_BITS.items() if word & (1 << bit)]
+
+
+def check_reply(request_frame: Frame, reply: Frame) -> Frame:
+    """Check a reply answers the request (direction, function, address, DI) or raise."""
+    function = request_frame.control.function
+    name = FUNCTION_NAMES.get(function, f"function {function:02X}")  # type: ignore[call-overload]
+    if not reply.control.reply:
+        raise MeterError(f"got a request frame (control {reply.control.byte:02X}), not a reply")
+    if reply.control.function != function:
+        raise MeterError(
+            f"reply function {reply.control.function:02X} does not answer {function:02X}"
+        )
+    wanted = request_frame.address
+    if "A" not in wanted and wanted != BROADCAST and reply.address != wanted:
+        raise MeterError(f"reply from {reply.address}, expected {wanted}")
+    if reply.control.abnormal:
+        raise MeterAbnormalReply(reply.address, name, abnormal_errors(reply))
+    if function in (Function.READ, Function.READ_FOLLOW_UP):
+        if reply.data[:4] != request_frame.data[:4]:
+            raise MeterError(
+                f"reply carries DI {reply.data[:4][::-1].hex().upper()}, "
+                f"asked for {request_frame.data[:4][::-1].hex().upper()}"
+            )
+    return reply
+
+
+def reply_value(reply: Frame) -> tuple[DataItem | None, int, bytes, object]:
+    """Split a read reply into (catalogue item or None, DI, raw value bytes, decoded value)."""
+    if len(reply.data) < 4:
+        raise FrameError("length", "a read reply carries at least the 4-byte DI")
+    di = int.from_bytes(reply.data[:4], "little")
+    raw = reply.data[4:]
+    if reply.control.function == Function.READ_FOLLOW_UP and raw:
+        raw = raw[:-1]
+    try:
+        item = lookup(di)
+    except KeyError:
+        return None, di, raw, None
+    return item, di, raw, decode_value(item, raw)
+
+
+def describe(frame: Frame) -> dict[str, object]:
+    """Every field of a frame, for `frame decode` (values as JSON-friendly text)."""
+    from .catalogue import format_value
+
+    c = frame.control
+    out: dict[str, object] = {
+        "protocol": "DL/T 645-2007",
+        "address": frame.address,
+        "control": {
+            "byte": f"{c.byte:02X}",
+            "direction": "slave->master" if c.reply else "master->slave",
+            "abnormal": c.abnormal,
+            "follow_up": c.follow_up,
+            "function": f"{c.function:02X}",
+            "function_name": FUNCTION_NAMES.get(c.function, "unknown"),  # type: ignore[call-overload]
+        },
+        "length": len(frame.data),
+        "data": frame.data.hex(" ").upper(),
+    }
+    if frame.address == BROADCAST:
+        out["address_kind"] = "broadcast"
+    elif "A" in frame.address:
+        out["address_kind"] = "wildcard"
+    if c.abnormal:
+        out["errors"] = abnormal_errors(frame)
+        out["error_word"] = f"{frame.data[0]:02X}" if frame.data else None
+        return out
+    if c.function in (Function.READ, Function.READ_FOLLOW_UP, Function.WRITE) and len(
+        frame.data
+    ) >= 4:
+        di = int.from_bytes(frame.data[:4], "little")
+        out["di"] = f"{di:08X}"
+        try:
+            item = lookup(di)
+        except KeyError:
+            item = None
+        if item is not None:
+            out["name"] = item.name
+            if c.reply and c.function != Function.WRITE:
+                _, _, _raw, value = reply_value(frame)
+                out["value"] = format_value(value)
+                out["unit"] = item.unit
+    elif c.function == Function.READ_ADDRESS and c.reply and len(frame.data) == 6:
+        out["value"] = frame.data[::-1].hex().upper()
+    elif c.function == Function.RELAY and not c.reply and len(frame.data) >= 10:
+        try:
+            out["relay_action"] = RelayAction(frame.data[8]).name.lower()
+        except ValueError:
+            out["relay_action"] = f"unknown {frame.data[8]:02X}"
+        out["valid_until"] = frame.data[10:16][::-1].hex().upper()
+    elif c.function == Function.BROADCAST_TIME and len(frame.data) == 6:
+        out["time"] = frame.data[::-1].hex().upper()
+    return out
