@@ -29,6 +29,8 @@ MIN_FRAME = 12
 BROADCAST = "999999999999"
 WILDCARD = "AAAAAAAAAAAA"
 OFFSET = 0x33
+_ADD_OFFSET = bytes((b + OFFSET) & 0xFF for b in range(256))
+_REMOVE_OFFSET = bytes((b - OFFSET) & 0xFF for b in range(256))
 
 _CONTROL = BitStruct(
     "reply" / Flag,
@@ -118,7 +120,7 @@ def encode(frame: Frame, preamble: bool = True) -> bytes:
     """Build the wire bytes for a frame."""
     if len(frame.data) > 255:
         raise FrameError("length", f"data of {len(frame.data)} bytes exceeds 255")
-    wire_data = bytes((b + OFFSET) & 0xFF for b in frame.data)
+    wire_data = bytes(frame.data).translate(_ADD_OFFSET)
     c = frame.control
     body = FRAME.build(
         {
@@ -170,7 +172,7 @@ def decode(raw: bytes) -> Frame:
         control=Control(
             function=c.function, reply=c.reply, abnormal=c.abnormal, follow_up=c.follow_up
         ),
-        data=bytes((b - OFFSET) & 0xFF for b in parsed.data),
+        data=parsed.data.translate(_REMOVE_OFFSET),
     )
 
 
