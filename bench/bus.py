@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.bus import Bus, LineSettings  # noqa: E402
-from edge_agent.dlt645_client import Dlt645Client  # noqa: E402
-from firmware_sim.bus import SimBus, make_meters  # noqa: E402
-from protocols.dlt645 import catalogue, messages  # noqa: E402
-from protocols.dlt645.frame import Control, Frame, decode  # noqa: E402
+from edge_agent.bus import Bus, LineSettings
+from edge_agent.dlt645_client import Dlt645Client
+from firmware_sim.bus import SimBus, make_meters
+from protocols.dlt645 import catalogue, messages
+from protocols.dlt645.frame import Control, Frame, decode
 
 
 def bench_bus(meters: int, baud: int, rounds: int) -> dict[str, float]:

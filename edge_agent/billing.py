@@ -1,0 +1,149 @@
+"""Billing: a pure function of (meter billing state, register reading, tariff) -> ledger entries.
+
+Charges follow the register, never the clock: the energy billed is the increase of the meter's
+register since the last billed reading (times the CT/PT multiplier), so a clock that jumps
+backwards cannot bill anything twice, and a register that goes backwards (a bad read, a
+cleared meter) bills nothing until it climbs past the last billed value.  Entry ids derive from
+a per-meter sequence kept in the same state, so storing the state and the entries in one
+transaction makes re-billing after a crash a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge_agent.money import ZERO, format_money
+from edge_agent.tariff import (
+    AllowanceState,
+    Tariff,
+    TierState,
+    daily_charge_days,
+    price_interval,
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One balance change; `amount` is signed (charges are negative)."""
+
+    id: str
+    account: str
+    kind: str  # topup | charge | allowance | adjustment | opening | daily
+    amount: Decimal
+    ts: datetime
+    meter: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    severity: str
+    ts: datetime
+    meter: str | None = None
+    account: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeterBilling:
+    """What billing remembers of one meter between readings."""
+
+    meter: str
+    account: str
+    tariff: str
+    multiplier: int = 1
+    allowance: bool = False
+    commissioned_at: datetime | None = None
+    last_kwh: Decimal | None = None
+    last_rates: tuple[Decimal, ...] | None = None
+    last_ts: datetime | None = None
+    charge_seq: int = 0
+    tier: TierState = TierState()
+    allowance_state: AllowanceState = AllowanceState()
+    last_daily: date | None = None
+
+
+@dataclass(frozen=True)
+class RegisterReading:
+    meter: str
+    ts: datetime
+    kwh: Decimal  # total active energy register
+    rates: tuple[Decimal, ...] | None = None  # rate 1..4 registers when the meter has them
+
+
+@dataclass(frozen=True)
+class BillResult:
+    state: MeterBilling
+    entries: list[LedgerEntry]
+    events: list[Event]
+    kwh: Decimal = ZERO  # energy billed (after multiplier)
+
+
+def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: ZoneInfo,
+         gateway: str) -> BillResult:
+    """Bill one reading of one meter."""
+    entries: list[LedgerEntry] = []
+    events: list[Event] = []
+    if state.last_kwh is None or state.last_ts is None:
+        # First reading after commissioning: it is the baseline, it bills nothing.
+        return BillResult(replace(state, last_kwh=reading.kwh, last_rates=reading.rates,
+                                  last_ts=reading.ts), [], [])
+    when = max(reading.ts, state.last_ts)  # billing time never runs backwards
+    entries += _daily(state, when, tariff, tz, gateway)
+    last_daily = entries[-1].ts.astimezone(tz).date() if entries else state.last_daily
+    if reading.kwh < state.last_kwh:
+        events.append(Event("register_decrease", "warning", when, state.meter, state.account,
+                            {"last_kwh": str(state.last_kwh), "kwh": str(reading.kwh)}))
+        return BillResult(replace(state, last_daily=last_daily), entries, events)
+    delta = reading.kwh - state.last_kwh
+    new_state = replace(state, last_kwh=reading.kwh, last_rates=reading.rates, last_ts=when,
+                        last_daily=last_daily)
+    if delta == 0:
+        return BillResult(new_state, entries, events)
+    kwh = delta * state.multiplier
+    rate_kwh = None
+    if reading.rates is not None and state.last_rates is not None:
+        rate_kwh = [(new - old) * state.multiplier
+                    for new, old in zip(reading.rates, state.last_rates, strict=True)]
+        if any(part < 0 for part in rate_kwh):
+            rate_kwh = None
+    priced = price_interval(tariff, state.last_ts, when, kwh, tz, state.tier,
+                            state.allowance_state, rate_kwh, state.allowance)
+    seq = state.charge_seq + 1
+    detail = {
+        "kwh": str(kwh), "from": state.last_ts.isoformat(), "to": when.isoformat(),
+        "register": str(reading.kwh), "tariff": tariff.id,
+        "pieces": [{"kwh": str(p.kwh), "price": str(p.price), "label": p.label}
+                   for p in priced.pieces],
+    }
+    if priced.cost:
+        entries.append(LedgerEntry(f"{gateway}:charge:{state.meter}:{seq}", state.account,
+                                   "charge", -priced.cost, when, state.meter, detail))
+    if priced.credit:
+        entries.append(LedgerEntry(
+            f"{gateway}:allowance:{state.meter}:{seq}", state.account, "allowance",
+            priced.credit, when, state.meter,
+            {"kwh": str(priced.free_kwh), "month": priced.allowance.month,
+             "value": format_money(priced.credit)}))
+    new_state = replace(new_state, charge_seq=seq, tier=priced.tier,
+                        allowance_state=priced.allowance)
+    return BillResult(new_state, entries, events, kwh)
+
+
+def _daily(state: MeterBilling, when: datetime, tariff: Tariff, tz: ZoneInfo,
+           gateway: str) -> list[LedgerEntry]:
+    if not tariff.daily_charge:
+        return []
+    start = (state.commissioned_at or state.last_ts or when).astimezone(tz).date()
+    days = daily_charge_days(state.last_daily, when.astimezone(tz).date(), start)
+    return [
+        LedgerEntry(f"{gateway}:daily:{state.meter}:{day.isoformat()}", state.account, "charge",
+                    -tariff.daily_charge, when, state.meter,
+                    {"fixed": "daily", "day": day.isoformat(), "tariff": tariff.id})
+        for day in days
+    ]

@@ -1,0 +1,307 @@
+"""Enforcement: a pure function of (meter, balance, policy, now) -> relay decision and events.
+
+Rules (docs/enforcement.md):
+- credit exhausted (balance <= -overdraft): pre-trip alarm first, trip after the grace;
+- never trip a keep-power meter, nor in a protected window (night hours, a holiday, the head
+  end's no-cutoff flag): record `cutoff_deferred` once and trip when the window ends;
+- a meter that did not answer in this cycle gets no decision at all;
+- close (close-allowed or direct) once a top-up lifts the balance above the restore level;
+- `guard` refuses every trip of a cycle that would trip more than the allowed share.
+The daemon carries decisions out, confirms them from the status word, and only then stores the
+new phase, so an unconfirmed action is decided again next cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge_agent.billing import Event
+from edge_agent.errors import ConfigError
+from edge_agent.money import ZERO, format_money, parse_decimal
+
+PHASES = ("normal", "alarmed", "tripped")
+CLOSE_MODES = ("close_allowed", "direct_close")
+
+
+@dataclass(frozen=True)
+class Policy:
+    alert_levels: tuple[Decimal, ...] = (Decimal("20"), Decimal("5"))
+    alert_days_left: Decimal = Decimal(3)
+    usage_window_days: int = 7
+    overdraft: Decimal = ZERO
+    restore_level: Decimal = ZERO
+    alarm_grace: timedelta = timedelta(minutes=30)
+    close_mode: str = "close_allowed"
+    protected_hours: tuple[tuple[int, int], ...] = ()  # (start minute, end minute), local
+    holidays: frozenset[date] = frozenset()
+    no_cutoff: bool = False
+    max_trip_share: Decimal = Decimal("0.10")
+    trip_guard_min: int = 3
+    relay_confirm_attempts: int = 3
+    relay_backoff: float = 1.0
+
+    @property
+    def cutoff_level(self) -> Decimal:
+        return -self.overdraft
+
+
+POLICY_KEYS = {
+    "alert_levels", "alert_days_left", "usage_window_days", "overdraft", "restore_level",
+    "alarm_grace_minutes", "close_mode", "protected_hours", "holidays", "no_cutoff",
+    "max_trip_share", "trip_guard_min", "relay_confirm_attempts", "relay_backoff_seconds",
+}
+
+
+def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
+    """Validate a policy table; `ConfigError` names every wrong key."""
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    for key in raw:
+        if key not in POLICY_KEYS:
+            problems.append(f"{where}: unknown key {key!r}")
+
+    def money(key: str, minimum: Decimal | None = ZERO) -> None:
+        if key in raw:
+            try:
+                value = parse_decimal(raw[key], key, places=4)
+                if minimum is not None and value < minimum:
+                    raise ValueError(f"{key} must be at least {minimum}")
+                out[key] = value
+            except ValueError as exc:
+                problems.append(f"{where}.{key}: {exc}")
+
+    def integer(key: str, target: str, low: int, high: int) -> None:
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                problems.append(f"{where}.{key}: {value!r} must be a whole number {low}..{high}")
+            else:
+                out[target] = value
+
+    money("overdraft")
+    money("restore_level", minimum=None)
+    money("alert_days_left")
+    if "alert_levels" in raw:
+        levels = []
+        for index, level in enumerate(raw["alert_levels"] if isinstance(
+                raw["alert_levels"], list) else [None]):
+            try:
+                levels.append(parse_decimal(level, "alert level", places=4))
+            except ValueError as exc:
+                problems.append(f"{where}.alert_levels[{index}]: {exc}")
+        out["alert_levels"] = tuple(sorted(levels, reverse=True))
+    integer("usage_window_days", "usage_window_days", 1, 90)
+    integer("trip_guard_min", "trip_guard_min", 0, 100000)
+    integer("relay_confirm_attempts", "relay_confirm_attempts", 1, 20)
+    if "alarm_grace_minutes" in raw:
+        value = raw["alarm_grace_minutes"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{where}.alarm_grace_minutes: {value!r} must be a whole number "
+                            ">= 0 (negative grace is impossible)")
+        else:
+            out["alarm_grace"] = timedelta(minutes=value)
+    if "relay_backoff_seconds" in raw:
+        value = raw["relay_backoff_seconds"]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 60:
+            problems.append(f"{where}.relay_backoff_seconds: {value!r} must be 0..60")
+        else:
+            out["relay_backoff"] = float(value)
+    if "close_mode" in raw:
+        if raw["close_mode"] not in CLOSE_MODES:
+            problems.append(f"{where}.close_mode: {raw['close_mode']!r} is not one of "
+                            f"{', '.join(CLOSE_MODES)}")
+        else:
+            out["close_mode"] = raw["close_mode"]
+    if "no_cutoff" in raw:
+        if not isinstance(raw["no_cutoff"], bool):
+            problems.append(f"{where}.no_cutoff: must be true or false")
+        else:
+            out["no_cutoff"] = raw["no_cutoff"]
+    if "max_trip_share" in raw:
+        try:
+            share = parse_decimal(raw["max_trip_share"], "max_trip_share")
+            if not ZERO < share <= 1:
+                raise ValueError("max_trip_share must be in (0, 1]")
+            out["max_trip_share"] = share
+        except ValueError as exc:
+            problems.append(f"{where}.max_trip_share: {exc}")
+    if "protected_hours" in raw:
+        windows = []
+        for index, text in enumerate(raw["protected_hours"]):
+            try:
+                start, end = (_minutes(p) for p in str(text).split("-"))
+                windows.append((start, end))
+            except ValueError:
+                problems.append(f"{where}.protected_hours[{index}]: {text!r} is not HH:MM-HH:MM")
+        out["protected_hours"] = tuple(windows)
+    if "holidays" in raw:
+        days = set()
+        for index, text in enumerate(raw["holidays"]):
+            try:
+                days.add(date.fromisoformat(str(text)))
+            except ValueError:
+                problems.append(f"{where}.holidays[{index}]: {text!r} is not a date YYYY-MM-DD")
+        out["holidays"] = frozenset(days)
+    policy = Policy(**out)
+    if policy.restore_level < policy.cutoff_level:
+        problems.append(f"{where}.restore_level: {policy.restore_level} is below the cutoff "
+                        f"level {policy.cutoff_level} (-overdraft)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return policy
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.strip().split(":")
+    value = int(hours) * 60 + int(minutes)
+    if not (0 <= int(minutes) < 60 and 0 <= value <= 1440):
+        raise ValueError(text)
+    return value
+
+
+@dataclass(frozen=True)
+class MeterEnforcement:
+    """What enforcement remembers of one meter."""
+
+    meter: str
+    account: str
+    keep_power: bool = False
+    phase: str = "normal"  # normal | alarmed | tripped
+    alarm_since: datetime | None = None
+    deferred: str | None = None  # reason of the cutoff_deferred already recorded
+    cwt_raised: bool = False  # consumption_while_tripped already raised for this trip
+
+
+@dataclass(frozen=True)
+class Decision:
+    meter: str
+    action: str | None  # trip | close_allowed | direct_close | alarm | alarm_release | None
+    on_success: MeterEnforcement  # the state to store once the action is confirmed
+    events: list[Event] = field(default_factory=list)
+    reason: str = ""
+
+
+def protection(policy: Policy, now: datetime, tz: ZoneInfo, keep_power: bool) -> str | None:
+    """Why a trip must wait now, or None."""
+    if keep_power:
+        return "keep_power"
+    if policy.no_cutoff:
+        return "no_cutoff"
+    local = now.astimezone(tz)
+    if local.date() in policy.holidays:
+        return "holiday"
+    minute = local.hour * 60 + local.minute
+    for start, end in policy.protected_hours:
+        inside = start <= minute < end if start <= end else (minute >= start or minute < end)
+        if inside:
+            return "protected_hours"
+    return None
+
+
+def decide(state: MeterEnforcement, balance: Decimal, policy: Policy, now: datetime,
+           tz: ZoneInfo, online: bool = True, consumed_kwh: Decimal = ZERO) -> Decision:
+    """The relay decision for one meter in this cycle."""
+    events: list[Event] = []
+
+    def event(kind: str, severity: str, **detail: Any) -> None:
+        detail.setdefault("balance", format_money(balance))
+        events.append(Event(kind, severity, now, state.meter, state.account, detail))
+
+    if not online:
+        return Decision(state.meter, None, state, [], "meter offline: no decision")
+    owed = balance <= policy.cutoff_level
+    if state.phase == "tripped":
+        if consumed_kwh > 0 and not state.cwt_raised:
+            event("consumption_while_tripped", "critical", kwh=str(consumed_kwh))
+            state = replace(state, cwt_raised=True)
+        if balance > policy.restore_level:
+            return Decision(state.meter, policy.close_mode,
+                            replace(state, phase="normal", alarm_since=None, deferred=None,
+                                    cwt_raised=False), events, "balance restored")
+        return Decision(state.meter, None, state, events)
+    if not owed:
+        if state.phase == "alarmed":
+            return Decision(state.meter, "alarm_release",
+                            replace(state, phase="normal", alarm_since=None, deferred=None),
+                            events, "balance restored")
+        return Decision(state.meter, None, state, events)
+    if state.phase == "normal":
+        event("credit_exhausted", "warning", cutoff_level=format_money(policy.cutoff_level))
+        return Decision(state.meter, "alarm",
+                        replace(state, phase="alarmed", alarm_since=now), events,
+                        "credit exhausted: pre-trip alarm")
+    since = state.alarm_since or now
+    if now - since < policy.alarm_grace:
+        return Decision(state.meter, None, state, events, "within alarm grace")
+    reason = protection(policy, now, tz, state.keep_power)
+    if reason is not None:
+        if state.deferred != reason:
+            event("cutoff_deferred", "info", reason=reason)
+            state = replace(state, deferred=reason)
+        return Decision(state.meter, None, state, events, f"cutoff deferred: {reason}")
+    return Decision(state.meter, "trip",
+                    replace(state, phase="tripped", deferred=None, cwt_raised=False), events,
+                    "credit exhausted after grace")
+
+
+def guard(decisions: list[Decision], meter_count: int, policy: Policy,
+          now: datetime) -> tuple[list[Decision], list[Event]]:
+    """Refuse every trip of a cycle that would trip more than the allowed share of meters."""
+    trips = [d for d in decisions if d.action == "trip"]
+    limit = max(policy.trip_guard_min, math.ceil(policy.max_trip_share * meter_count))
+    if len(trips) <= limit:
+        return decisions, []
+    held = [
+        replace(d, action=None, on_success=d.on_success, reason="trip guard") if
+        d.action == "trip" else d for d in decisions
+    ]
+    # A held trip keeps the meter alarmed (its previous state), so it is decided again.
+    held = [
+        replace(d, on_success=replace(d.on_success, phase="alarmed")) if d.reason ==
+        "trip guard" else d for d in held
+    ]
+    event = Event("trip_guard", "critical", now, None, None,
+                  {"trips_wanted": len(trips), "limit": limit, "meters": meter_count,
+                   "held": sorted(d.meter for d in trips)})
+    return held, [event]
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """Alert levels already announced for an account (re-armed when the balance recovers)."""
+
+    levels: frozenset[str] = frozenset()
+    days: bool = False
+
+
+def check_alerts(account: str, state: AlertState, balance: Decimal,
+                 daily_cost: Decimal | None, policy: Policy,
+                 now: datetime) -> tuple[AlertState, list[Event]]:
+    """Low-balance alerts, each raised once per downward crossing."""
+    events: list[Event] = []
+    levels = set(state.levels)
+    for level in policy.alert_levels:
+        key = format_money(level)
+        if balance <= level and key not in levels:
+            levels.add(key)
+            events.append(Event("low_balance", "warning", now, None, account,
+                                {"balance": format_money(balance), "level": key}))
+        elif balance > level:
+            levels.discard(key)
+    days = state.days
+    if daily_cost and daily_cost > 0 and policy.alert_days_left > 0:
+        left = balance / daily_cost
+        if left <= policy.alert_days_left and not days:
+            days = True
+            events.append(Event("low_balance", "warning", now, None, account, {
+                "balance": format_money(balance),
+                "days_left": str(left.quantize(Decimal("0.1"))),
+                "daily_cost": format_money(daily_cost.quantize(Decimal("0.000001")))}))
+        elif left > policy.alert_days_left:
+            days = False
+    return AlertState(frozenset(levels), days), events

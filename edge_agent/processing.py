@@ -1,0 +1,242 @@
+"""One poll cycle: store -> bill -> enforce, in one transaction.
+
+`Processor` wires storage, billing and enforcement together and is used unchanged by the
+daemon and by `bill replay`.  It decides; it does not touch a serial port.  Relay actions come
+back as `Decision`s; the caller carries them out, confirms them, and reports the outcome with
+`relay_done`, which is when the new phase is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from edge_agent.billing import BillResult, Event, LedgerEntry, RegisterReading, bill
+from edge_agent.enforcement import (
+    Decision,
+    MeterEnforcement,
+    Policy,
+    check_alerts,
+    decide,
+    guard,
+)
+from edge_agent.errors import StorageError, TariffError
+from edge_agent.money import ZERO, format_money
+from edge_agent.storage import Store
+from edge_agent.tariff import Tariff
+
+DAILY_COST_REFRESH = 3600.0  # seconds a cached usage estimate stays good
+
+
+@dataclass(frozen=True)
+class Poll:
+    """What one meter gave in one cycle (`ok` False: it did not answer)."""
+
+    meter: str
+    ts: datetime
+    ok: bool
+    energy: RegisterReading | None = None
+    values: list[tuple[str, str]] = field(default_factory=list)  # (name, value) to store
+    relay: str | None = None  # "open"/"closed" from the status word, when read
+    error: str = ""
+
+
+RELAY_EVENTS = {"trip": "relay_tripped", "close_allowed": "relay_closed",
+                "direct_close": "relay_closed"}
+
+
+class Processor:
+    """Stateful wiring of the pure billing and enforcement functions over a `Store`."""
+
+    def __init__(self, store: Store, tariffs: dict[str, Tariff], policy: Policy,
+                 tz: ZoneInfo, gateway: str) -> None:
+        self.store = store
+        self.tariffs = tariffs
+        self.policy = policy
+        self.tz = tz
+        self.gateway = gateway
+        self._daily_cost: dict[str, tuple[float, Decimal | None]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)load caches from the database: at start, and after a failed transaction."""
+        self.billing = self.store.billing_states()
+        self.enforcement = self.store.enforcement_states()
+        self.alerts = self.store.alert_states()
+
+    # -- the cycle ------------------------------------------------------------------------
+    def process(self, polls: list[Poll], now: datetime,
+                telemetry: bool = True) -> list[Decision]:
+        """Store, bill and enforce one cycle's polls; return the relay actions to carry out."""
+        try:
+            with self.store.transaction():
+                return self._process(polls, now, telemetry)
+        except BaseException:
+            self.reload()
+            raise
+
+    def _process(self, polls: list[Poll], now: datetime, telemetry: bool) -> list[Decision]:
+        store = self.store
+        store.record_poll((p.meter, p.ok, p.ts) for p in polls)
+        store.record_readings((p.meter, p.ts, name, value) for p in polls if p.ok
+                              for name, value in p.values)
+        entries: list[LedgerEntry] = []
+        events: list[Event] = []
+        billed: dict[str, BillResult] = {}
+        for poll in polls:
+            if not poll.ok or poll.energy is None:
+                continue
+            state = self.billing.get(poll.meter)
+            if state is None:
+                raise StorageError(f"meter {poll.meter} is not registered")
+            tariff = self._tariff(state.tariff)
+            result = bill(state, poll.energy, tariff, self.tz, self.gateway)
+            billed[poll.meter] = result
+            entries += result.entries
+            events += result.events
+        store.append_ledger_entries(entries)
+        for meter, result in billed.items():
+            self.billing[meter] = result.state
+        store.save_billing_states(r.state for r in billed.values())
+        accounts = {self.billing[p.meter].account for p in polls if p.meter in self.billing}
+        balances = {a: store.balance(a) for a in accounts}
+        events += self._alerts(balances, now)
+        decisions = []
+        for poll in polls:
+            state = self.enforcement.get(poll.meter)
+            if state is None:
+                continue
+            consumed = billed[poll.meter].kwh if poll.meter in billed else ZERO
+            decisions.append(decide(state, balances[state.account], self.policy, now, self.tz,
+                                    poll.ok, consumed))
+        decisions, guard_events = guard(decisions, len(self.enforcement), self.policy, now)
+        events += guard_events
+        quiet = []
+        for d in decisions:
+            events += d.events
+            if d.action is None:
+                quiet.append(d.on_success)
+            elif d.events:  # keep what the decision learnt even before the action succeeds
+                quiet.append(replace(self.enforcement[d.meter],
+                                     cwt_raised=d.on_success.cwt_raised))
+        for state in quiet:
+            self.enforcement[state.meter] = state
+        store.save_enforcement_states(quiet)
+        store.record_events(events)
+        if telemetry:
+            readings = [{"meter": p.meter, "ts": p.ts.isoformat(), "name": n, "value": v}
+                        for p in polls if p.ok for n, v in p.values]
+            if readings:
+                store.enqueue("telemetry", {"readings": readings})
+        return [d for d in decisions if d.action is not None]
+
+    def _tariff(self, tariff_id: str) -> Tariff:
+        tariff = self.tariffs.get(tariff_id)
+        if tariff is None:
+            raise TariffError([f"no tariff {tariff_id!r} is loaded"])
+        return tariff
+
+    def _alerts(self, balances: dict[str, Decimal], now: datetime) -> list[Event]:
+        events: list[Event] = []
+        changed = {}
+        for account, balance in balances.items():
+            state = self.alerts.get(account)
+            if state is None:
+                from edge_agent.enforcement import AlertState
+
+                state = AlertState()
+            new, raised = check_alerts(account, state, balance,
+                                       self._daily_cost_of(account, now), self.policy, now)
+            if new != state:
+                changed[account] = new
+                self.alerts[account] = new
+            events += raised
+        if changed:
+            self.store.save_alert_states(changed)
+        return events
+
+    def _daily_cost_of(self, account: str, now: datetime) -> Decimal | None:
+        cached = self._daily_cost.get(account)
+        if cached and time.monotonic() - cached[0] < DAILY_COST_REFRESH:
+            return cached[1]
+        days = self.policy.usage_window_days
+        spent = self.store.charges_since(account, now - timedelta(days=days))
+        cost = spent / days if spent > 0 else None
+        self._daily_cost[account] = (time.monotonic(), cost)
+        return cost
+
+    # -- relay outcomes, top-ups ----------------------------------------------------------
+    def relay_done(self, decision: Decision, ok: bool, now: datetime, relay: str | None = None,
+                   error: str = "", actor: str = "policy") -> None:
+        """Record the outcome of a relay action: the new phase only once it is confirmed."""
+        with self.store.transaction():
+            events = []
+            # The pre-trip alarm is advisory (many meters refuse it): its failure must not
+            # hold the meter in its phase forever, so the phase moves on regardless.
+            if ok or decision.action in ("alarm", "alarm_release"):
+                self.enforcement[decision.meter] = decision.on_success
+                self.store.save_enforcement_states([decision.on_success])
+            if ok:
+                self.store.save_enforcement_states([decision.on_success])
+                if relay:
+                    self.store.set_relay(decision.meter, relay)
+                if decision.action in RELAY_EVENTS:
+                    events.append(Event(RELAY_EVENTS[decision.action], "info", now,
+                                        decision.meter, decision.on_success.account,
+                                        {"action": decision.action, "reason": decision.reason,
+                                         "by": actor}))
+            else:
+                severity = "warning" if decision.action in ("alarm", "alarm_release") else (
+                    "critical")
+                events.append(Event("relay_failed", severity, now, decision.meter,
+                                    decision.on_success.account,
+                                    {"action": decision.action, "error": error, "by": actor}))
+            self.store.record_events(events)
+
+    def apply_entries(self, entries: list[LedgerEntry], now: datetime,
+                      origin: str = "headend") -> tuple[list[dict[str, object]],
+                                                        list[Decision]]:
+        """Apply head-end entries (top-ups, adjustments); decide at once for their meters."""
+        with self.store.transaction():
+            added = self.store.append_ledger_entries(entries, origin=origin)
+            accounts = {e.account for e in entries}
+            balances = {a: self.store.balance(a) for a in accounts}
+            events = self._alerts(balances, now)
+            decisions = [
+                decide(state, balances[state.account], self.policy, now, self.tz,
+                       online=self._online(state.meter))
+                for state in self.enforcement.values() if state.account in accounts
+            ]
+            for d in decisions:
+                events += d.events
+            quiet = [d.on_success for d in decisions if d.action is None]
+            for state in quiet:
+                self.enforcement[state.meter] = state
+            self.store.save_enforcement_states(quiet)
+            self.store.record_events(events)
+        return added, [d for d in decisions if d.action is not None]
+
+    def _online(self, meter: str) -> bool:
+        row = self.store.conn.execute("SELECT online FROM meter_state WHERE address=?",
+                                      (meter,)).fetchone()
+        return bool(row and row[0])
+
+    def set_phase(self, meter: str, phase: str) -> None:
+        """Technician override: record where a relay actually is (after a manual action)."""
+        state = self.enforcement.get(meter)
+        if state is None:
+            raise StorageError(f"unknown meter {meter}")
+        new = replace(state, phase=phase, alarm_since=None, deferred=None)
+        self.enforcement[meter] = new
+        with self.store.transaction():
+            self.store.save_enforcement_states([new])
+
+
+def balance_text(store: Store, account: str) -> str:
+    return format_money(store.balance(account))
+
+
+__all__ = ["Decision", "MeterEnforcement", "Poll", "Processor"]

@@ -1,0 +1,496 @@
+"""The one module that speaks SQL: schema, migrations and every query of the agent.
+
+SQLite in WAL mode, so the CLI reads while the daemon writes.  Each poll cycle writes in one
+transaction (SD cards wear).  Ledger entries are append-only with a unique id: appending an id
+that exists changes nothing, and an account's balance (kept beside the ledger in the same
+transaction) always equals the sum of its entries, in integer micro-yuan.  Everything the head
+end must hear of is queued in `outbox` in the same transaction that creates it; the outbox row
+id is the message's `seq`, so it is strictly increasing and survives restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent.billing import Event, LedgerEntry, MeterBilling
+from edge_agent.enforcement import AlertState, MeterEnforcement
+from edge_agent.errors import StorageError
+from edge_agent.money import format_money, from_micro, to_micro
+from edge_agent.tariff import AllowanceState, TierState
+
+SCHEMA_VERSION = 1
+LEDGER_KINDS = ("topup", "charge", "allowance", "adjustment", "opening")
+
+
+@dataclass(frozen=True)
+class MeterRecord:
+    address: str
+    bus: str
+    account: str
+    tariff: str
+    protocol: str = "dlt645-2007"
+    multiplier: int = 1
+    keep_power: bool = False
+    allowance: bool = False
+    unit: int | None = None  # Modbus unit id
+    model: str | None = None  # Modbus register map
+    commissioned_at: str | None = None
+    commission_kwh: str | None = None
+    active: bool = True
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["meters"].create({
+        "address": str, "bus": str, "protocol": str, "account": str, "tariff": str,
+        "multiplier": int, "keep_power": int, "allowance": int, "unit": int, "model": str,
+        "commissioned_at": str, "commission_kwh": str, "active": int, "replaced_by": str,
+    }, pk="address")
+    db["accounts"].create({"id": str, "balance_micro": int, "alerts": str}, pk="id")
+    db["meter_state"].create({
+        "address": str, "last_kwh": str, "last_rates": str, "last_ts": str, "charge_seq": int,
+        "tier_period": str, "tier_used": str, "allowance_month": str, "allowance_used": str,
+        "last_daily": str, "phase": str, "alarm_since": str, "deferred": str, "cwt": int,
+        "relay": str, "online": int, "last_seen": str, "polls": int, "replies": int,
+    }, pk="address")
+    db.execute("""CREATE TABLE readings (meter TEXT NOT NULL, ts INTEGER NOT NULL,
+                  name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (meter, ts, name))
+                  WITHOUT ROWID""")
+    db.execute("""CREATE TABLE ledger (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                  id TEXT NOT NULL UNIQUE, account TEXT NOT NULL, kind TEXT NOT NULL,
+                  amount TEXT NOT NULL, amount_micro INTEGER NOT NULL, ts TEXT NOT NULL,
+                  meter TEXT, detail TEXT, balance_after TEXT NOT NULL, origin TEXT NOT NULL)""")
+    db.execute("CREATE INDEX ledger_account ON ledger (account, ts)")
+    db.execute("""CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL,
+                  meter TEXT, account TEXT, type TEXT NOT NULL, severity TEXT NOT NULL,
+                  detail TEXT)""")
+    db.execute("""CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                  kind TEXT NOT NULL, payload TEXT NOT NULL, created TEXT NOT NULL)""")
+    db.execute("CREATE INDEX outbox_kind ON outbox (kind, seq)")
+    db["kv"].create({"key": str, "value": str}, pk="key")
+    db["commands_seen"].create({"id": str, "ts": str, "status": str}, pk="id")
+    db["tariffs"].create({"id": str, "body": str, "updated_at": str}, pk="id")
+
+
+MIGRATIONS = [_migration_1]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _dec(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+class Store:
+    """The agent's database: open once per process; thread-safe for one writer at a time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._depth = 0
+        self._migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- schema ---------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(f"database {self.path} has schema {version}, newer than this "
+                               f"agent understands ({SCHEMA_VERSION}); upgrade edge-agent")
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                MIGRATIONS[number - 1](self.db)
+                self.conn.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (nested calls join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- meters and accounts --------------------------------------------------------------
+    def add_meter(self, meter: MeterRecord, initial_kwh: Decimal | None = None,
+                  at: datetime | None = None) -> None:
+        """Register (or update) a meter; an initial reading makes it the billing baseline."""
+        row = meter.__dict__ | {"keep_power": int(meter.keep_power),
+                                "allowance": int(meter.allowance), "active": 1}
+        existing = self.meter(meter.address)
+        with self.transaction():
+            if existing is None or initial_kwh is not None:
+                row["commissioned_at"] = _iso(at)
+                row["commission_kwh"] = None if initial_kwh is None else str(initial_kwh)
+            else:
+                row["commissioned_at"] = existing.commissioned_at
+                row["commission_kwh"] = existing.commission_kwh
+            self.db["meters"].upsert(row, pk="address")
+            self.ensure_account(meter.account)
+            if existing is None or initial_kwh is not None:
+                self.conn.execute("DELETE FROM meter_state WHERE address=?", (meter.address,))
+                self.conn.execute(
+                    "INSERT INTO meter_state (address, last_kwh, last_ts, charge_seq, phase, "
+                    "online, polls, replies, cwt) VALUES (?,?,?,0,'normal',1,0,0,0)",
+                    (meter.address, None if initial_kwh is None else str(initial_kwh),
+                     _iso(at) if initial_kwh is not None else None))
+
+    def replace_meter(self, old: str, new: MeterRecord, old_final_kwh: Decimal,
+                      new_initial_kwh: Decimal, at: datetime) -> None:
+        """Swap a meter: bill nothing across the swap; the old one keeps its history."""
+        with self.transaction():
+            if self.meter(old) is None:
+                raise StorageError(f"unknown meter {old}")
+            self.conn.execute("UPDATE meters SET active=0, replaced_by=? WHERE address=?",
+                              (new.address, old))
+            self.conn.execute("UPDATE meter_state SET last_kwh=? WHERE address=?",
+                              (str(old_final_kwh), old))
+            self.add_meter(new, new_initial_kwh, at)
+
+    def remove_meter(self, address: str) -> None:
+        with self.transaction():
+            if self.meter(address) is None:
+                raise StorageError(f"unknown meter {address}")
+            self.conn.execute("UPDATE meters SET active=0 WHERE address=?", (address,))
+
+    def meter(self, address: str) -> MeterRecord | None:
+        row = self.conn.execute(
+            "SELECT address, bus, account, tariff, protocol, multiplier, keep_power, "
+            "allowance, unit, model, commissioned_at, commission_kwh, active FROM meters "
+            "WHERE address=?", (address,)).fetchone()
+        return None if row is None else _meter(row)
+
+    def meters(self, active_only: bool = True) -> list[MeterRecord]:
+        rows = self.conn.execute(
+            "SELECT address, bus, account, tariff, protocol, multiplier, keep_power, "
+            "allowance, unit, model, commissioned_at, commission_kwh, active FROM meters "
+            + ("WHERE active=1 " if active_only else "") + "ORDER BY address").fetchall()
+        return [_meter(r) for r in rows]
+
+    def ensure_account(self, account: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO accounts (id, balance_micro, alerts) "
+                          "VALUES (?, 0, '{}')", (account,))
+
+    def balance(self, account: str) -> Decimal:
+        row = self.conn.execute("SELECT balance_micro FROM accounts WHERE id=?",
+                                (account,)).fetchone()
+        if row is None:
+            raise StorageError(f"unknown account {account}")
+        return from_micro(row[0])
+
+    def balances(self) -> dict[str, Decimal]:
+        return {a: from_micro(m) for a, m in
+                self.conn.execute("SELECT id, balance_micro FROM accounts ORDER BY id")}
+
+    def ledger_sum(self, account: str) -> Decimal:
+        """The balance recomputed from the ledger itself (for checks and audits)."""
+        row = self.conn.execute("SELECT COALESCE(SUM(amount_micro),0) FROM ledger "
+                                "WHERE account=?", (account,)).fetchone()
+        return from_micro(row[0])
+
+    # -- ledger ---------------------------------------------------------------------------
+    def append_ledger_entries(self, entries: Iterable[LedgerEntry], origin: str = "gateway",
+                              outbox: bool = True) -> list[dict[str, Any]]:
+        """Append entries; ids that exist are skipped.  Returns the rows actually added."""
+        added: list[dict[str, Any]] = []
+        with self.transaction():
+            for entry in entries:
+                if entry.kind not in LEDGER_KINDS:
+                    raise StorageError(f"ledger entry {entry.id}: unknown kind {entry.kind!r}")
+                micro = to_micro(entry.amount)
+                self.ensure_account(entry.account)
+                cursor = self.conn.execute(
+                    "INSERT OR IGNORE INTO ledger (id, account, kind, amount, amount_micro, ts, "
+                    "meter, detail, balance_after, origin) VALUES (?,?,?,?,?,?,?,?,'',?)",
+                    (entry.id, entry.account, entry.kind, format_money(entry.amount), micro,
+                     _iso(entry.ts), entry.meter, json.dumps(entry.detail, sort_keys=True),
+                     origin))
+                if cursor.rowcount != 1:
+                    continue
+                self.conn.execute("UPDATE accounts SET balance_micro = balance_micro + ? "
+                                  "WHERE id=?", (micro, entry.account))
+                after = self.balance(entry.account)
+                self.conn.execute("UPDATE ledger SET balance_after=? WHERE seq=?",
+                                  (format_money(after), cursor.lastrowid))
+                added.append(_entry_json(entry, after))
+            if added and outbox:
+                self.enqueue("ledger", {"entries": added})
+        return added
+
+    def ledger(self, account: str | None = None, limit: int = 100,
+               since_seq: int = 0) -> list[dict[str, Any]]:
+        sql = ("SELECT seq, id, account, kind, amount, ts, meter, detail, balance_after, origin "
+               "FROM ledger WHERE seq > ?")
+        params: list[Any] = [since_seq]
+        if account:
+            sql += " AND account = ?"
+            params.append(account)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        rows = self.conn.execute(sql, params).fetchall()
+        return [
+            {"seq": r[0], "id": r[1], "account": r[2], "kind": r[3], "amount": r[4],
+             "ts": r[5], "meter": r[6], "detail": json.loads(r[7] or "{}"),
+             "balance_after": r[8], "origin": r[9]}
+            for r in reversed(rows)
+        ]
+
+    def ledger_ids(self, account: str | None = None) -> set[str]:
+        sql = "SELECT id FROM ledger" + (" WHERE account=?" if account else "")
+        return {r[0] for r in self.conn.execute(sql, (account,) if account else ())}
+
+    def ledger_entries_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = list(ids)
+        out = []
+        for chunk in range(0, len(wanted), 500):
+            part = wanted[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            out += self.conn.execute(
+                f"SELECT id, account, kind, amount, ts, meter, detail, balance_after FROM "
+                f"ledger WHERE id IN ({marks}) ORDER BY seq", part).fetchall()
+        return [{"id": r[0], "account": r[1], "kind": r[2], "amount": r[3], "ts": r[4],
+                 "meter": r[5], "detail": json.loads(r[6] or "{}"), "balance_after": r[7]}
+                for r in out]
+
+    def charges_since(self, account: str, since: datetime) -> Decimal:
+        """Money spent on energy and fixed charges since `since` (a positive number)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(amount_micro),0) FROM ledger WHERE account=? AND "
+            "kind IN ('charge','allowance') AND ts >= ?", (account, _iso(since))).fetchone()
+        return -from_micro(row[0])
+
+    # -- billing and enforcement state ----------------------------------------------------
+    def billing_states(self) -> dict[str, MeterBilling]:
+        rows = self.conn.execute(
+            "SELECT m.address, m.account, m.tariff, m.multiplier, m.allowance, "
+            "m.commissioned_at, s.last_kwh, s.last_rates, s.last_ts, s.charge_seq, "
+            "s.tier_period, s.tier_used, s.allowance_month, s.allowance_used, s.last_daily "
+            "FROM meters m JOIN meter_state s ON s.address = m.address WHERE m.active=1")
+        out = {}
+        for r in rows:
+            rates = json.loads(r[7]) if r[7] else None
+            out[r[0]] = MeterBilling(
+                meter=r[0], account=r[1], tariff=r[2], multiplier=r[3] or 1,
+                allowance=bool(r[4]), commissioned_at=_dt(r[5]), last_kwh=_dec(r[6]),
+                last_rates=tuple(Decimal(x) for x in rates) if rates else None,
+                last_ts=_dt(r[8]), charge_seq=r[9] or 0,
+                tier=TierState(r[10] or "", Decimal(r[11] or 0)),
+                allowance_state=AllowanceState(r[12] or "", Decimal(r[13] or 0)),
+                last_daily=date.fromisoformat(r[14]) if r[14] else None)
+        return out
+
+    def save_billing_states(self, states: Iterable[MeterBilling]) -> None:
+        self.conn.executemany(
+            "UPDATE meter_state SET last_kwh=?, last_rates=?, last_ts=?, charge_seq=?, "
+            "tier_period=?, tier_used=?, allowance_month=?, allowance_used=?, last_daily=? "
+            "WHERE address=?",
+            [(None if s.last_kwh is None else str(s.last_kwh),
+              json.dumps([str(x) for x in s.last_rates]) if s.last_rates else None,
+              _iso(s.last_ts), s.charge_seq, s.tier.period, str(s.tier.used),
+              s.allowance_state.month, str(s.allowance_state.used),
+              s.last_daily.isoformat() if s.last_daily else None, s.meter) for s in states])
+
+    def enforcement_states(self) -> dict[str, MeterEnforcement]:
+        rows = self.conn.execute(
+            "SELECT m.address, m.account, m.keep_power, s.phase, s.alarm_since, s.deferred, "
+            "s.cwt FROM meters m JOIN meter_state s ON s.address = m.address "
+            "WHERE m.active=1")
+        return {r[0]: MeterEnforcement(r[0], r[1], bool(r[2]), r[3] or "normal", _dt(r[4]),
+                                       r[5], bool(r[6])) for r in rows}
+
+    def save_enforcement_states(self, states: Iterable[MeterEnforcement]) -> None:
+        self.conn.executemany(
+            "UPDATE meter_state SET phase=?, alarm_since=?, deferred=?, cwt=? WHERE address=?",
+            [(s.phase, _iso(s.alarm_since), s.deferred, int(s.cwt_raised), s.meter)
+             for s in states])
+
+    def set_relay(self, address: str, relay: str) -> None:
+        self.conn.execute("UPDATE meter_state SET relay=? WHERE address=?", (relay, address))
+
+    def record_poll(self, results: Iterable[tuple[str, bool, datetime]]) -> None:
+        """Count one poll per meter, and whether it answered."""
+        self.conn.executemany(
+            "UPDATE meter_state SET polls=polls+1, replies=replies+?, online=?, "
+            "last_seen=CASE WHEN ? THEN ? ELSE last_seen END WHERE address=?",
+            [(int(ok), int(ok), int(ok), _iso(ts), a) for a, ok, ts in results])
+
+    def meter_status(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT m.address, m.bus, m.protocol, m.account, m.tariff, s.last_kwh, s.last_seen, "
+            "s.relay, s.phase, s.online, s.polls, s.replies, a.balance_micro, m.keep_power "
+            "FROM meters m JOIN meter_state s ON s.address=m.address "
+            "JOIN accounts a ON a.id=m.account WHERE m.active=1 ORDER BY m.bus, m.address")
+        return [{"meter": r[0], "bus": r[1], "protocol": r[2], "account": r[3],
+                 "tariff": r[4], "kwh": r[5], "last_reading": r[6], "relay": r[7] or "unknown",
+                 "phase": r[8], "online": bool(r[9]), "polls": r[10], "replies": r[11],
+                 "success_rate": None if not r[10] else round(r[11] / r[10], 4),
+                 "balance": format_money(from_micro(r[12])), "keep_power": bool(r[13])}
+                for r in rows]
+
+    def alert_states(self) -> dict[str, AlertState]:
+        out = {}
+        for account, text in self.conn.execute("SELECT id, alerts FROM accounts"):
+            data = json.loads(text or "{}")
+            out[account] = AlertState(frozenset(data.get("levels", [])), data.get("days", False))
+        return out
+
+    def save_alert_states(self, states: dict[str, AlertState]) -> None:
+        self.conn.executemany("UPDATE accounts SET alerts=? WHERE id=?", [
+            (json.dumps({"levels": sorted(s.levels), "days": s.days}), a)
+            for a, s in states.items()])
+
+    # -- readings and events --------------------------------------------------------------
+    def record_readings(self, rows: Iterable[tuple[str, datetime, str, str]]) -> int:
+        """Store (meter, ts, name, value) readings; a repeated (meter, ts, name) is kept once."""
+        cursor = self.conn.executemany(
+            "INSERT OR IGNORE INTO readings (meter, ts, name, value) VALUES (?,?,?,?)",
+            [(m, int(ts.timestamp()), n, v) for m, ts, n, v in rows])
+        return cursor.rowcount
+
+    def readings(self, meter: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT ts, name, value FROM readings WHERE meter=? "
+                                 "ORDER BY ts DESC LIMIT ?", (meter, limit)).fetchall()
+        return [{"meter": meter, "ts": datetime.fromtimestamp(t, UTC).isoformat(), "name": n,
+                 "value": v} for t, n, v in rows]
+
+    def record_events(self, events: Iterable[Event], outbox: bool = True) -> None:
+        for event in events:
+            detail = json.dumps(event.detail, sort_keys=True, default=str)
+            self.conn.execute(
+                "INSERT INTO events (ts, meter, account, type, severity, detail) "
+                "VALUES (?,?,?,?,?,?)", (_iso(event.ts), event.meter, event.account, event.type,
+                                         event.severity, detail))
+            if outbox:
+                self.enqueue("events", {"ts": _iso(event.ts), "meter": event.meter,
+                                        "account": event.account, "type": event.type,
+                                        "severity": event.severity, "detail": event.detail})
+
+    def events(self, limit: int = 100, meter: str | None = None,
+               types: Iterable[str] = ()) -> list[dict[str, Any]]:
+        sql = "SELECT seq, ts, meter, account, type, severity, detail FROM events WHERE 1=1"
+        params: list[Any] = []
+        if meter:
+            sql += " AND meter=?"
+            params.append(meter)
+        kinds = list(types)
+        if kinds:
+            sql += f" AND type IN ({','.join('?' * len(kinds))})"
+            params += kinds
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        return [{"seq": r[0], "ts": r[1], "meter": r[2], "account": r[3], "type": r[4],
+                 "severity": r[5], "detail": json.loads(r[6] or "{}")}
+                for r in reversed(self.conn.execute(sql, params).fetchall())]
+
+    # -- outbox ---------------------------------------------------------------------------
+    def enqueue(self, kind: str, payload: dict[str, Any]) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO outbox (kind, payload, created) VALUES (?,?,?)",
+            (kind, json.dumps(payload, default=str, ensure_ascii=False),
+             datetime.now(UTC).isoformat()))
+        return int(cursor.lastrowid or 0)
+
+    def pending(self, limit: int = 100, after: int = 0) -> list[tuple[int, str, str]]:
+        return self.conn.execute("SELECT seq, kind, payload FROM outbox WHERE seq > ? "
+                                 "ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+
+    def acknowledge(self, seqs: Iterable[int]) -> None:
+        with self.transaction():
+            self.conn.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in seqs])
+
+    def outbox_depth(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"))
+
+    def trim_outbox(self, max_messages: int, max_age_days: int) -> int:
+        """Enforce retention: drop telemetry first (oldest first), events and ledger last."""
+        dropped = 0
+        with self.transaction():
+            cutoff = datetime.now(UTC).timestamp() - max_age_days * 86400
+            cutoff_iso = datetime.fromtimestamp(cutoff, UTC).isoformat()
+            dropped += self.conn.execute("DELETE FROM outbox WHERE kind IN ('telemetry','status')"
+                                         " AND created < ?", (cutoff_iso,)).rowcount
+            for kinds in (("telemetry", "status", "cmd_result"), ("events",), ("ledger",)):
+                total = self.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                excess = total - max_messages
+                if excess <= 0:
+                    break
+                marks = ",".join("?" * len(kinds))
+                dropped += self.conn.execute(
+                    f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind IN "
+                    f"({marks}) ORDER BY seq LIMIT ?)", (*kinds, excess)).rowcount
+        return dropped
+
+    # -- key/value, commands, tariffs -----------------------------------------------------
+    def get(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def put(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO "
+                          "UPDATE SET value=excluded.value", (key, value))
+
+    def command_seen(self, command_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM commands_seen WHERE id=?",
+                                 (command_id,)).fetchone() is not None
+
+    def remember_command(self, command_id: str, status: str, at: datetime) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO commands_seen (id, ts, status) VALUES (?,?,?)",
+                          (command_id, _iso(at), status))
+
+    def save_tariff(self, tariff_id: str, body: str, at: datetime) -> None:
+        with self.transaction():
+            self.db["tariffs"].upsert({"id": tariff_id, "body": body, "updated_at": _iso(at)},
+                                      pk="id")
+
+    def tariffs(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT id, body FROM tariffs"))
+
+
+def _meter(row: tuple[Any, ...]) -> MeterRecord:
+    return MeterRecord(address=row[0], bus=row[1], account=row[2], tariff=row[3],
+                       protocol=row[4], multiplier=row[5] or 1, keep_power=bool(row[6]),
+                       allowance=bool(row[7]), unit=row[8], model=row[9],
+                       commissioned_at=row[10], commission_kwh=row[11], active=bool(row[12]))
+
+
+def _entry_json(entry: LedgerEntry, balance_after: Decimal) -> dict[str, Any]:
+    return {"id": entry.id, "account": entry.account, "kind": entry.kind,
+            "amount": format_money(entry.amount), "ts": _iso(entry.ts), "meter": entry.meter,
+            "detail": entry.detail, "balance_after": format_money(balance_after)}

@@ -1,0 +1,41 @@
+"""Small builders shared by tests (not fixtures: plain functions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from edge_agent.billing import RegisterReading
+from edge_agent.enforcement import Policy
+from edge_agent.processing import Poll, Processor
+from edge_agent.storage import MeterRecord, Store
+from edge_agent.tariff import Tariff, load_tariff
+
+TZ = ZoneInfo("Asia/Shanghai")
+TARIFFS = Path(__file__).resolve().parents[1] / "config" / "tariffs"
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=TZ)
+
+
+def tariffs() -> dict[str, Tariff]:
+    return {p.stem: load_tariff(p) for p in TARIFFS.glob("*.toml")}
+
+
+def processor(path: Path, policy: Policy | None = None, meters: int = 1,
+              tariff: str = "flat", initial: str = "100.00", start: str = "2026-11-22 08:00",
+              keep_power: bool = False, allowance: bool = False) -> Processor:
+    store = Store(path)
+    for n in range(1, meters + 1):
+        store.add_meter(MeterRecord(f"{n:012d}", "bus1", f"A{n}", tariff,
+                                    keep_power=keep_power, allowance=allowance),
+                        Decimal(initial), at(start))
+    return Processor(store, tariffs(), policy or Policy(), TZ, "gw1")
+
+
+def energy_poll(meter: str, ts: datetime, kwh: str) -> Poll:
+    return Poll(meter, ts, True, RegisterReading(meter, ts, Decimal(kwh)),
+                [("forward_active_total", kwh)])
