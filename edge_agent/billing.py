@@ -63,8 +63,8 @@ class MeterBilling:
     last_rates: tuple[Decimal, ...] | None = None
     last_ts: datetime | None = None
     charge_seq: int = 0
-    tier: TierState = TierState()
-    allowance_state: AllowanceState = AllowanceState()
+    tier: TierState = field(default_factory=TierState)
+    allowance_state: AllowanceState = field(default_factory=AllowanceState)
     last_daily: date | None = None
 
 

@@ -9,6 +9,7 @@ per-rate registers gives its own time-of-use split instead.  See docs/tariffs.md
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -460,7 +461,7 @@ def price_interval(
                 pieces.append(Piece(part, tariff.prices[name], name, month))
     else:
         edges = [start, *_boundaries(tariff, start, end, tariff.kind == "tou", tz), end]
-        spans = list(zip(edges[:-1], edges[1:], strict=True)) or [(start, end)]
+        spans = list(itertools.pairwise(edges)) or [(start, end)]
         for (a, _), part in zip(spans, split_energy(kwh, spans), strict=True):
             if not part:
                 continue

@@ -11,11 +11,15 @@ from edge_agent.storage import Store
 from tests.helpers import at, energy_poll, processor
 
 
+def step(p, when: str, kwh: str, meter: str = "000000000001") -> None:
+    p.process([energy_poll(meter, at(when), kwh)], at(when))
+
+
 def test_first_reading_after_commissioning_bills_nothing(tmp_path) -> None:
     p = processor(tmp_path / "a.db")
-    p.process([energy_poll("000000000001", at("2026-11-22 08:15"), "100.00")], at("2026-11-22 08:15"))
+    step(p, "2026-11-22 08:15", "100.00")
     assert p.store.balance("A1") == 0
-    p.process([energy_poll("000000000001", at("2026-11-22 08:30"), "101.50")], at("2026-11-22 08:30"))
+    step(p, "2026-11-22 08:30", "101.50")
     assert p.store.balance("A1") == D("-0.840000")
     [entry] = p.store.ledger("A1")
     assert entry["id"] == "gw1:charge:000000000001:1" and entry["amount"] == "-0.8400"
@@ -24,20 +28,20 @@ def test_first_reading_after_commissioning_bills_nothing(tmp_path) -> None:
 
 def test_clock_jumping_backwards_never_double_charges(tmp_path) -> None:
     p = processor(tmp_path / "a.db")
-    p.process([energy_poll("000000000001", at("2026-11-22 10:00"), "101.00")], at("2026-11-22 10:00"))
+    step(p, "2026-11-22 10:00", "101.00")
     # The clock jumps back an hour; the register still only went up by 1 kWh once.
-    p.process([energy_poll("000000000001", at("2026-11-22 09:00"), "102.00")], at("2026-11-22 09:00"))
-    p.process([energy_poll("000000000001", at("2026-11-22 09:00"), "102.00")], at("2026-11-22 09:00"))
-    p.process([energy_poll("000000000001", at("2026-11-22 09:15"), "102.00")], at("2026-11-22 09:15"))
+    step(p, "2026-11-22 09:00", "102.00")
+    step(p, "2026-11-22 09:00", "102.00")
+    step(p, "2026-11-22 09:15", "102.00")
     assert p.store.balance("A1") == -(D("2.00") * D("0.56"))
     assert len(p.store.ledger("A1")) == 2
 
 
 def test_register_going_backwards_bills_nothing_until_it_climbs_past(tmp_path) -> None:
     p = processor(tmp_path / "a.db")
-    p.process([energy_poll("000000000001", at("2026-11-22 10:00"), "110.00")], at("2026-11-22 10:00"))
-    p.process([energy_poll("000000000001", at("2026-11-22 10:15"), "50.00")], at("2026-11-22 10:15"))
-    p.process([energy_poll("000000000001", at("2026-11-22 10:30"), "110.50")], at("2026-11-22 10:30"))
+    step(p, "2026-11-22 10:00", "110.00")
+    step(p, "2026-11-22 10:15", "50.00")
+    step(p, "2026-11-22 10:30", "110.50")
     assert p.store.balance("A1") == -(D("10.50") * D("0.56"))
     decreases = p.store.events(types=["register_decrease"])
     assert [e["detail"] for e in decreases] == [{"last_kwh": "110.00", "kwh": "50.00"}]
@@ -45,18 +49,18 @@ def test_register_going_backwards_bills_nothing_until_it_climbs_past(tmp_path) -
 
 def test_daily_charge_once_per_day(tmp_path) -> None:
     p = processor(tmp_path / "a.db", tariff="flat-lowincome")
-    p.process([energy_poll("000000000001", at("2026-11-24 10:00"), "100.00")], at("2026-11-24 10:00"))
+    step(p, "2026-11-24 10:00", "100.00")
     ids = [e["id"] for e in p.store.ledger("A1")]
     assert ids == [f"gw1:daily:000000000001:2026-11-{d}" for d in (22, 23, 24)]
-    p.process([energy_poll("000000000001", at("2026-11-24 11:00"), "100.00")], at("2026-11-24 11:00"))
-    p.process([energy_poll("000000000001", at("2026-11-23 11:00"), "100.00")], at("2026-11-23 11:00"))
+    step(p, "2026-11-24 11:00", "100.00")
+    step(p, "2026-11-23 11:00", "100.00")
     assert len(p.store.ledger("A1")) == 3 and p.store.balance("A1") == D("-0.3")
 
 
 def test_allowance_entries_credit_the_free_kwh(tmp_path) -> None:
     p = processor(tmp_path / "a.db", tariff="flat-lowincome", start="2026-11-22 00:00",
                   allowance=True)
-    p.process([energy_poll("000000000001", at("2026-11-22 10:00"), "112.00")], at("2026-11-22 10:00"))
+    step(p, "2026-11-22 10:00", "112.00")
     kinds = [(e["kind"], e["amount"]) for e in p.store.ledger("A1")]
     assert kinds == [("charge", "-0.1000"), ("charge", "-6.7200"), ("allowance", "5.6000")]
     other = processor(tmp_path / "b.db", tariff="flat-lowincome", start="2026-11-22 00:00")
@@ -93,11 +97,11 @@ def test_replace_meter_bills_nothing_across_the_swap(tmp_path) -> None:
     from edge_agent.storage import MeterRecord
 
     p = processor(tmp_path / "a.db")
-    p.process([energy_poll("000000000001", at("2026-11-22 10:00"), "110.00")], at("2026-11-22 10:00"))
+    step(p, "2026-11-22 10:00", "110.00")
     p.store.replace_meter("000000000001", MeterRecord("000000000042", "bus1", "A1", "flat"),
                           D("111.00"), D("0.50"), at("2026-11-22 11:00"))
     p.reload()
-    p.process([energy_poll("000000000042", at("2026-11-22 11:15"), "2.50")], at("2026-11-22 11:15"))
+    step(p, "2026-11-22 11:15", "2.50", "000000000042")
     # 10 kWh on the old meter before the swap, 2 kWh on the new one after; 1 kWh of the old
     # meter's final reading that no poll saw is billed by the head end, not twice here.
     assert p.store.balance("A1") == -(D("12.00") * D("0.56"))
