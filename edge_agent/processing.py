@@ -44,6 +44,9 @@ class Poll:
     error: str = ""
 
 
+TAMPER_COUNTERS = ("cover_open_count", "terminal_cover_open_count",
+                   "magnetic_interference_count")
+RESTORING = ("close_allowed", "direct_close", "alarm_release")
 RELAY_EVENTS = {"trip": "relay_tripped", "close_allowed": "relay_closed",
                 "direct_close": "relay_closed"}
 
@@ -66,6 +69,8 @@ class Processor:
         self.billing = self.store.billing_states()
         self.enforcement = self.store.enforcement_states()
         self.alerts = self.store.alert_states()
+        self.online = self.store.online_states()
+        self.counters: dict[tuple[str, str], str] = {}
 
     # -- the cycle ------------------------------------------------------------------------
     def process(self, polls: list[Poll], now: datetime,
@@ -80,11 +85,11 @@ class Processor:
 
     def _process(self, polls: list[Poll], now: datetime, telemetry: bool) -> list[Decision]:
         store = self.store
+        events: list[Event] = self._presence(polls) + self._tamper(polls)  # before storing
         store.record_poll((p.meter, p.ok, p.ts) for p in polls)
         store.record_readings((p.meter, p.ts, name, value) for p in polls if p.ok
                               for name, value in p.values)
         entries: list[LedgerEntry] = []
-        events: list[Event] = []
         billed: dict[str, BillResult] = {}
         for poll in polls:
             if not poll.ok or poll.energy is None:
@@ -132,6 +137,37 @@ class Processor:
             if readings:
                 store.enqueue("telemetry", {"readings": readings})
         return [d for d in decisions if d.action is not None]
+
+    def _presence(self, polls: list[Poll]) -> list[Event]:
+        """`meter_offline` / `meter_online` once per change, never every cycle."""
+        events = []
+        for poll in polls:
+            was = self.online.get(poll.meter, True)
+            if was and not poll.ok:
+                events.append(Event("meter_offline", "warning", poll.ts, poll.meter, None,
+                                    {"error": poll.error}))
+            elif poll.ok and not was:
+                events.append(Event("meter_online", "info", poll.ts, poll.meter))
+            self.online[poll.meter] = poll.ok
+        return events
+
+    def _tamper(self, polls: list[Poll]) -> list[Event]:
+        """A tamper counter that went up since the last poll raises `tamper`."""
+        events = []
+        for poll in polls:
+            for name, value in poll.values:
+                if name not in TAMPER_COUNTERS:
+                    continue
+                key = (poll.meter, name)
+                if key not in self.counters:
+                    previous = self.store.latest_reading(poll.meter, name)
+                    self.counters[key] = previous if previous is not None else value
+                before = self.counters[key]
+                if Decimal(value) > Decimal(before):
+                    events.append(Event("tamper", "critical", poll.ts, poll.meter, None,
+                                        {"counter": name, "from": before, "to": value}))
+                self.counters[key] = value
+        return events
 
     def _tariff(self, tariff_id: str) -> Tariff:
         tariff = self.tariffs.get(tariff_id)
@@ -205,10 +241,14 @@ class Processor:
             accounts = {e.account for e in entries}
             balances = {a: self.store.balance(a) for a in accounts}
             events = self._alerts(balances, now)
+            # Only restoring actions run at once; a trip or an alarm waits for a poll cycle
+            # in which the meter is seen to answer (a silent meter is never cut off).
             decisions = [
-                decide(state, balances[state.account], self.policy, now, self.tz,
-                       online=self._online(state.meter))
-                for state in self.enforcement.values() if state.account in accounts
+                d for d in (
+                    decide(state, balances[state.account], self.policy, now, self.tz,
+                           online=self._online(state.meter))
+                    for state in self.enforcement.values() if state.account in accounts)
+                if d.action in RESTORING
             ]
             for d in decisions:
                 events += d.events

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,18 +103,42 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                               check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
-        self.conn = conn
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
-        conn.execute("PRAGMA foreign_keys=ON")
-        self._depth = 0
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
         self._migrate()
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
+        conn.execute("PRAGMA busy_timeout=30000")
+        with self._guard:
+            self._connections.append(conn)
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection: each thread has its own, so transactions never mix."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            self._local.db = sqlite_utils.Database(conn)
+            self._local.depth = 0
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        self.conn  # noqa: B018  (creates this thread's connection)
+        return self._local.db
+
     def close(self) -> None:
-        self.conn.close()
+        with self._guard:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -128,25 +153,26 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction (nested calls join the outer one)."""
-        if self._depth:
-            self._depth += 1
+        """One write transaction (nested calls in the same thread join the outer one)."""
+        conn = self.conn
+        if self._local.depth:
+            self._local.depth += 1
             try:
                 yield
             finally:
-                self._depth -= 1
+                self._local.depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("COMMIT")
+            conn.execute("COMMIT")
         finally:
-            self._depth = 0
+            self._local.depth = 0
 
     # -- meters and accounts --------------------------------------------------------------
     def add_meter(self, meter: MeterRecord, initial_kwh: Decimal | None = None,
@@ -389,6 +415,15 @@ class Store:
                                  "ORDER BY ts DESC LIMIT ?", (meter, limit)).fetchall()
         return [{"meter": meter, "ts": datetime.fromtimestamp(t, UTC).isoformat(), "name": n,
                  "value": v} for t, n, v in rows]
+
+    def latest_reading(self, meter: str, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM readings WHERE meter=? AND name=? "
+                                "ORDER BY ts DESC LIMIT 1", (meter, name)).fetchone()
+        return None if row is None else row[0]
+
+    def online_states(self) -> dict[str, bool]:
+        return {a: bool(o) for a, o in
+                self.conn.execute("SELECT address, online FROM meter_state")}
 
     def record_events(self, events: Iterable[Event], outbox: bool = True) -> None:
         for event in events:

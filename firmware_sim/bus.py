@@ -157,8 +157,10 @@ class SimBus:
         for meter in self.meters:
             if not meter.matches(request.address):
                 continue
+            if meter.fault == "silent":
+                continue  # a dead meter neither answers nor acts
             reply_frame = meter.handle(request)
-            if reply_frame is None or meter.fault == "silent":
+            if reply_frame is None:
                 continue
             data = reply_frame.encode()
             if meter.fault == "corrupt_checksum":

@@ -39,3 +39,45 @@ def processor(path: Path, policy: Policy | None = None, meters: int = 1,
 def energy_poll(meter: str, ts: datetime, kwh: str) -> Poll:
     return Poll(meter, ts, True, RegisterReading(meter, ts, Decimal(kwh)),
                 [("forward_active_total", kwh)])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def agent_config(tmp: Path, port: str, meters: list[str], *, tariff: str = "flat",
+                 baud: int = 9600, poll_interval: float = 1.0, policy: str = "",
+                 initial_kwh: str = "0.00", extra: str = "", protocol: str = "dlt645-2007",
+                 gateway: str = "gw1") -> Path:
+    """Write an agent.toml for tests: one bus on `port`, accounts A<n> for the meters."""
+    meter_tables = "\n".join(
+        f'[[meter]]\naddress = "{m}"\nbus = "bus1"\naccount = "A{i}"\ntariff = "{tariff}"\n'
+        f'initial_kwh = "{initial_kwh}"\n' for i, m in enumerate(meters, start=1))
+    text = f"""
+[agent]
+gateway_id = "{gateway}"
+database = "{tmp / 'agent.db'}"
+tariff_dir = "{REPO / 'config' / 'tariffs'}"
+control_socket = "{tmp / 'control.sock'}"
+timezone = "Asia/Shanghai"
+
+[[bus]]
+name = "bus1"
+port = "{port}"
+protocol = "{protocol}"
+baud = {baud}
+response_timeout = 0.1
+gap = 0.0
+retries = 1
+poll_interval = {poll_interval}
+quantities = ["voltage_a", "cover_open_count"]
+
+{meter_tables}
+
+[policy]
+{policy}
+
+{extra}
+"""
+    path = tmp / "agent.toml"
+    path.write_text(text)
+    return path

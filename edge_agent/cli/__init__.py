@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from . import frame as _frame  # noqa: F401  (registers verbs)
+from . import billing as _billing  # noqa: F401  (registers verbs)
+from . import daemon as _daemon  # noqa: F401
+from . import frame as _frame  # noqa: F401
+from . import state as _state  # noqa: F401
 from . import technician as _technician  # noqa: F401
 from .root import main
 

@@ -1,0 +1,354 @@
+"""Agent configuration: TOML (standard library), validated before anything starts.
+
+Every problem is reported with its key path and, where the key is written in the file, its
+line: `agent.toml:14: [[bus]][0].baud: 2401 is not a standard baud rate`.  Defaults are
+embedded, so `edge-agent demo` needs no file at all.  See config/agent.toml for the annotated
+example and docs/configuration.md for the reference.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from edge_agent.enforcement import Policy, parse_policy
+from edge_agent.errors import ConfigError
+
+BAUDS = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
+ADDRESS = re.compile(r"^\d{12}$")
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    name: str
+    port: str
+    protocol: str = "dlt645-2007"
+    baud: int = 2400
+    parity: str = "E"
+    stopbits: int = 1
+    response_timeout: float = 0.5
+    gap: float = 0.02
+    retries: int = 2
+    poll_interval: float = 900.0
+    quantities: tuple[str, ...] = ("voltage_a", "current_a", "active_power_total",
+                                   "cover_open_count")
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    address: str
+    bus: str
+    account: str
+    tariff: str
+    multiplier: int = 1
+    keep_power: bool = False
+    allowance: bool = False
+    initial_kwh: Decimal | None = None
+    unit: int | None = None  # Modbus unit id
+    model: str | None = None  # Modbus register map
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = False
+    urls: tuple[str, ...] = ("mqtt://127.0.0.1:1883",)
+    prefix: str = "edge"
+    protocol: str = "3.1.1"
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive: int = 60
+    batch_size: int = 200
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    status_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    directory: str = "/var/lib/edge-agent/keys"
+    headend_keys: str = "/etc/edge-agent/headend-keys"
+    clock_skew: int = 120
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    outbox_max_messages: int = 2_000_000
+    outbox_max_age_days: int = 30
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway_id: str = "gw1"
+    database: str = "/var/lib/edge-agent/agent.db"
+    timezone: str = "Asia/Shanghai"
+    tariff_dir: str = "/etc/edge-agent/tariffs"
+    control_socket: str = "/run/edge-agent/control.sock"
+    control_group: str | None = None
+    log_level: str = "info"
+    metrics_port: int | None = None
+    buses: tuple[BusConfig, ...] = ()
+    meters: tuple[MeterConfig, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+    policy_raw: dict[str, Any] = field(default_factory=dict)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    source: str = "<defaults>"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def bus(self, name: str) -> BusConfig:
+        for bus in self.buses:
+            if bus.name == name:
+                return bus
+        raise ConfigError(f"no bus named {name!r} in {self.source}")
+
+
+# Reloadable without a restart (SIGHUP); everything else needs one.
+RELOADABLE = {"policy", "meter", "agent.log_level", "retention", "bus.poll_interval",
+              "bus.quantities", "tariffs"}
+
+_AGENT_KEYS = {"gateway_id": str, "database": str, "timezone": str, "tariff_dir": str,
+               "control_socket": str, "control_group": str, "log_level": str,
+               "metrics_port": int}
+_BUS_KEYS = {"name": str, "port": str, "protocol": str, "baud": int, "parity": str,
+             "stopbits": int, "response_timeout": (int, float), "gap": (int, float),
+             "retries": int, "poll_interval": (int, float), "quantities": list}
+_METER_KEYS = {"address": str, "bus": str, "account": str, "tariff": str, "multiplier": int,
+               "keep_power": bool, "allowance": bool, "initial_kwh": str, "unit": int,
+               "model": str}
+_MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "username": str,
+              "password": str, "ca_file": str, "cert_file": str, "key_file": str,
+              "keepalive": int, "batch_size": int, "reconnect_min": (int, float),
+              "reconnect_max": (int, float), "status_interval": (int, float)}
+_KEYS_KEYS = {"directory": str, "headend_keys": str, "clock_skew": int}
+_RETENTION_KEYS = {"outbox_max_messages": int, "outbox_max_age_days": int}
+_TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention"}
+
+
+class _Locator:
+    """Finds the line where a key of a table (the nth `[[bus]]`, `[mqtt]`...) is written."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def line(self, table: str, index: int | None, key: str | None) -> int | None:
+        header = re.compile(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
+        seen = -1
+        start = None
+        for number, line in enumerate(self.lines, start=1):
+            if header.match(line):
+                seen += 1
+                if index is None or seen == index:
+                    start = number
+                    break
+        if start is None:
+            return None
+        if key is None:
+            return start
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        for number in range(start, len(self.lines)):
+            line = self.lines[number]
+            if line.lstrip().startswith("["):
+                break
+            if pattern.match(line):
+                return number + 1
+        return start
+
+
+class _Checker:
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.locate = _Locator(text)
+        self.problems: list[str] = []
+
+    def add(self, table: str, index: int | None, key: str | None, message: str) -> None:
+        line = self.locate.line(table, index, key)
+        where = f"[[{table}]][{index}]" if index is not None else f"[{table}]"
+        if key:
+            where += f".{key}"
+        prefix = f"{self.source}:{line}" if line else self.source
+        self.problems.append(f"{prefix}: {where}: {message}")
+
+    def table(self, raw: Any, schema: dict[str, Any], table: str,
+              index: int | None = None) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.add(table, index, None, "must be a table")
+            return {}
+        out = {}
+        for key, value in raw.items():
+            if key not in schema:
+                self.add(table, index, key, f"unknown key {key!r} (known: "
+                         f"{', '.join(sorted(schema))})")
+                continue
+            wanted = schema[key]
+            ok = isinstance(value, wanted) and not (
+                isinstance(value, bool) and wanted in (int, (int, float)))
+            if not ok:
+                names = wanted.__name__ if isinstance(wanted, type) else "number"
+                self.add(table, index, key, f"{value!r} is a {type(value).__name__}, "
+                         f"expected {names}")
+                continue
+            out[key] = value
+        return out
+
+
+def parse_config(text: str, source: str = "agent.toml") -> Config:
+    """Validate a configuration document; `ConfigError` lists every problem with its place."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    check = _Checker(source, text)
+    for key in data:
+        if key not in _TOP:
+            check.add(key, None, None, f"unknown table (known: {', '.join(sorted(_TOP))})")
+    agent = check.table(data.get("agent", {}), _AGENT_KEYS, "agent")
+    values: dict[str, Any] = dict(agent)
+    if "timezone" in agent:
+        try:
+            ZoneInfo(agent["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            check.add("agent", None, "timezone", f"unknown time zone {agent['timezone']!r}")
+    if "log_level" in agent and agent["log_level"] not in ("debug", "info", "warning",
+                                                           "error"):
+        check.add("agent", None, "log_level", f"{agent['log_level']!r} is not one of debug, "
+                  "info, warning, error")
+    if "gateway_id" in agent and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", agent["gateway_id"]):
+        check.add("agent", None, "gateway_id", "use 1-64 letters, digits, '.', '_' or '-' "
+                  "(it is part of MQTT topics and ledger ids)")
+    buses = _buses(check, data.get("bus", []))
+    values["buses"] = tuple(buses)
+    values["meters"] = tuple(_meters(check, data.get("meter", []), {b.name: b for b in buses}))
+    if "policy" in data:
+        try:
+            values["policy"] = parse_policy(data["policy"], "[policy]")
+            values["policy_raw"] = data["policy"]
+        except ConfigError as exc:
+            for part in str(exc).split("; "):
+                key = part.split(":")[0].removeprefix("[policy].").removeprefix("[policy]")
+                line = check.locate.line("policy", None, key or None)
+                check.problems.append(f"{source}:{line}: {part}" if line else f"{source}: {part}")
+    mqtt = check.table(data.get("mqtt", {}), _MQTT_KEYS, "mqtt")
+    if mqtt:
+        if "protocol" in mqtt and mqtt["protocol"] not in ("3.1.1", "5"):
+            check.add("mqtt", None, "protocol", f"{mqtt['protocol']!r} is not 3.1.1 or 5")
+        for index, url in enumerate(mqtt.get("urls", [])):
+            if not re.fullmatch(r"mqtts?://[^/:]+(:\d+)?/?", str(url)):
+                check.add("mqtt", None, "urls", f"urls[{index}] {url!r} is not "
+                          "mqtt://host[:port] or mqtts://host[:port]")
+        if "urls" in mqtt:
+            mqtt["urls"] = tuple(mqtt["urls"])
+        values["mqtt"] = MqttConfig(**mqtt)
+    keys = check.table(data.get("keys", {}), _KEYS_KEYS, "keys")
+    if keys:
+        values["keys"] = KeysConfig(**keys)
+    retention = check.table(data.get("retention", {}), _RETENTION_KEYS, "retention")
+    for key, value in retention.items():
+        if value <= 0:
+            check.add("retention", None, key, f"{value} must be positive")
+    if retention:
+        values["retention"] = RetentionConfig(**retention)
+    if check.problems:
+        raise ConfigError("\n".join(check.problems))
+    return Config(**values, source=source)
+
+
+def _buses(check: _Checker, raw: Any) -> list[BusConfig]:
+    buses: list[BusConfig] = []
+    names: set[str] = set()
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        bus = check.table(entry, _BUS_KEYS, "bus", index)
+        for key in ("name", "port"):
+            if key not in bus:
+                check.add("bus", index, None, f"{key} is missing")
+        if bus.get("name") in names:
+            check.add("bus", index, "name", f"bus {bus['name']!r} is defined twice")
+        names.add(bus.get("name", ""))
+        if "baud" in bus and bus["baud"] not in BAUDS:
+            check.add("bus", index, "baud", f"{bus['baud']} is not a standard baud rate "
+                      f"({', '.join(map(str, BAUDS))})")
+        if "parity" in bus and bus["parity"] not in ("N", "E", "O"):
+            check.add("bus", index, "parity", f"{bus['parity']!r} is not N, E or O")
+        if "protocol" in bus and bus["protocol"] not in PROTOCOLS:
+            check.add("bus", index, "protocol", f"{bus['protocol']!r} is not one of "
+                      f"{', '.join(PROTOCOLS)}")
+        for key, low, high in (("response_timeout", 0.01, 30), ("gap", 0, 5),
+                               ("poll_interval", 0.1, 86400), ("retries", 0, 10),
+                               ("stopbits", 1, 2)):
+            if key in bus and not low <= bus[key] <= high:
+                check.add("bus", index, key, f"{bus[key]} must be between {low} and {high}")
+        if "quantities" in bus:
+            from protocols.dlt645 import catalogue
+
+            for q in bus["quantities"]:
+                try:
+                    catalogue.lookup(str(q))
+                except KeyError:
+                    if bus.get("protocol") != "modbus":
+                        check.add("bus", index, "quantities", f"unknown quantity {q!r}")
+            bus["quantities"] = tuple(bus["quantities"])
+        if "name" in bus and "port" in bus:
+            buses.append(BusConfig(**bus))
+    return buses
+
+
+def _meters(check: _Checker, raw: Any, buses: dict[str, BusConfig]) -> list[MeterConfig]:
+    meters: list[MeterConfig] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        meter = check.table(entry, _METER_KEYS, "meter", index)
+        missing = [k for k in ("address", "bus", "account", "tariff") if k not in meter]
+        for key in missing:
+            check.add("meter", index, None, f"{key} is missing")
+        address = meter.get("address", "")
+        bus = buses.get(meter.get("bus", ""))
+        if "bus" in meter and bus is None:
+            check.add("meter", index, "bus", f"no bus named {meter['bus']!r}")
+        if address and (bus is None or bus.protocol != "modbus") and not ADDRESS.match(address):
+            check.add("meter", index, "address", f"{address!r} is not 12 digits")
+        if bus is not None and bus.protocol == "modbus":
+            if not 1 <= meter.get("unit", 0) <= 247:
+                check.add("meter", index, "unit", "a Modbus meter needs unit = 1..247")
+            if "model" not in meter:
+                check.add("meter", index, "model", "a Modbus meter needs its register map")
+        if address in seen:
+            check.add("meter", index, "address", f"meter {address} is defined twice")
+        seen.add(address)
+        if "multiplier" in meter and meter["multiplier"] < 1:
+            check.add("meter", index, "multiplier", "must be a whole number >= 1")
+        if "initial_kwh" in meter:
+            try:
+                meter["initial_kwh"] = Decimal(meter["initial_kwh"])
+                if meter["initial_kwh"] < 0:
+                    raise ValueError
+            except (ArithmeticError, ValueError):
+                check.add("meter", index, "initial_kwh",
+                          f"{entry['initial_kwh']!r} is not a reading in kWh")
+                meter.pop("initial_kwh")
+        if not missing:
+            meters.append(MeterConfig(**meter))
+    return meters
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found (give --config or set "
+                          "EDGE_AGENT_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_config(text, str(path))

@@ -1,0 +1,293 @@
+"""The daemon: wires configuration, storage, bus workers, processing and the head-end link.
+
+It holds no business logic: it schedules polls per bus, hands what the workers read to the
+`Processor`, carries the processor's relay decisions out on the right bus, and feeds systemd's
+watchdog only while polling and storage make progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.billing import LedgerEntry
+from edge_agent.bus import Bus, LineSettings
+from edge_agent.config import BusConfig, Config
+from edge_agent.dlt645_client import Dlt645Client
+from edge_agent.drivers import Dlt645Driver
+from edge_agent.enforcement import Decision
+from edge_agent.errors import ConfigError, EdgeAgentError, StorageError, TariffError
+from edge_agent.notify import Notifier
+from edge_agent.processing import Processor
+from edge_agent.storage import MeterRecord, Store
+from edge_agent.tariff import Tariff, load_tariff, tariff_from_text
+from edge_agent.worker import POLL, RELAY, BusWorker
+
+log = logging.getLogger("edge_agent")
+
+
+@dataclass
+class Clock:
+    """The one source of time: wall clock for records, monotonic for intervals."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff]:
+    """Tariff files from the tariff directory, then those pushed by the head end."""
+    tariffs: dict[str, Tariff] = {}
+    directory = Path(config.tariff_dir)
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.toml")):
+            tariff = load_tariff(path)
+            tariffs[tariff.id] = tariff
+    if store is not None:
+        for tariff_id, body in store.tariffs().items():
+            tariffs[tariff_id] = tariff_from_text(body, f"head-end tariff {tariff_id}")
+    return tariffs
+
+
+def make_driver(bus: BusConfig, config: Config) -> Any:
+    settings = LineSettings(port=bus.port, baud=bus.baud, parity=bus.parity,
+                            stopbits=bus.stopbits, response_timeout=bus.response_timeout,
+                            gap=bus.gap, retries=bus.retries)
+    policy = config.policy
+    if bus.protocol == "dlt645-2007":
+        return Dlt645Driver(Dlt645Client(Bus(settings)), policy.relay_confirm_attempts,
+                            policy.relay_backoff)
+    if bus.protocol in ("modbus", "dlt645-1997"):
+        from edge_agent.drivers_extra import make_extra_driver
+
+        return make_extra_driver(bus, settings, config)
+    raise ConfigError(f"bus {bus.name}: unsupported protocol {bus.protocol}")
+
+
+class Agent:
+    """One running gateway agent."""
+
+    def __init__(self, config: Config, clock: Clock | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.notifier = notifier or Notifier.from_environment()
+        self.store = Store(config.database)
+        self.tariffs = load_tariffs(config, self.store)
+        self.register_meters()
+        self.processor = Processor(self.store, self.tariffs, config.policy, config.tz,
+                                   config.gateway_id)
+        self.lock = threading.RLock()  # one user of the processor (and the writer) at a time
+        self.workers = {b.name: BusWorker(b.name, make_driver(b, config)) for b in config.buses}
+        self.stop_event = threading.Event()
+        self.started_at = self.clock.now()
+        self.progress_at = self.clock.monotonic()  # last time a poll cycle was stored
+        self.cycles = 0
+        self.link: Any = None  # the head-end link (MQTT), when configured
+        self.control: Any = None  # the local control socket
+        self._next_poll: dict[str, float] = {}
+        self._polling: dict[str, Future[Any]] = {}
+        self.reload_requested = threading.Event()
+        self._status_at = float("-inf")
+
+    # -- set-up ---------------------------------------------------------------------------
+    def register_meters(self) -> None:
+        """Meters from the configuration; a meter already known keeps its billing state."""
+        for meter in self.config.meters:
+            if meter.tariff not in self.tariffs:
+                raise ConfigError(f"meter {meter.address}: tariff {meter.tariff!r} is not in "
+                                  f"{self.config.tariff_dir}")
+            known = self.store.meter(meter.address)
+            record = MeterRecord(meter.address, meter.bus, meter.account, meter.tariff,
+                                 protocol=self.config.bus(meter.bus).protocol,
+                                 multiplier=meter.multiplier, keep_power=meter.keep_power,
+                                 allowance=meter.allowance, unit=meter.unit, model=meter.model)
+            initial = meter.initial_kwh if known is None else None
+            self.store.add_meter(record, initial, self.clock.now() if initial is not None
+                                 else None)
+
+    # -- polling --------------------------------------------------------------------------
+    def poll_job(self, bus: BusConfig) -> Callable[[Any], int]:
+        def job(driver: Any) -> int:
+            meters = [m for m in self.store.meters() if m.bus == bus.name]
+            polls = [driver.poll(m.address, bus.quantities, self.clock.now()) for m in meters]
+            with self.lock:
+                decisions = self.processor.process(polls, self.clock.now())
+                self.cycles += 1
+                self.progress_at = self.clock.monotonic()
+            self.execute(decisions, driver)
+            return len(polls)
+        return job
+
+    def execute(self, decisions: list[Decision], driver: Any, actor: str = "policy") -> None:
+        """Carry out relay decisions on this bus; record each confirmed (or failed) outcome."""
+        for decision in decisions:
+            assert decision.action is not None
+            try:
+                relay = driver.relay(decision.meter, decision.action)
+                ok, error = True, ""
+            except EdgeAgentError as exc:
+                relay, ok, error = None, False, str(exc)
+                log.warning("relay %s on %s failed: %s", decision.action, decision.meter, exc)
+            with self.lock:
+                self.processor.relay_done(decision, ok, self.clock.now(), relay, error, actor)
+
+    def poll_now(self, bus_name: str | None = None) -> list[Future[Any]]:
+        """Queue a poll of one bus (or all) now; returns the futures."""
+        futures = []
+        for bus in self.config.buses:
+            if bus_name in (None, bus.name):
+                future = self.workers[bus.name].submit(self.poll_job(bus), POLL)
+                self._polling[bus.name] = future
+                futures.append(future)
+        return futures
+
+    def schedule(self) -> None:
+        """Queue the polls that are due, one outstanding poll per bus at most."""
+        now = self.clock.monotonic()
+        for bus in self.config.buses:
+            running = self._polling.get(bus.name)
+            if running is not None and not running.done():
+                continue
+            if now >= self._next_poll.get(bus.name, 0.0):
+                self._next_poll[bus.name] = now + bus.poll_interval
+                self.poll_now(bus.name)
+
+    # -- head-end and technician operations -----------------------------------------------
+    def apply_entries(self, entries: list[LedgerEntry], origin: str = "headend"
+                      ) -> list[dict[str, object]]:
+        """Top-ups and adjustments; relay restores they allow go ahead of polling."""
+        with self.lock:
+            added, decisions = self.processor.apply_entries(entries, self.clock.now(), origin)
+        self.dispatch(decisions)
+        return added
+
+    def dispatch(self, decisions: list[Decision], actor: str = "policy") -> list[Future[Any]]:
+        futures = []
+        for decision in decisions:
+            meter = self.store.meter(decision.meter)
+            if meter is None or meter.bus not in self.workers:
+                continue
+            futures.append(self.workers[meter.bus].submit(
+                lambda driver, d=decision: self.execute([d], driver, actor), RELAY))
+        return futures
+
+    def worker_for(self, meter: str) -> BusWorker:
+        record = self.store.meter(meter)
+        if record is None:
+            raise StorageError(f"unknown meter {meter}")
+        return self.workers[record.bus]
+
+    def set_tariff(self, tariff_id: str, body: str) -> None:
+        tariff = tariff_from_text(body, f"head-end tariff {tariff_id}")
+        if tariff.id != tariff_id:
+            raise TariffError([f"tariff body has id {tariff.id!r}, command says {tariff_id!r}"])
+        self.store.save_tariff(tariff_id, body, self.clock.now())
+        with self.lock:
+            self.tariffs[tariff_id] = tariff
+
+    # -- the loop -------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {"online": True, "version": __version__, "gw": self.config.gateway_id,
+                "started_at": self.started_at.isoformat(), "cycles": self.cycles,
+                "meters": len(self.store.meters()),
+                "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol}
+                          for b in self.config.buses],
+                "outbox": self.store.outbox_depth()}
+
+    def start(self) -> None:
+        for worker in self.workers.values():
+            worker.start()
+        if self.link is not None:
+            self.link.start()
+        if self.control is not None:
+            self.control.start()
+
+    def run(self, install_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or `stop`); SIGHUP asks for a reload."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+            signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+            signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        self.start()
+        self.notifier.ready(f"polling {len(self.workers)} bus(es)")
+        log.info("edge-agent %s started: gateway %s, %d bus(es), %d meter(s)", __version__,
+                 self.config.gateway_id, len(self.workers), len(self.store.meters()))
+        try:
+            while not self.stop_event.is_set():
+                self.schedule()
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+                self.feed_watchdog()
+                self.stop_event.wait(0.2)
+        finally:
+            self.shutdown()
+
+    def feed_watchdog(self) -> None:
+        """WATCHDOG=1 only while cycles keep being stored (a stuck bus or DB starves it)."""
+        longest = max((b.poll_interval for b in self.config.buses), default=60.0)
+        stalled = self.clock.monotonic() - self.progress_at > 2 * longest + 30
+        if not stalled:
+            self.notifier.watchdog()
+        now = self.clock.monotonic()
+        if now - self._status_at >= 10.0:  # counting a large outbox is not free
+            self._status_at = now
+            backlog = sum(self.store.outbox_depth().values())
+            self.notifier.status(f"{self.cycles} cycles stored, outbox {backlog}")
+            self.store.put("heartbeat", self.clock.now().isoformat())
+
+    def reload(self) -> list[str]:
+        """Re-read the configuration file; apply what can change live, say what cannot."""
+        from edge_agent.config import load_config
+
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            log.error("reload refused, configuration invalid: %s", exc)
+            return [f"refused: {exc}"]
+        notes = []
+        for key in ("gateway_id", "database", "timezone", "control_socket"):
+            if getattr(new, key) != getattr(self.config, key):
+                notes.append(f"agent.{key} changed: needs a restart")
+        if [(b.name, b.port, b.protocol, b.baud) for b in new.buses] != [
+                (b.name, b.port, b.protocol, b.baud) for b in self.config.buses]:
+            notes.append("buses changed: needs a restart")
+        if new.mqtt != self.config.mqtt:
+            notes.append("[mqtt] changed: needs a restart")
+        with self.lock:
+            self.config = new
+            self.tariffs.update(load_tariffs(new, self.store))
+            self.register_meters()
+            self.processor.policy = new.policy
+            self.processor.reload()
+        notes.append("reloaded: policy, meters, tariffs, poll intervals, retention")
+        for note in notes:
+            log.info("SIGHUP: %s", note)
+        return notes
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def shutdown(self) -> None:
+        """Finish the transaction in flight on every bus, then close."""
+        self.notifier.stopping()
+        for worker in self.workers.values():
+            worker.stop()
+        if self.link is not None:
+            self.link.stop()
+        if self.control is not None:
+            self.control.stop()
+        self.store.close()
+        log.info("edge-agent stopped")

@@ -1,0 +1,71 @@
+"""One worker thread per bus: the only code that uses that bus while the daemon runs.
+
+Jobs wait in a priority queue: relay orders (from the head end or a top-up) go ahead of
+technician requests, which go ahead of routine polling.  A job is a callable run on the
+worker's thread with the bus's driver; its result or error comes back through a future.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RELAY, TECHNICIAN, POLL = 0, 1, 5
+
+
+class BusWorker:
+    def __init__(self, name: str, driver: Any) -> None:
+        self.name = name
+        self.driver = driver
+        self._jobs: queue.PriorityQueue[tuple[int, int, Callable[[Any], Any] | None,
+                                              Future[Any]]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=f"bus {name}", daemon=True)
+        self.busy = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Callable[[Any], Any], priority: int = POLL) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((priority, next(self._order), job, future))
+        return future
+
+    def pending(self, priority: int | None = None) -> int:
+        with self._jobs.mutex:
+            return sum(1 for p, *_ in self._jobs.queue if priority is None or p == priority)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the job in flight, drop the rest, and end the thread."""
+        self._jobs.put((-1, next(self._order), None, Future()))
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            _, _, job, future = self._jobs.get()
+            if job is None:
+                break
+            if not future.set_running_or_notify_cancel():
+                continue
+            self.busy.set()
+            try:
+                future.set_result(job(self.driver))
+            except BaseException as exc:  # the future carries it to whoever waits
+                log.debug("bus %s: job failed: %s", self.name, exc)
+                future.set_exception(exc)
+            finally:
+                self.busy.clear()
+        while not self._jobs.empty():
+            _, _, job, future = self._jobs.get_nowait()
+            if job is not None:
+                future.cancel()
+        close = getattr(getattr(getattr(self.driver, "client", None), "bus", None), "close", None)
+        if close:
+            close()
