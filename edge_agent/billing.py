@@ -101,10 +101,9 @@ def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: Zone
                             {"last_kwh": str(state.last_kwh), "kwh": str(reading.kwh)}))
         return BillResult(replace(state, last_daily=last_daily), entries, events)
     delta = reading.kwh - state.last_kwh
-    new_state = replace(state, last_kwh=reading.kwh, last_rates=reading.rates, last_ts=when,
-                        last_daily=last_daily)
     if delta == 0:
-        return BillResult(new_state, entries, events)
+        return BillResult(replace(state, last_rates=reading.rates, last_ts=when,
+                                  last_daily=last_daily), entries, events)
     kwh = delta * state.multiplier
     rate_kwh = None
     if reading.rates is not None and state.last_rates is not None:
@@ -115,13 +114,13 @@ def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: Zone
     priced = price_interval(tariff, state.last_ts, when, kwh, tz, state.tier,
                             state.allowance_state, rate_kwh, state.allowance)
     seq = state.charge_seq + 1
-    detail = {
-        "kwh": str(kwh), "from": state.last_ts.isoformat(), "to": when.isoformat(),
-        "register": str(reading.kwh), "tariff": tariff.id,
-        "pieces": [{"kwh": str(p.kwh), "price": str(p.price), "label": p.label}
-                   for p in priced.pieces],
-    }
     if priced.cost:
+        detail = {
+            "kwh": str(kwh), "from": state.last_ts.isoformat(),  # "to" is the entry's ts
+            "register": str(reading.kwh), "tariff": tariff.id,
+            "pieces": [{"kwh": str(p.kwh), "price": str(p.price), "label": p.label}
+                       for p in priced.pieces],
+        }
         entries.append(LedgerEntry(f"{gateway}:charge:{state.meter}:{seq}", state.account,
                                    "charge", -priced.cost, when, state.meter, detail))
     if priced.credit:
@@ -130,8 +129,11 @@ def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: Zone
             priced.credit, when, state.meter,
             {"kwh": str(priced.free_kwh), "month": priced.allowance.month,
              "value": format_money(priced.credit)}))
-    new_state = replace(new_state, charge_seq=seq, tier=priced.tier,
-                        allowance_state=priced.allowance)
+    # One construction of the next state (this is the hot path of every poll).
+    new_state = MeterBilling(
+        state.meter, state.account, state.tariff, state.multiplier, state.allowance,
+        state.commissioned_at, reading.kwh, reading.rates, when, seq, priced.tier,
+        priced.allowance, last_daily)
     return BillResult(new_state, entries, events, kwh)
 
 

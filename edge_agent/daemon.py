@@ -104,6 +104,10 @@ class Agent:
     # -- set-up ---------------------------------------------------------------------------
     def register_meters(self) -> None:
         """Meters from the configuration; a meter already known keeps its billing state."""
+        with self.store.transaction():  # one fsync for the lot, not one per meter
+            self._register_meters()
+
+    def _register_meters(self) -> None:
         for meter in self.config.meters:
             if meter.tariff not in self.tariffs:
                 raise ConfigError(f"meter {meter.address}: tariff {meter.tariff!r} is not in "

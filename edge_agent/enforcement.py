@@ -13,6 +13,7 @@ new phase, so an unconfirmed action is decided again next cycle.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -271,6 +272,11 @@ def guard(decisions: list[Decision], meter_count: int, policy: Policy,
     return held, [event]
 
 
+@functools.lru_cache(maxsize=16)
+def _level_keys(levels: tuple[Decimal, ...]) -> tuple[tuple[Decimal, str], ...]:
+    return tuple((level, format_money(level)) for level in levels)
+
+
 @dataclass(frozen=True)
 class AlertState:
     """Alert levels already announced for an account (re-armed when the balance recovers)."""
@@ -285,8 +291,7 @@ def check_alerts(account: str, state: AlertState, balance: Decimal,
     """Low-balance alerts, each raised once per downward crossing."""
     events: list[Event] = []
     levels = set(state.levels)
-    for level in policy.alert_levels:
-        key = format_money(level)
+    for level, key in _level_keys(policy.alert_levels):
         if balance <= level and key not in levels:
             levels.add(key)
             events.append(Event("low_balance", "warning", now, None, account,
@@ -295,13 +300,16 @@ def check_alerts(account: str, state: AlertState, balance: Decimal,
             levels.discard(key)
     days = state.days
     if daily_cost and daily_cost > 0 and policy.alert_days_left > 0:
-        left = balance / daily_cost
-        if left <= policy.alert_days_left and not days:
+        low = balance <= policy.alert_days_left * daily_cost  # days left <= threshold
+        if low and not days:
             days = True
+            left = balance / daily_cost
             events.append(Event("low_balance", "warning", now, None, account, {
                 "balance": format_money(balance),
                 "days_left": str(left.quantize(Decimal("0.1"))),
                 "daily_cost": format_money(daily_cost.quantize(Decimal("0.000001")))}))
-        elif left > policy.alert_days_left:
+        elif not low:
             days = False
+    if days == state.days and levels == state.levels:
+        return state, events  # unchanged: the caller need not store anything
     return AlertState(frozenset(levels), days), events

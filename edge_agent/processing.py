@@ -24,7 +24,7 @@ from edge_agent.enforcement import (
     guard,
 )
 from edge_agent.errors import StorageError, TariffError
-from edge_agent.money import ZERO, format_money
+from edge_agent.money import ZERO, format_money, from_micro
 from edge_agent.storage import Store
 from edge_agent.tariff import Tariff
 
@@ -86,9 +86,12 @@ class Processor:
     def _process(self, polls: list[Poll], now: datetime, telemetry: bool) -> list[Decision]:
         store = self.store
         events: list[Event] = self._presence(polls) + self._tamper(polls)  # before storing
-        store.record_poll((p.meter, p.ok, p.ts) for p in polls)
-        store.record_readings((p.meter, p.ts, name, value) for p in polls if p.ok
-                              for name, value in p.values)
+        # Answered polls of billed meters are counted with their billing state, below.
+        counted = {p.meter: p.ts for p in polls
+                   if p.ok and p.energy is not None and p.meter in self.billing}
+        store.record_poll((p.meter, p.ok, p.ts) for p in polls if p.meter not in counted)
+        stored = store.record_readings((p.meter, p.ts, name, value) for p in polls if p.ok
+                                       for name, value in p.values)
         entries: list[LedgerEntry] = []
         billed: dict[str, BillResult] = {}
         for poll in polls:
@@ -102,12 +105,15 @@ class Processor:
             billed[poll.meter] = result
             entries += result.entries
             events += result.events
-        store.append_ledger_entries(entries)
+        added = store.append_ledger_entries(entries)
+        store.save_billing_states([r.state for r in billed.values()], counted, self.billing)
         for meter, result in billed.items():
             self.billing[meter] = result.state
-        store.save_billing_states(r.state for r in billed.values())
         accounts = {self.billing[p.meter].account for p in polls if p.meter in self.billing}
-        balances = {a: store.balance(a) for a in accounts}
+        # Balances just written in this transaction are exact; read only the others.
+        balances = {row["account"]: Decimal(row["balance_after"]) for row in added}
+        missing = accounts - balances.keys()
+        balances.update((a, from_micro(m)) for a, m in store.balances_micro(missing).items())
         events += self._alerts(balances, now)
         decisions = []
         for poll in polls:
@@ -123,7 +129,8 @@ class Processor:
         for d in decisions:
             events += d.events
             if d.action is None:
-                quiet.append(d.on_success)
+                if d.on_success is not self.enforcement[d.meter]:  # only what changed
+                    quiet.append(d.on_success)
             elif d.events:  # keep what the decision learnt even before the action succeeds
                 quiet.append(replace(self.enforcement[d.meter],
                                      cwt_raised=d.on_success.cwt_raised))
@@ -131,11 +138,8 @@ class Processor:
             self.enforcement[state.meter] = state
         store.save_enforcement_states(quiet)
         store.record_events(events)
-        if telemetry:
-            readings = [{"meter": p.meter, "ts": p.ts.isoformat(), "name": n, "value": v}
-                        for p in polls if p.ok for n, v in p.values]
-            if readings:
-                store.enqueue("telemetry", {"readings": readings})
+        if telemetry and stored and store.last_readings_range:
+            store.enqueue_range("telemetry", *store.last_readings_range)
         return [d for d in decisions if d.action is not None]
 
     def _presence(self, polls: list[Poll]) -> list[Event]:
@@ -186,7 +190,7 @@ class Processor:
                 state = AlertState()
             new, raised = check_alerts(account, state, balance,
                                        self._daily_cost_of(account, now), self.policy, now)
-            if new != state:
+            if new is not state:
                 changed[account] = new
                 self.alerts[account] = new
             events += raised

@@ -30,6 +30,8 @@ from edge_agent.money import format_money, from_micro, to_micro
 from edge_agent.tariff import AllowanceState, TierState
 
 SCHEMA_VERSION = 1
+_INSERT_LEDGER = ("INSERT INTO ledger (id, account, kind, amount, amount_micro, ts, meter, "
+                  "detail, balance_after, origin) VALUES (?,?,?,?,?,?,?,?,?,?)")
 LEDGER_KINDS = ("topup", "charge", "allowance", "adjustment", "opening")
 
 
@@ -63,15 +65,24 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         "last_daily": str, "phase": str, "alarm_since": str, "deferred": str, "cwt": int,
         "relay": str, "online": int, "last_seen": str, "polls": int, "replies": int,
     }, pk="address")
-    db.execute("""CREATE TABLE readings (meter TEXT NOT NULL, ts INTEGER NOT NULL,
-                  name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (meter, ts, name))
+    # Readings are appended in time order (rowid table, index on time only): each cycle
+    # writes to the end of the file instead of touching one page per meter, which is both
+    # faster and kinder to an SD card.  The latest value per meter and quantity is kept in
+    # `latest` for the tamper check and the CLI.
+    db.execute("""CREATE TABLE readings (ts INTEGER NOT NULL, meter TEXT NOT NULL,
+                  name TEXT NOT NULL, value TEXT NOT NULL)""")
+    db.execute("CREATE INDEX readings_ts ON readings (ts)")
+    db.execute("""CREATE TABLE latest (meter TEXT NOT NULL, name TEXT NOT NULL,
+                  ts INTEGER NOT NULL, value TEXT NOT NULL, PRIMARY KEY (meter, name))
                   WITHOUT ROWID""")
-    db.execute("""CREATE TABLE ledger (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    # The ledger is append-only (rows are never deleted), so a plain rowid is already
+    # strictly increasing; the outbox deletes acknowledged rows and needs AUTOINCREMENT.
+    db.execute("""CREATE TABLE ledger (seq INTEGER PRIMARY KEY,
                   id TEXT NOT NULL UNIQUE, account TEXT NOT NULL, kind TEXT NOT NULL,
                   amount TEXT NOT NULL, amount_micro INTEGER NOT NULL, ts TEXT NOT NULL,
                   meter TEXT, detail TEXT, balance_after TEXT NOT NULL, origin TEXT NOT NULL)""")
     db.execute("CREATE INDEX ledger_account ON ledger (account, ts)")
-    db.execute("""CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL,
+    db.execute("""CREATE TABLE events (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL,
                   meter TEXT, account TEXT, type TEXT NOT NULL, severity TEXT NOT NULL,
                   detail TEXT)""")
     db.execute("""CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,7 +97,9 @@ MIGRATIONS = [_migration_1]
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()
 
 
 def _dt(text: str | None) -> datetime | None:
@@ -106,6 +119,7 @@ class Store:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self.last_readings_range: tuple[int, int] | None = None
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -114,6 +128,7 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the ledger indexes stay cached
         with self._guard:
             self._connections.append(conn)
         return conn
@@ -254,31 +269,86 @@ class Store:
     # -- ledger ---------------------------------------------------------------------------
     def append_ledger_entries(self, entries: Iterable[LedgerEntry], origin: str = "gateway",
                               outbox: bool = True) -> list[dict[str, Any]]:
-        """Append entries; ids that exist are skipped.  Returns the rows actually added."""
-        added: list[dict[str, Any]] = []
+        """Append entries; ids that exist are skipped.  Returns the rows actually added.
+
+        Balances are read once per batch inside the write transaction (nobody else can write
+        meanwhile), advanced in Python, and written back once per account.
+        """
+        batch = list(entries)
+        for entry in batch:
+            if entry.kind not in LEDGER_KINDS:
+                raise StorageError(f"ledger entry {entry.id}: unknown kind {entry.kind!r}")
+        if not batch:
+            return []
         with self.transaction():
-            for entry in entries:
-                if entry.kind not in LEDGER_KINDS:
-                    raise StorageError(f"ledger entry {entry.id}: unknown kind {entry.kind!r}")
-                micro = to_micro(entry.amount)
-                self.ensure_account(entry.account)
-                cursor = self.conn.execute(
-                    "INSERT OR IGNORE INTO ledger (id, account, kind, amount, amount_micro, ts, "
-                    "meter, detail, balance_after, origin) VALUES (?,?,?,?,?,?,?,?,'',?)",
-                    (entry.id, entry.account, entry.kind, format_money(entry.amount), micro,
-                     _iso(entry.ts), entry.meter, json.dumps(entry.detail, sort_keys=True),
-                     origin))
-                if cursor.rowcount != 1:
-                    continue
-                self.conn.execute("UPDATE accounts SET balance_micro = balance_micro + ? "
-                                  "WHERE id=?", (micro, entry.account))
-                after = self.balance(entry.account)
-                self.conn.execute("UPDATE ledger SET balance_after=? WHERE seq=?",
-                                  (format_money(after), cursor.lastrowid))
-                added.append(_entry_json(entry, after))
+            conn = self.conn
+            # Fast path: usually every id is new.  Insert the lot under a savepoint; if any id
+            # was already there, undo it and take the careful path that skips known ids.
+            conn.execute("SAVEPOINT ledger_batch")
+            before = conn.total_changes
+            added, rows, balances = self._ledger_rows(batch, set(), origin)
+            conn.executemany(_INSERT_LEDGER.replace("INSERT", "INSERT OR IGNORE"), rows)
+            if conn.total_changes - before != len(rows):
+                conn.execute("ROLLBACK TO ledger_batch")
+                known = self._existing_ids([e.id for e in batch])
+                added, rows, balances = self._ledger_rows(batch, known, origin)
+                conn.executemany(_INSERT_LEDGER, rows)  # a duplicate now is an error
+            conn.execute("RELEASE ledger_batch")
+            touched = {row["account"] for row in added}
+            conn.executemany("UPDATE accounts SET balance_micro=? WHERE id=?",
+                             [(balances[a], a) for a in touched])
             if added and outbox:
-                self.enqueue("ledger", {"entries": added})
+                self.enqueue_range("ledger", self._last_rowid() - len(rows) + 1,
+                                   self._last_rowid())
         return added
+
+    def _last_rowid(self) -> int:
+        return int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+
+    def _ledger_rows(self, batch: list[LedgerEntry], known: set[str], origin: str
+                     ) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], dict[str, int]]:
+        """Rows to insert for the entries whose id is not in `known` (nor repeated)."""
+        balances = self.balances_micro({e.account for e in batch})
+        added: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        seen = set(known)
+        for entry in batch:
+            if entry.id in seen:
+                continue  # this id is already in the ledger: a no-op
+            seen.add(entry.id)
+            micro = to_micro(entry.amount)
+            if entry.account not in balances:
+                self.ensure_account(entry.account)
+                balances[entry.account] = 0
+            balances[entry.account] += micro
+            row = {"id": entry.id, "account": entry.account, "kind": entry.kind,
+                   "amount": format_money(entry.amount), "ts": _iso(entry.ts),
+                   "meter": entry.meter, "detail": entry.detail,
+                   "balance_after": format_money(from_micro(balances[entry.account]))}
+            detail = json.dumps(entry.detail, ensure_ascii=False)
+            added.append(row)
+            rows.append((entry.id, entry.account, entry.kind, row["amount"], micro,
+                         row["ts"], entry.meter, detail, row["balance_after"], origin))
+        return added, rows, balances
+
+    def _existing_ids(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            found.update(r[0] for r in self.conn.execute(
+                f"SELECT id FROM ledger WHERE id IN ({','.join('?' * len(part))})", part))
+        return found
+
+    def balances_micro(self, accounts: Iterable[str]) -> dict[str, int]:
+        """Balances of these accounts in micro-yuan (accounts that do not exist are left out)."""
+        wanted = list(accounts)
+        out: dict[str, int] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            out.update(self.conn.execute(
+                f"SELECT id, balance_micro FROM accounts WHERE id IN ({','.join('?' * len(part))})",
+                part).fetchall())
+        return out
 
     def ledger(self, account: str | None = None, limit: int = 100,
                since_seq: int = 0) -> list[dict[str, Any]]:
@@ -342,16 +412,38 @@ class Store:
                 last_daily=date.fromisoformat(r[14]) if r[14] else None)
         return out
 
-    def save_billing_states(self, states: Iterable[MeterBilling]) -> None:
+    def save_billing_states(self, states: Iterable[MeterBilling],
+                            answered_at: dict[str, datetime] | None = None,
+                            previous: dict[str, MeterBilling] | None = None) -> None:
+        """Store billing states; with `answered_at`, also count each meter's answered poll
+        (one UPDATE per meter per cycle instead of two: this is the hot path).  With
+        `previous`, a state whose tier, allowance, daily and rate parts did not change gets
+        the short UPDATE."""
+        seen = answered_at or {}
+        before = previous or {}
+        short, full = [], []
+        for st in states:
+            answered = int(st.meter in seen)
+            head = (None if st.last_kwh is None else str(st.last_kwh), _iso(st.last_ts),
+                    st.charge_seq, answered, answered, answered, _iso(seen.get(st.meter)))
+            old = before.get(st.meter)
+            if old is not None and (old.tier, old.allowance_state, old.last_daily,
+                                    old.last_rates) == (st.tier, st.allowance_state,
+                                                        st.last_daily, st.last_rates):
+                short.append((*head, st.meter))
+            else:
+                full.append((*head,
+                             json.dumps([str(x) for x in st.last_rates]) if st.last_rates
+                             else None, st.tier.period, str(st.tier.used),
+                             st.allowance_state.month, str(st.allowance_state.used),
+                             st.last_daily.isoformat() if st.last_daily else None, st.meter))
+        common = ("UPDATE meter_state SET last_kwh=?, last_ts=?, charge_seq=?, polls=polls+?, "
+                  "replies=replies+?, online=CASE WHEN ? THEN 1 ELSE online END, "
+                  "last_seen=COALESCE(?, last_seen)")
+        self.conn.executemany(common + " WHERE address=?", short)
         self.conn.executemany(
-            "UPDATE meter_state SET last_kwh=?, last_rates=?, last_ts=?, charge_seq=?, "
-            "tier_period=?, tier_used=?, allowance_month=?, allowance_used=?, last_daily=? "
-            "WHERE address=?",
-            [(None if s.last_kwh is None else str(s.last_kwh),
-              json.dumps([str(x) for x in s.last_rates]) if s.last_rates else None,
-              _iso(s.last_ts), s.charge_seq, s.tier.period, str(s.tier.used),
-              s.allowance_state.month, str(s.allowance_state.used),
-              s.last_daily.isoformat() if s.last_daily else None, s.meter) for s in states])
+            common + ", last_rates=?, tier_period=?, tier_used=?, allowance_month=?, "
+            "allowance_used=?, last_daily=? WHERE address=?", full)
 
     def enforcement_states(self) -> dict[str, MeterEnforcement]:
         rows = self.conn.execute(
@@ -404,21 +496,32 @@ class Store:
 
     # -- readings and events --------------------------------------------------------------
     def record_readings(self, rows: Iterable[tuple[str, datetime, str, str]]) -> int:
-        """Store (meter, ts, name, value) readings; a repeated (meter, ts, name) is kept once."""
-        cursor = self.conn.executemany(
-            "INSERT OR IGNORE INTO readings (meter, ts, name, value) VALUES (?,?,?,?)",
-            [(m, int(ts.timestamp()), n, v) for m, ts, n, v in rows])
-        return cursor.rowcount
+        """Append (meter, ts, name, value) readings and keep the latest value of each."""
+        params = [(int(ts.timestamp()), m, n, v) for m, ts, n, v in rows]
+        if not params:
+            return 0
+        self.conn.executemany("INSERT INTO readings (ts, meter, name, value) VALUES (?,?,?,?)",
+                              params)
+        self.last_readings_range = (self._last_rowid() - len(params) + 1, self._last_rowid())
+        self.conn.executemany(
+            "INSERT INTO latest (ts, meter, name, value) VALUES (?,?,?,?) "
+            "ON CONFLICT(meter, name) DO UPDATE SET ts=excluded.ts, value=excluded.value "
+            "WHERE excluded.ts >= latest.ts", params)
+        return len(params)
 
-    def readings(self, meter: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT ts, name, value FROM readings WHERE meter=? "
-                                 "ORDER BY ts DESC LIMIT ?", (meter, limit)).fetchall()
+    def readings(self, meter: str, limit: int = 100,
+                 since: datetime | None = None) -> list[dict[str, Any]]:
+        """Readings of one meter, newest first (a time window keeps the scan short)."""
+        start = 0 if since is None else int(since.timestamp())
+        rows = self.conn.execute("SELECT ts, name, value FROM readings WHERE ts >= ? AND "
+                                 "meter=? ORDER BY ts DESC LIMIT ?",
+                                 (start, meter, limit)).fetchall()
         return [{"meter": meter, "ts": datetime.fromtimestamp(t, UTC).isoformat(), "name": n,
                  "value": v} for t, n, v in rows]
 
     def latest_reading(self, meter: str, name: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM readings WHERE meter=? AND name=? "
-                                "ORDER BY ts DESC LIMIT 1", (meter, name)).fetchone()
+        row = self.conn.execute("SELECT value FROM latest WHERE meter=? AND name=?",
+                                (meter, name)).fetchone()
         return None if row is None else row[0]
 
     def online_states(self) -> dict[str, bool]:
@@ -426,16 +529,16 @@ class Store:
                 self.conn.execute("SELECT address, online FROM meter_state")}
 
     def record_events(self, events: Iterable[Event], outbox: bool = True) -> None:
-        for event in events:
-            detail = json.dumps(event.detail, sort_keys=True, default=str)
-            self.conn.execute(
-                "INSERT INTO events (ts, meter, account, type, severity, detail) "
-                "VALUES (?,?,?,?,?,?)", (_iso(event.ts), event.meter, event.account, event.type,
-                                         event.severity, detail))
-            if outbox:
-                self.enqueue("events", {"ts": _iso(event.ts), "meter": event.meter,
-                                        "account": event.account, "type": event.type,
-                                        "severity": event.severity, "detail": event.detail})
+        rows = [(_iso(e.ts), e.meter, e.account, e.type, e.severity,
+                 json.dumps(e.detail, sort_keys=True, default=str)) for e in events]
+        if not rows:
+            return
+        self.conn.executemany("INSERT INTO events (ts, meter, account, type, severity, detail) "
+                              "VALUES (?,?,?,?,?,?)", rows)
+        if outbox:  # one message per event (contract), each a reference to its row
+            last = self._last_rowid()
+            for seq in range(last - len(rows) + 1, last + 1):
+                self.enqueue_range("events", seq, seq)
 
     def events(self, limit: int = 100, meter: str | None = None,
                types: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -455,11 +558,50 @@ class Store:
                 for r in reversed(self.conn.execute(sql, params).fetchall())]
 
     # -- outbox ---------------------------------------------------------------------------
+    def enqueue_range(self, kind: str, first: int, last: int) -> int:
+        """Queue a message made of rows `first..last` of the kind's table (rendered when sent:
+        the data is stored once, the outbox row only points at it)."""
+        return self.enqueue_encoded(kind, f'{{"ref":[{first},{last}]}}')
+
+    def render(self, kind: str, payload: str) -> dict[str, Any] | None:
+        """The message body of an outbox row (None: the rows it pointed at are gone)."""
+        data = json.loads(payload)
+        ref = data.get("ref")
+        if ref is None:
+            return data
+        first, last = ref
+        if kind == "ledger":
+            rows = self.conn.execute(
+                "SELECT id, account, kind, amount, ts, meter, detail, balance_after FROM ledger "
+                "WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)).fetchall()
+            return {"entries": [
+                {"id": r[0], "account": r[1], "kind": r[2], "amount": r[3], "ts": r[4],
+                 "meter": r[5], "detail": json.loads(r[6] or "{}"), "balance_after": r[7]}
+                for r in rows]} if rows else None
+        if kind == "events":
+            row = self.conn.execute("SELECT ts, meter, account, type, severity, detail FROM "
+                                    "events WHERE seq=?", (first,)).fetchone()
+            if row is None:
+                return None
+            return {"ts": row[0], "meter": row[1], "account": row[2], "type": row[3],
+                    "severity": row[4], "detail": json.loads(row[5] or "{}")}
+        if kind == "telemetry":
+            rows = self.conn.execute(
+                "SELECT meter, ts, name, value FROM readings WHERE rowid BETWEEN ? AND ? "
+                "ORDER BY rowid", (first, last)).fetchall()
+            return {"readings": [
+                {"meter": r[0], "ts": datetime.fromtimestamp(r[1], UTC).isoformat(),
+                 "name": r[2], "value": r[3]} for r in rows]} if rows else None
+        raise StorageError(f"outbox row of kind {kind!r} cannot hold a reference")
+
     def enqueue(self, kind: str, payload: dict[str, Any]) -> int:
+        return self.enqueue_encoded(kind, json.dumps(payload, default=str, ensure_ascii=False))
+
+    def enqueue_encoded(self, kind: str, payload: str) -> int:
+        """Queue a message whose JSON payload is already encoded."""
         cursor = self.conn.execute(
             "INSERT INTO outbox (kind, payload, created) VALUES (?,?,?)",
-            (kind, json.dumps(payload, default=str, ensure_ascii=False),
-             datetime.now(UTC).isoformat()))
+            (kind, payload, datetime.now(UTC).isoformat()))
         return int(cursor.lastrowid or 0)
 
     def pending(self, limit: int = 100, after: int = 0) -> list[tuple[int, str, str]]:
@@ -523,9 +665,3 @@ def _meter(row: tuple[Any, ...]) -> MeterRecord:
                        protocol=row[4], multiplier=row[5] or 1, keep_power=bool(row[6]),
                        allowance=bool(row[7]), unit=row[8], model=row[9],
                        commissioned_at=row[10], commission_kwh=row[11], active=bool(row[12]))
-
-
-def _entry_json(entry: LedgerEntry, balance_after: Decimal) -> dict[str, Any]:
-    return {"id": entry.id, "account": entry.account, "kind": entry.kind,
-            "amount": format_money(entry.amount), "ts": _iso(entry.ts), "meter": entry.meter,
-            "detail": entry.detail, "balance_after": format_money(balance_after)}

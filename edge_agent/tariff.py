@@ -374,6 +374,8 @@ def _month_key(moment: datetime) -> str:
 def _boundaries(tariff: Tariff, start: datetime, end: datetime, time_split: bool,
                 tz: ZoneInfo) -> list[datetime]:
     """Local instants in (start, end) where the price of energy may change."""
+    if not (time_split or tariff.allowance_kwh > 0 or tariff.period):
+        return []  # a flat price with no allowance never changes
     found: set[datetime] = set()
     day = start.astimezone(tz).date()
     last = end.astimezone(tz).date()
@@ -398,6 +400,8 @@ def split_energy(kwh: Decimal, spans: list[tuple[datetime, datetime]]) -> list[D
 
     Largest remainder (ties to the earlier span), so the shares always add up to `kwh`.
     """
+    if len(spans) == 1:
+        return [kwh]
     units = int(kwh / CENT_KWH)
     lengths = [(b - a) // MICROSECOND for a, b in spans]
     total = sum(lengths)

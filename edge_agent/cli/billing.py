@@ -13,7 +13,7 @@ import click
 
 from edge_agent.billing import LedgerEntry, RegisterReading
 from edge_agent.enforcement import Policy, parse_policy
-from edge_agent.errors import ConfigError, TariffError, UsageError
+from edge_agent.errors import ConfigError, EdgeAgentError, TariffError, UsageError
 from edge_agent.money import format_money, parse_decimal
 from edge_agent.processing import Poll, Processor
 from edge_agent.storage import MeterRecord, Store
@@ -52,7 +52,9 @@ def tariff_check(files: tuple[str, ...], as_json: bool) -> None:
     failed = [r for r in results if not r["ok"]]
     if failed:
         count = sum(len(r["errors"]) for r in failed)
-        raise TariffError([f"{count} error(s) in {len(failed)} file(s)"])
+        # The check ran and found the file invalid: an operation failure (exit 1), as for
+        # `frame decode` of an invalid frame.
+        raise EdgeAgentError(f"{count} error(s) in {len(failed)} file(s)")
 
 
 @main.group()
@@ -126,16 +128,19 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
         timeline: list[dict[str, object]] = []
         seen_ledger = seen_events = 0
 
+        def local(text: str) -> str:
+            return datetime.fromisoformat(text).astimezone(tz).isoformat()
+
         def collect(decisions: list, now: datetime) -> None:
             nonlocal seen_ledger, seen_events
             for d in decisions:
                 proc.relay_done(d, True, now, "open" if d.action == "trip" else "closed",
                                 actor="replay")
-                timeline.append({"ts": now.isoformat(), "type": "relay", "meter": d.meter,
+                timeline.append({"ts": local(now.isoformat()), "type": "relay", "meter": d.meter,
                                  "action": d.action, "reason": d.reason})
             for entry in store.ledger(limit=100000, since_seq=seen_ledger):
                 seen_ledger = entry["seq"]
-                timeline.append({"ts": entry["ts"], "type": "ledger", "id": entry["id"],
+                timeline.append({"ts": local(entry["ts"]), "type": "ledger", "id": entry["id"],
                                  "account": entry["account"], "kind": entry["kind"],
                                  "amount": entry["amount"],
                                  "balance_after": entry["balance_after"]})
@@ -143,7 +148,7 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
                 if event["seq"] <= seen_events:
                     continue
                 seen_events = event["seq"]
-                timeline.append({"ts": event["ts"], "type": "event", "event": event["type"],
+                timeline.append({"ts": local(event["ts"]), "type": "event", "event": event["type"],
                                  "meter": event["meter"], "account": event["account"],
                                  "detail": event["detail"]})
 

@@ -1,0 +1,148 @@
+"""Readings per second through store + bill + enforce, bytes written per reading, and the
+daemon's resident memory with 2,048 meters registered.
+
+Run: python3 bench/ingest.py [--meters 2048] [--cycles 10]
+
+Throughput is measured in this process, pinned to one core, calling the daemon's own
+`Processor.process` with one poll cycle of all meters at a time (one transaction per cycle,
+as the daemon does), a flat tariff, funded accounts and the default policy.  Memory is the
+VmRSS of a real `edge-agent run` with 2,048 meters on 8 simulated buses, after start-up and
+its first polls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_agent.billing import LedgerEntry, RegisterReading  # noqa: E402
+from edge_agent.enforcement import Policy  # noqa: E402
+from edge_agent.processing import Poll, Processor  # noqa: E402
+from edge_agent.storage import MeterRecord, Store  # noqa: E402
+from edge_agent.tariff import load_tariff  # noqa: E402
+
+
+def wchar() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def bench_throughput(meters: int, cycles: int, tmp: Path,
+                     durable: bool = True) -> dict[str, float]:
+    from zoneinfo import ZoneInfo
+
+    name = "ingest.db" if durable else "ingest-nosync.db"
+    store = Store(tmp / name)
+    if not durable:  # isolates the CPU cost: commits are not synced to the device
+        store.conn.execute("PRAGMA synchronous=OFF")
+    start = datetime(2026, 11, 22, tzinfo=UTC)
+    addresses = [f"{n:012d}" for n in range(1, meters + 1)]
+    with store.transaction():
+        for n, address in enumerate(addresses, start=1):
+            store.add_meter(MeterRecord(address, f"bus{n % 8}", f"A{n}", "flat"),
+                            Decimal("100.00"), start)
+    tariff = load_tariff(ROOT / "config" / "tariffs" / "flat.toml")
+    proc = Processor(store, {"flat": tariff}, Policy(), ZoneInfo("Asia/Shanghai"), "gw1")
+    proc.apply_entries([LedgerEntry(f"open-{a}", f"A{n}", "opening", Decimal("100000"), start)
+                        for n, a in enumerate(addresses, start=1)], start)
+    db_files = [tmp / name, tmp / f"{name}-wal"]
+    size_before = sum(f.stat().st_size for f in db_files if f.exists())
+    written_before = wchar()
+    elapsed = 0.0
+    for cycle in range(1, cycles + 1):
+        ts = start + timedelta(minutes=15 * cycle)
+        kwh = str(Decimal("100.00") + Decimal(cycle) * Decimal("0.25"))
+        polls = [Poll(a, ts, True, RegisterReading(a, ts, Decimal(kwh)),
+                      [("forward_active_total", kwh)]) for a in addresses]
+        began = time.perf_counter()
+        proc.process(polls, ts)
+        elapsed += time.perf_counter() - began
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    written = wchar() - written_before
+    size_after = sum(f.stat().st_size for f in db_files if f.exists())
+    readings = meters * cycles
+    store.close()
+    return {"readings": readings, "seconds": elapsed, "per_second": readings / elapsed,
+            "written_per_reading": written / readings,
+            "growth_per_reading": (size_after - size_before) / readings}
+
+
+def bench_memory(meters: int, tmp: Path) -> dict[str, float]:
+    from firmware_sim.bus import SimBus, make_meters
+
+    per_bus = meters // 8
+    sims = [SimBus(make_meters(per_bus, first=1 + b * per_bus), baud=9600).start()
+            for b in range(8)]
+    lines = [f'[agent]\ngateway_id = "bench"\ndatabase = "{tmp / "mem.db"}"\n'
+             f'tariff_dir = "{ROOT / "config" / "tariffs"}"\n'
+             f'control_socket = "{tmp / "control.sock"}"\n']
+    for b, sim in enumerate(sims):
+        lines.append(f'[[bus]]\nname = "bus{b}"\nport = "{sim.port}"\nbaud = 9600\n'
+                     f'response_timeout = 0.2\ngap = 0.0\npoll_interval = 3600\n')
+    for b, sim in enumerate(sims):
+        for m in sim.meters:
+            lines.append(f'[[meter]]\naddress = "{m.address}"\nbus = "bus{b}"\n'
+                         f'account = "A{m.address}"\ntariff = "flat"\ninitial_kwh = "0"\n')
+    config = tmp / "mem.toml"
+    config.write_text("\n".join(lines))
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "--config", str(config),
+                             "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = []
+    try:
+        for _ in range(30):
+            time.sleep(1)
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            rss = next(int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith("VmRSS:"))
+            samples.append(rss)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        polled = sum(s.requests_seen for s in sims)
+        for sim in sims:
+            sim.stop()
+    return {"rss_mb": max(samples) / 1024, "requests_answered": polled}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=2048)
+    parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="edge-agent-bench-", dir="/var/tmp") as tmp:
+        os.sched_setaffinity(0, {0})
+        t = bench_throughput(args.meters, args.cycles, Path(tmp))
+        cpu = bench_throughput(args.meters, args.cycles, Path(tmp), durable=False)
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        print(f"ingest: {args.meters} meters x {args.cycles} cycles = {t['readings']:.0f} "
+              f"readings through store + bill + enforce, one core, one transaction per cycle")
+        print(f"  readings/s, durable (synchronous=FULL, as deployed)  {t['per_second']:,.0f}")
+        print(f"  readings/s, commits not synced (CPU cost only)      {cpu['per_second']:,.0f}"
+              f"  (target >= 20,000)")
+        print(f"  bytes written/reading  {t['written_per_reading']:,.0f}  "
+              f"(write syscalls incl. WAL and checkpoint)")
+        print(f"  database growth/reading {t['growth_per_reading']:,.0f} bytes "
+              f"(reading, ledger entry, outbox reference, state)")
+        if not args.skip_memory:
+            m = bench_memory(args.meters, Path(tmp))
+            print(f"memory: edge-agent run with {args.meters} meters registered on 8 simulated "
+                  f"buses")
+            print(f"  resident memory (max VmRSS over 30 s)  {m['rss_mb']:.1f} MB  "
+                  f"(target <= 60 MB; {m['requests_answered']} requests answered meanwhile)")
+
+
+if __name__ == "__main__":
+    main()
