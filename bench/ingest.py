@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,28 +121,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=2048)
     parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each mode (median)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only", choices=["durable", "nosync"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="edge-agent-bench-", dir="/var/tmp") as tmp:
-        os.sched_setaffinity(0, {0})
-        t = bench_throughput(args.meters, args.cycles, Path(tmp))
-        cpu = bench_throughput(args.meters, args.cycles, Path(tmp), durable=False)
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        print(f"ingest: {args.meters} meters x {args.cycles} cycles = {t['readings']:.0f} "
-              f"readings through store + bill + enforce, one core, one transaction per cycle")
-        print(f"  readings/s, durable (synchronous=FULL, as deployed)  {t['per_second']:,.0f}")
-        print(f"  readings/s, commits not synced (CPU cost only)      {cpu['per_second']:,.0f}"
-              f"  (target >= 20,000)")
-        print(f"  bytes written/reading  {t['written_per_reading']:,.0f}  "
-              f"(write syscalls incl. WAL and checkpoint)")
-        print(f"  database growth/reading {t['growth_per_reading']:,.0f} bytes "
-              f"(reading, ledger entry, outbox reference, state)")
-        if not args.skip_memory:
+    if args.only:  # one measurement in a fresh process, printed as a line of numbers
+        with tempfile.TemporaryDirectory(prefix="edge-agent-bench-", dir="/var/tmp") as tmp:
+            os.sched_setaffinity(0, {0})
+            t = bench_throughput(args.meters, args.cycles, Path(tmp), args.only == "durable")
+        print(t["per_second"], t["written_per_reading"], t["growth_per_reading"])
+        return
+    results: dict[str, list[list[float]]] = {"durable": [], "nosync": []}
+    for _ in range(args.repeat):
+        for mode in results:
+            out = subprocess.run([sys.executable, __file__, "--only", mode, "--meters",
+                                  str(args.meters), "--cycles", str(args.cycles)],
+                                 capture_output=True, text=True, check=True).stdout
+            results[mode].append([float(x) for x in out.split()])
+
+    def median(mode: str, index: int) -> float:
+        return statistics.median(r[index] for r in results[mode])
+
+    def spread(mode: str) -> str:
+        return ", ".join(f"{r[0]:,.0f}" for r in results[mode])
+
+    print(f"ingest: {args.meters} meters x {args.cycles} cycles = {args.meters * args.cycles} "
+          f"readings through store + bill + enforce, one core, one transaction per cycle "
+          f"(median of {args.repeat} fresh processes)")
+    print(f"  readings/s, durable (synchronous=FULL, as deployed)  {median('durable', 0):,.0f}"
+          f"  [{spread('durable')}]")
+    print(f"  readings/s, commits not synced (CPU cost only)      {median('nosync', 0):,.0f}"
+          f"  [{spread('nosync')}]  (target >= 20,000)")
+    print(f"  bytes written/reading  {median('durable', 1):,.0f}  "
+          f"(write syscalls incl. WAL and checkpoint)")
+    print(f"  database growth/reading {median('durable', 2):,.0f} bytes "
+          f"(reading, ledger entry, outbox reference, state)")
+    if not args.skip_memory:
+        with tempfile.TemporaryDirectory(prefix="edge-agent-bench-", dir="/var/tmp") as tmp:
             m = bench_memory(args.meters, Path(tmp))
-            print(f"memory: edge-agent run with {args.meters} meters registered on 8 simulated "
-                  f"buses")
-            print(f"  resident memory (max VmRSS over 30 s)  {m['rss_mb']:.1f} MB  "
-                  f"(target <= 60 MB; {m['requests_answered']} requests answered meanwhile)")
+        print(f"memory: edge-agent run with {args.meters} meters registered on 8 simulated buses")
+        print(f"  resident memory (max VmRSS over 30 s)  {m['rss_mb']:.1f} MB  "
+              f"(target <= 60 MB; {m['requests_answered']} requests answered meanwhile)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,7 +88,9 @@ class Agent:
         self.register_meters()
         self.processor = Processor(self.store, self.tariffs, config.policy, config.tz,
                                    config.gateway_id)
-        self.lock = threading.RLock()  # one user of the processor (and the writer) at a time
+        # One thread does all storing, billing and enforcing: a single writer, whose
+        # connection alone needs the large page cache.  Bus workers hand it their polls.
+        self.processing = ThreadPoolExecutor(1, thread_name_prefix="processor")
         self.workers = {b.name: BusWorker(b.name, make_driver(b, config)) for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
@@ -121,15 +123,18 @@ class Agent:
             self.store.add_meter(record, initial, self.clock.now() if initial is not None
                                  else None)
 
+    def on_processor(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn` on the processing thread and wait for its result (or its error)."""
+        return self.processing.submit(fn, *args).result()
+
     # -- polling --------------------------------------------------------------------------
     def poll_job(self, bus: BusConfig) -> Callable[[Any], int]:
         def job(driver: Any) -> int:
             meters = [m for m in self.store.meters() if m.bus == bus.name]
             polls = [driver.poll(m.address, bus.quantities, self.clock.now()) for m in meters]
-            with self.lock:
-                decisions = self.processor.process(polls, self.clock.now())
-                self.cycles += 1
-                self.progress_at = self.clock.monotonic()
+            decisions = self.on_processor(self.processor.process, polls, self.clock.now())
+            self.cycles += 1
+            self.progress_at = self.clock.monotonic()
             self.execute(decisions, driver)
             return len(polls)
         return job
@@ -144,8 +149,8 @@ class Agent:
             except EdgeAgentError as exc:
                 relay, ok, error = None, False, str(exc)
                 log.warning("relay %s on %s failed: %s", decision.action, decision.meter, exc)
-            with self.lock:
-                self.processor.relay_done(decision, ok, self.clock.now(), relay, error, actor)
+            self.on_processor(self.processor.relay_done, decision, ok, self.clock.now(), relay,
+                              error, actor)
 
     def poll_now(self, bus_name: str | None = None) -> list[Future[Any]]:
         """Queue a poll of one bus (or all) now; returns the futures."""
@@ -172,8 +177,8 @@ class Agent:
     def apply_entries(self, entries: list[LedgerEntry], origin: str = "headend"
                       ) -> list[dict[str, object]]:
         """Top-ups and adjustments; relay restores they allow go ahead of polling."""
-        with self.lock:
-            added, decisions = self.processor.apply_entries(entries, self.clock.now(), origin)
+        added, decisions = self.on_processor(self.processor.apply_entries, entries,
+                                             self.clock.now(), origin)
         self.dispatch(decisions)
         return added
 
@@ -198,8 +203,7 @@ class Agent:
         if tariff.id != tariff_id:
             raise TariffError([f"tariff body has id {tariff.id!r}, command says {tariff_id!r}"])
         self.store.save_tariff(tariff_id, body, self.clock.now())
-        with self.lock:
-            self.tariffs[tariff_id] = tariff
+        self.on_processor(self.tariffs.__setitem__, tariff_id, tariff)
 
     # -- the loop -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -270,12 +274,14 @@ class Agent:
             notes.append("buses changed: needs a restart")
         if new.mqtt != self.config.mqtt:
             notes.append("[mqtt] changed: needs a restart")
-        with self.lock:
+        def apply() -> None:
             self.config = new
             self.tariffs.update(load_tariffs(new, self.store))
             self.register_meters()
             self.processor.policy = new.policy
             self.processor.reload()
+
+        self.on_processor(apply)
         notes.append("reloaded: policy, meters, tariffs, poll intervals, retention")
         for note in notes:
             log.info("SIGHUP: %s", note)
@@ -293,5 +299,6 @@ class Agent:
             self.link.stop()
         if self.control is not None:
             self.control.stop()
+        self.processing.shutdown(wait=True)
         self.store.close()
         log.info("edge-agent stopped")

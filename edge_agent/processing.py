@@ -76,6 +76,7 @@ class Processor:
     def process(self, polls: list[Poll], now: datetime,
                 telemetry: bool = True) -> list[Decision]:
         """Store, bill and enforce one cycle's polls; return the relay actions to carry out."""
+        self.store.use_large_cache()
         try:
             with self.store.transaction():
                 return self._process(polls, now, telemetry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,13 +22,29 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent.billing import Event, LedgerEntry, MeterBilling
 from edge_agent.enforcement import AlertState, MeterEnforcement
 from edge_agent.errors import StorageError
 from edge_agent.money import format_money, from_micro, to_micro
 from edge_agent.tariff import AllowanceState, TierState
+
+
+def _import_sqlite_utils():  # type: ignore[no-untyped-def]
+    """sqlite-utils imports numpy and pandas when installed, only to map their types.  The
+    agent stores neither, and on a gateway those 13+ MB of memory matter, so they are hidden
+    from that one import (unless something already loaded them)."""
+    blocked = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils as module
+    finally:
+        for name in blocked:
+            sys.modules.pop(name, None)
+    return module
+
+
+sqlite_utils = _import_sqlite_utils()
 
 SCHEMA_VERSION = 1
 _INSERT_LEDGER = ("INSERT INTO ledger (id, account, kind, amount, amount_micro, ts, meter, "
@@ -128,7 +145,6 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the ledger indexes stay cached
         with self._guard:
             self._connections.append(conn)
         return conn
@@ -142,6 +158,13 @@ class Store:
             self._local.db = sqlite_utils.Database(conn)
             self._local.depth = 0
         return conn
+
+    def use_large_cache(self) -> None:
+        """Give this thread's connection a 16 MiB page cache (the writer's ledger indexes
+        stay cached); other threads keep SQLite's small default."""
+        if not getattr(self._local, "large_cache", False):
+            self.conn.execute("PRAGMA cache_size=-16384")
+            self._local.large_cache = True
 
     @property
     def db(self) -> sqlite_utils.Database:
