@@ -34,6 +34,9 @@ from edge_agent.worker import POLL, RELAY, BusWorker
 
 log = logging.getLogger("edge_agent")
 
+RELAY_ORDERS = {"trip": "trip", "keep_power_on": "keep_power",
+                "keep_power_off": "keep_power_release"}  # "close" follows the policy
+
 
 @dataclass
 class Clock:
@@ -86,7 +89,7 @@ class Agent:
         self.store = Store(config.database)
         self.tariffs = load_tariffs(config, self.store)
         self.register_meters()
-        self.processor = Processor(self.store, self.tariffs, config.policy, config.tz,
+        self.processor = Processor(self.store, self.tariffs, self._policy(config), config.tz,
                                    config.gateway_id)
         # One thread does all storing, billing and enforcing: a single writer, whose
         # connection alone needs the large page cache.  Bus workers hand it their polls.
@@ -96,14 +99,23 @@ class Agent:
         self.started_at = self.clock.now()
         self.progress_at = self.clock.monotonic()  # last time a poll cycle was stored
         self.cycles = 0
-        self.link: Any = None  # the head-end link (MQTT), when configured
-        self.control: Any = None  # the local control socket
+        self.services: list[Any] = []  # head-end link, command handler, control socket...
+        self.link: Any = None  # the head-end link, when MQTT is enabled
         self._next_poll: dict[str, float] = {}
         self._polling: dict[str, Future[Any]] = {}
         self.reload_requested = threading.Event()
         self._status_at = float("-inf")
 
     # -- set-up ---------------------------------------------------------------------------
+    def _policy(self, config: Config) -> Any:
+        """The configured policy with the head end's `set_policy` changes on top."""
+        override = self.policy_override()
+        if not override:
+            return config.policy
+        from edge_agent.enforcement import parse_policy
+
+        return parse_policy({**config.policy_raw, **override}, "policy (with head-end changes)")
+
     def register_meters(self) -> None:
         """Meters from the configuration; a meter already known keeps its billing state."""
         with self.store.transaction():  # one fsync for the lot, not one per meter
@@ -192,6 +204,29 @@ class Agent:
                 lambda driver, d=decision: self.execute([d], driver, actor), RELAY))
         return futures
 
+    def operator_relay(self, meter: str, order: str, actor: str,
+                       reason: str = "") -> dict[str, Any]:
+        """A relay order from the head end or a technician (trip, close, keep_power_on/off):
+        ahead of polling on the meter's bus, confirmed, recorded as an event with who did it."""
+        action = RELAY_ORDERS.get(order) or self.processor.policy.close_mode
+        worker = self.worker_for(meter)
+        try:
+            relay = worker.submit(lambda driver: driver.relay(meter, action),
+                                  RELAY).result(120)
+        except EdgeAgentError as exc:
+            self.on_processor(self.processor.operator_done, meter, order, False,
+                              self.clock.now(), None, str(exc), actor, reason)
+            raise
+        self.on_processor(self.processor.operator_done, meter, order, True, self.clock.now(),
+                          relay, "", actor, reason)
+        return {"meter": meter, "action": order, "relay": relay}
+
+    def policy_override(self) -> dict[str, Any]:
+        """Policy settings the head end changed (`set_policy`), kept across restarts."""
+        import json
+
+        return json.loads(self.store.get("policy_override") or "{}")
+
     def worker_for(self, meter: str) -> BusWorker:
         record = self.store.meter(meter)
         if record is None:
@@ -212,15 +247,14 @@ class Agent:
                 "meters": len(self.store.meters()),
                 "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol}
                           for b in self.config.buses],
-                "outbox": self.store.outbox_depth()}
+                "outbox": self.store.outbox_depth(),
+                "broker": self.store.get("broker_state", "not configured")}
 
     def start(self) -> None:
         for worker in self.workers.values():
             worker.start()
-        if self.link is not None:
-            self.link.start()
-        if self.control is not None:
-            self.control.start()
+        for service in self.services:
+            service.start()
 
     def run(self, install_signals: bool = True) -> None:
         """Run until SIGTERM/SIGINT (or `stop`); SIGHUP asks for a reload."""
@@ -278,7 +312,7 @@ class Agent:
             self.config = new
             self.tariffs.update(load_tariffs(new, self.store))
             self.register_meters()
-            self.processor.policy = new.policy
+            self.processor.policy = self._policy(new)
             self.processor.reload()
 
         self.on_processor(apply)
@@ -293,12 +327,10 @@ class Agent:
     def shutdown(self) -> None:
         """Finish the transaction in flight on every bus, then close."""
         self.notifier.stopping()
+        for service in reversed(self.services):
+            service.stop()
         for worker in self.workers.values():
             worker.stop()
-        if self.link is not None:
-            self.link.stop()
-        if self.control is not None:
-            self.control.stop()
         self.processing.shutdown(wait=True)
         self.store.close()
         log.info("edge-agent stopped")

@@ -25,7 +25,7 @@ from edge_agent.billing import Event
 from edge_agent.errors import ConfigError
 from edge_agent.money import ZERO, format_money, parse_decimal
 
-PHASES = ("normal", "alarmed", "tripped")
+PHASES = ("normal", "alarmed", "tripped", "manual")  # manual: an operator holds it open
 CLOSE_MODES = ("close_allowed", "direct_close")
 
 
@@ -216,6 +216,13 @@ def decide(state: MeterEnforcement, balance: Decimal, policy: Policy, now: datet
     if not online:
         return Decision(state.meter, None, state, [], "meter offline: no decision")
     owed = balance <= policy.cutoff_level
+    if state.phase == "manual":
+        # Tripped by the head end or a technician: the policy neither closes it nor trips it
+        # again; only an operator's close ends this phase.
+        if consumed_kwh > 0 and not state.cwt_raised:
+            event("consumption_while_tripped", "critical", kwh=str(consumed_kwh))
+            state = replace(state, cwt_raised=True)
+        return Decision(state.meter, None, state, events, "relay held open by an operator")
     if state.phase == "tripped":
         if consumed_kwh > 0 and not state.cwt_raised:
             event("consumption_while_tripped", "critical", kwh=str(consumed_kwh))

@@ -269,6 +269,38 @@ class Processor:
                                       (meter,)).fetchone()
         return bool(row and row[0])
 
+    def operator_done(self, meter: str, order: str, ok: bool, now: datetime,
+                      relay: str | None, error: str, actor: str, reason: str) -> None:
+        """Record a relay order of the head end or a technician, and what it means for
+        enforcement: a trip holds the meter in `manual` until an operator closes it."""
+        state = self.enforcement.get(meter)
+        if state is None:
+            raise StorageError(f"unknown meter {meter}")
+        detail = {"action": order, "by": actor, "reason": reason}
+        with self.store.transaction():
+            if not ok:
+                self.store.record_events([Event("relay_failed", "critical", now, meter,
+                                                state.account, {**detail, "error": error})])
+                return
+            if order == "trip":
+                new = replace(state, phase="manual", alarm_since=None, deferred=None,
+                              cwt_raised=False)
+                kind = "relay_tripped"
+            elif order == "close":
+                new = replace(state, phase="normal", alarm_since=None, deferred=None,
+                              cwt_raised=False)
+                kind = "relay_closed"
+            else:
+                keep = order == "keep_power_on"
+                new = replace(state, keep_power=keep)
+                self.store.set_keep_power(meter, keep)
+                kind = "keep_power_on" if keep else "keep_power_off"
+            self.enforcement[meter] = new
+            self.store.save_enforcement_states([new])
+            if relay:
+                self.store.set_relay(meter, relay)
+            self.store.record_events([Event(kind, "info", now, meter, state.account, detail)])
+
     def set_phase(self, meter: str, phase: str) -> None:
         """Technician override: record where a relay actually is (after a manual action)."""
         state = self.enforcement.get(meter)

@@ -1,6 +1,8 @@
-"""Build a complete agent from configuration: daemon plus head-end link plus local control."""
+"""Build a complete agent from configuration: daemon, head-end link, command handler."""
 
 from __future__ import annotations
+
+import queue
 
 from edge_agent.config import Config
 from edge_agent.daemon import Agent
@@ -9,4 +11,14 @@ from edge_agent.daemon import Agent
 def build_agent(config: Config) -> Agent:
     agent = Agent(config)
     agent.store.put("gateway_id", config.gateway_id)
+    if config.mqtt.enabled:
+        from edge_agent.command_handler import CommandHandler
+        from edge_agent.keys import KeyRing
+        from edge_agent.link import HeadEndLink
+
+        inbox: queue.Queue[bytes] = queue.Queue()
+        link = HeadEndLink(config.mqtt, config.gateway_id, agent.store, agent.status,
+                           config.retention, inbox)
+        agent.link = link
+        agent.services += [link, CommandHandler(agent, KeyRing(config.keys.headend_keys), inbox)]
     return agent

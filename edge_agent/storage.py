@@ -248,6 +248,17 @@ class Store:
                               (str(old_final_kwh), old))
             self.add_meter(new, new_initial_kwh, at)
 
+    def set_meter_tariff(self, address: str, tariff: str) -> None:
+        with self.transaction():
+            if self.meter(address) is None:
+                raise StorageError(f"unknown meter {address}")
+            self.conn.execute("UPDATE meters SET tariff=? WHERE address=?", (tariff, address))
+
+    def set_keep_power(self, address: str, keep_power: bool) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE meters SET keep_power=? WHERE address=?",
+                              (int(keep_power), address))
+
     def remove_meter(self, address: str) -> None:
         with self.transaction():
             if self.meter(address) is None:
@@ -581,6 +592,30 @@ class Store:
                 for r in reversed(self.conn.execute(sql, params).fetchall())]
 
     # -- outbox ---------------------------------------------------------------------------
+    def high_water_seq(self) -> int:
+        """The last seq given to a queued message (the retained status carries it)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+        return int(row[0]) if row else 0
+
+    def requeue_ledger(self, since_seq: int, account: str | None = None) -> int:
+        """Queue the ledger again from `since_seq` on (head-end `sync`); returns the count."""
+        with self.transaction():
+            if account:
+                entries = [e for e in self.ledger(account, limit=10_000_000,
+                                                  since_seq=since_seq)]
+                for e in entries:
+                    e.pop("seq", None)
+                    e.pop("origin", None)
+                for start in range(0, len(entries), 500):
+                    self.enqueue("ledger", {"entries": entries[start:start + 500]})
+                return len(entries)
+            last = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]
+            count = self.conn.execute("SELECT COUNT(*) FROM ledger WHERE seq > ?",
+                                      (since_seq,)).fetchone()[0]
+            for first in range(since_seq + 1, last + 1, 500):
+                self.enqueue_range("ledger", first, min(first + 499, last))
+            return int(count)
+
     def enqueue_range(self, kind: str, first: int, last: int) -> int:
         """Queue a message made of rows `first..last` of the kind's table (rendered when sent:
         the data is stored once, the outbox row only points at it)."""

@@ -81,3 +81,30 @@ quantities = ["voltage_a", "cover_open_count"]
     path = tmp / "agent.toml"
     path.write_text(text)
     return path
+
+
+def mqtt_extra(tmp: Path, port: int, *, scheme: str = "mqtt", tls: str = "",
+               status_interval: float = 1.0, retention: str = "") -> str:
+    """[mqtt] and [keys] tables for a test agent, and a head-end key pair in tmp/keys."""
+    from edge_agent.keys import KeyRing, create_pair
+
+    keys = tmp / "keys"
+    if not (keys / "headend-1.key").exists():
+        create_pair(keys, "headend-1")
+        KeyRing(tmp / "headend-keys").install("headend-1", keys / "headend-1.pub")
+    return f"""
+[mqtt]
+enabled = true
+urls = ["{scheme}://127.0.0.1:{port}"]
+reconnect_min = 0.2
+reconnect_max = 1.0
+status_interval = {status_interval}
+{tls}
+
+[keys]
+directory = "{keys}"
+headend_keys = "{tmp / 'headend-keys'}"
+clock_skew = 60
+
+{retention}
+"""

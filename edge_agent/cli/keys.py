@@ -1,0 +1,73 @@
+"""`edge-agent keys`: the gateway's key pair and the head end's public keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edge_agent.config import KeysConfig
+from edge_agent.errors import ConfigError
+from edge_agent.keys import KeyRing, create_pair, load_private, public_pem
+
+from .root import emit, json_option, main
+
+
+def _keys_config() -> KeysConfig:
+    from .state import current_config
+
+    try:
+        return current_config().keys
+    except ConfigError:
+        return KeysConfig()
+
+
+@main.group()
+def keys() -> None:
+    """Ed25519 keys: the gateway's pair and the head end's public keys by kid."""
+
+
+@keys.command("create")
+@click.option("--name", default="gateway", show_default=True, help="File name stem.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Directory (default: [keys].directory of the configuration).")
+@click.option("--force", is_flag=True, help="Replace an existing key.")
+@json_option
+def keys_create(name: str, out_dir: str | None, force: bool, as_json: bool) -> None:
+    """Create a key pair (NAME.key, mode 0600, and NAME.pub).
+
+    The head-end simulator signs commands with a pair made here:
+    `edge-agent keys create --name headend-1 --out ./keys`.
+    """
+    directory = Path(out_dir) if out_dir else Path(_keys_config().directory)
+    private, public = create_pair(directory, name, overwrite=force)
+    emit({"private_key": str(private), "public_key": str(public),
+          "public_pem": public.read_text()}, as_json,
+         lambda: click.echo(f"created {private} and {public}"))
+
+
+@keys.command("show")
+@click.option("--name", default="gateway", show_default=True)
+@json_option
+def keys_show(name: str, as_json: bool) -> None:
+    """Show the gateway's public key (give it to the head end)."""
+    config = _keys_config()
+    key = load_private(Path(config.directory) / f"{name}.key")
+    pem = public_pem(key.public_key()).decode()
+    ring = KeyRing(config.headend_keys)
+    emit({"public_pem": pem, "headend_kids": sorted(ring.keys)}, as_json,
+         lambda: click.echo(pem.rstrip() + f"\nhead-end keys installed: "
+                            f"{', '.join(sorted(ring.keys)) or 'none'}"))
+
+
+@keys.command("install-headend")
+@click.argument("kid")
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False))
+@json_option
+def keys_install(kid: str, public_key: str, as_json: bool) -> None:
+    """Install the head end's public key under KID (commands name it in `kid`)."""
+    ring = KeyRing(_keys_config().headend_keys)
+    target = ring.install(kid, Path(public_key))
+    emit({"kid": kid, "file": str(target)}, as_json,
+         lambda: click.echo(f"head-end key {kid} installed as {target} (restart or SIGHUP "
+                            "the daemon to use it)"))

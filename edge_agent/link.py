@@ -1,0 +1,249 @@
+"""The head-end link over MQTT (paho-mqtt 2.x): store and forward out, commands in.
+
+Everything outgoing is first committed to the outbox; this thread publishes the outbox in `seq`
+order at QoS 1, with a bounded window of messages in flight, and deletes a row only once the
+broker acknowledged it (PUBACK).  After an outage the backlog drains in order while new rows
+keep arriving behind it.  The retained status message is current state, not history: it is
+published at once on every connect and periodically, and its `seq` is the high-water mark of the
+sequence (the last seq queued), not a number of its own, so the data topics stay gapless
+(docs/mqtt.md).  The last will replaces it with `{"online": false}`.
+
+Connections use a persistent session (MQTT 3.1.1 clean_session=false, MQTT 5 clean_start=false
+with a session expiry) so commands sent while the gateway was away arrive; broker URLs are tried
+in turn with jittered exponential backoff.  Incoming commands are queued for the command
+handler: nothing slow runs on this thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.config import MqttConfig, RetentionConfig
+from edge_agent.storage import Store
+
+log = logging.getLogger(__name__)
+
+TOPICS = {"telemetry": "telemetry", "events": "events", "ledger": "ledger",
+          "cmd_result": "cmd/result", "status": "status"}
+WINDOW = 200  # messages in flight before waiting for PUBACKs
+SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (and queued commands) a week
+
+
+class HeadEndLink:
+    def __init__(self, config: MqttConfig, gateway: str, store: Store,
+                 status: Callable[[], dict[str, Any]], retention: RetentionConfig,
+                 commands: queue.Queue[bytes] | None = None) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.store = store
+        self.status = status
+        self.retention = retention
+        self.commands: queue.Queue[bytes] = commands or queue.Queue()
+        self.base = f"{config.prefix}/{gateway}"
+        self.connected = threading.Event()
+        self.url = ""
+        self.published = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self._client: mqtt.Client | None = None
+        self._inflight: dict[int, int] = {}  # mid -> outbox seq
+        self._acked: list[int] = []
+        self._lock = threading.Lock()
+        self._cursor = 0
+
+    def topic(self, kind: str) -> str:
+        return f"{self.base}/{TOPICS[kind]}"
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Say goodbye (retained offline status), flush acknowledgements, disconnect."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # -- connection -----------------------------------------------------------------------
+    def _new_client(self, url: str) -> mqtt.Client:
+        v5 = self.config.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{self.gateway}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        client.max_inflight_messages_set(WINDOW)
+        client.max_queued_messages_set(0)
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password)
+        if urlparse(url).scheme == "mqtts":
+            client.tls_set(ca_certs=self.config.ca_file, certfile=self.config.cert_file,
+                           keyfile=self.config.key_file, cert_reqs=ssl.CERT_REQUIRED)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _connect(self, url: str) -> mqtt.Client:
+        if self._client is None or url != self.url:
+            self._client = self._new_client(url)
+            self.url = url
+            with self._lock:
+                self._inflight.clear()
+            self._cursor = 0  # a new client re-sends everything not yet acknowledged
+        client = self._client
+        will = {"gw": self.gateway, "seq": self.store.high_water_seq(), "online": False}
+        client.will_set(self.topic("status"), json.dumps(will), qos=1, retain=True)
+        parsed = urlparse(url)
+        port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+        if self.config.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY
+            client.connect(parsed.hostname or "localhost", port, self.config.keepalive,
+                           clean_start=False, properties=props)
+        else:
+            client.connect(parsed.hostname or "localhost", port, self.config.keepalive)
+        return client
+
+    def _run(self) -> None:
+        failures = 0
+        index = 0
+        last_status = last_trim = 0.0
+        while not self._stop.is_set():
+            if self._client is None or not self.connected.is_set():
+                url = self.config.urls[index % len(self.config.urls)]
+                try:
+                    client = self._connect(url)
+                    deadline = time.monotonic() + 10
+                    while not self.connected.is_set() and time.monotonic() < deadline:
+                        client.loop(timeout=0.05)
+                        if self._stop.is_set():
+                            break
+                    if not self.connected.is_set():
+                        raise ConnectionError("no CONNACK")
+                    failures = 0
+                    last_status = 0.0
+                except (OSError, ConnectionError, ssl.SSLError, ValueError) as exc:
+                    failures += 1
+                    index += 1
+                    delay = min(self.config.reconnect_max,
+                                self.config.reconnect_min * 2 ** min(failures - 1, 16))
+                    delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not stampede
+                    self.store.put("broker_state", f"unreachable ({url}: {exc}); retrying")
+                    log.warning("broker %s: %s; retry in %.1f s", url, exc, delay)
+                    self._stop.wait(delay)
+                    continue
+            assert self._client is not None
+            self._client.loop(timeout=0.02)
+            if not self.connected.is_set():
+                continue
+            now = time.monotonic()
+            if now - last_status >= self.config.status_interval:
+                last_status = now
+                self.publish_status(True)
+            self._pump()
+            self._flush_acks()
+            if now - last_trim >= 60:
+                last_trim = now
+                dropped = self.store.trim_outbox(self.retention.outbox_max_messages,
+                                                 self.retention.outbox_max_age_days)
+                if dropped:
+                    log.warning("outbox retention: dropped %d oldest messages", dropped)
+        self._goodbye()
+
+    def _goodbye(self) -> None:
+        client = self._client
+        if client is not None and self.connected.is_set():
+            self.publish_status(False)
+            deadline = time.monotonic() + 2
+            while self._inflight and time.monotonic() < deadline:
+                client.loop(timeout=0.05)
+            self._flush_acks()
+            client.disconnect()
+            client.loop(timeout=0.1)
+        self.store.put("broker_state", "stopped")
+
+    # -- callbacks (paho's thread is this thread: we call loop() ourselves) ----------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            self.store.put("broker_state", f"refused: {reason}")
+            client.disconnect()
+            return
+        client.subscribe(self.topic("status").rsplit("/", 1)[0] + "/cmd", qos=1)
+        self.connected.set()
+        self.store.put("broker_state", f"connected to {self.url}")
+        log.info("connected to %s (session present: %s)", self.url,
+                 getattr(flags, "session_present", None))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        if self.connected.is_set():
+            log.warning("disconnected from %s: %s", self.url, reason)
+        self.connected.clear()
+        self.store.put("broker_state", f"disconnected from {self.url}: {reason}")
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        with self._lock:
+            seq = self._inflight.pop(mid, None)
+        if seq is not None:
+            self._acked.append(seq)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.commands.put(bytes(message.payload))
+
+    # -- publishing -----------------------------------------------------------------------
+    def publish_status(self, online: bool) -> None:
+        body: dict[str, Any] = {"gw": self.gateway, "seq": self.store.high_water_seq(),
+                                "online": online}
+        if online:
+            body.update(self.status())
+        if self._client is not None:
+            self._client.publish(self.topic("status"), json.dumps(body, default=str), qos=1,
+                                 retain=True)
+
+    def _pump(self) -> None:
+        """Publish outbox rows in seq order while the window has room."""
+        assert self._client is not None
+        while len(self._inflight) < WINDOW:
+            rows = self.store.pending(limit=min(self.config.batch_size, WINDOW), after=self._cursor)
+            if not rows:
+                return
+            for seq, kind, payload in rows:
+                self._cursor = seq
+                body = self.store.render(kind, payload)
+                if body is None:  # the rows it pointed at were removed by retention
+                    self._acked.append(seq)
+                    continue
+                body = {"gw": self.gateway, "seq": seq, **body}
+                info = self._client.publish(self.topic(kind), json.dumps(body, default=str),
+                                            qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._cursor = seq - 1  # try again from here after reconnecting
+                    return
+                with self._lock:
+                    self._inflight[info.mid] = seq
+                self.published += 1
+                if len(self._inflight) >= WINDOW:
+                    return
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.store.acknowledge(acked)
