@@ -173,6 +173,7 @@ class HeadEndLink:
             while self._inflight and time.monotonic() < deadline:
                 client.loop(timeout=0.05)
             self._flush_acks()
+            self.connected.clear()  # a disconnect we asked for is not worth a warning
             client.disconnect()
             client.loop(timeout=0.1)
         self.store.put("broker_state", "stopped")

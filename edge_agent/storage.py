@@ -612,14 +612,19 @@ class Store:
             last = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]
             count = self.conn.execute("SELECT COUNT(*) FROM ledger WHERE seq > ?",
                                       (since_seq,)).fetchone()[0]
-            for first in range(since_seq + 1, last + 1, 500):
-                self.enqueue_range("ledger", first, min(first + 499, last))
+            if last > since_seq:
+                self.enqueue_range("ledger", since_seq + 1, last)
             return int(count)
 
-    def enqueue_range(self, kind: str, first: int, last: int) -> int:
-        """Queue a message made of rows `first..last` of the kind's table (rendered when sent:
-        the data is stored once, the outbox row only points at it)."""
-        return self.enqueue_encoded(kind, f'{{"ref":[{first},{last}]}}')
+    def enqueue_range(self, kind: str, first: int, last: int, per_message: int = 500) -> int:
+        """Queue messages made of rows `first..last` of the kind's table, at most
+        `per_message` rows each (rendered when sent: the data is stored once, the outbox row
+        only points at it).  Returns the last seq queued."""
+        seq = 0
+        for start in range(first, last + 1, per_message):
+            end = min(start + per_message - 1, last)
+            seq = self.enqueue_encoded(kind, f'{{"ref":[{start},{end}]}}')
+        return seq
 
     def render(self, kind: str, payload: str) -> dict[str, Any] | None:
         """The message body of an outbox row (None: the rows it pointed at are gone)."""

@@ -55,7 +55,7 @@ def sim() -> Iterator[SimBus]:
 
 
 def test_end_to_end_readings_topup_restore_and_trip(tmp_path, broker, sim) -> None:
-    with running(tmp_path, broker, sim) as (agent, head):
+    with running(tmp_path, broker, sim) as (_agent, head):
         assert head.wait_for(lambda: head.status is not None and head.status["online"])
         assert head.status["gw"] == "gw1" and "version" in head.status
         assert head.wait_for(lambda: {r["meter"] for r in head.readings()} == set(METERS))
