@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.config import MqttConfig, RetentionConfig  # noqa: E402
-from edge_agent.link import HeadEndLink  # noqa: E402
-from edge_agent.storage import Store  # noqa: E402
+from edge_agent.config import MqttConfig, RetentionConfig
+from edge_agent.link import HeadEndLink
+from edge_agent.storage import Store
 
 
 def build_backlog(store: Store, meters: int, days: int) -> int:

@@ -88,7 +88,7 @@ class Processor:
         store = self.store
         events: list[Event] = self._presence(polls) + self._tamper(polls)  # before storing
         # Answered polls of billed meters are counted with their billing state, below.
-        counted = {p.meter: p.ts for p in polls
+        counted = {p.meter: (p.ts, p.relay) for p in polls
                    if p.ok and p.energy is not None and p.meter in self.billing}
         store.record_poll((p.meter, p.ok, p.ts) for p in polls if p.meter not in counted)
         stored = store.record_readings((p.meter, p.ts, name, value) for p in polls if p.ok

@@ -447,7 +447,7 @@ class Store:
         return out
 
     def save_billing_states(self, states: Iterable[MeterBilling],
-                            answered_at: dict[str, datetime] | None = None,
+                            answered_at: dict[str, tuple[datetime, str | None]] | None = None,
                             previous: dict[str, MeterBilling] | None = None) -> None:
         """Store billing states; with `answered_at`, also count each meter's answered poll
         (one UPDATE per meter per cycle instead of two: this is the hot path).  With
@@ -458,8 +458,9 @@ class Store:
         short, full = [], []
         for st in states:
             answered = int(st.meter in seen)
+            when, relay = seen.get(st.meter, (None, None))
             head = (None if st.last_kwh is None else str(st.last_kwh), _iso(st.last_ts),
-                    st.charge_seq, answered, answered, answered, _iso(seen.get(st.meter)))
+                    st.charge_seq, answered, answered, answered, _iso(when), relay)
             old = before.get(st.meter)
             if old is not None and (old.tier, old.allowance_state, old.last_daily,
                                     old.last_rates) == (st.tier, st.allowance_state,
@@ -473,7 +474,7 @@ class Store:
                              st.last_daily.isoformat() if st.last_daily else None, st.meter))
         common = ("UPDATE meter_state SET last_kwh=?, last_ts=?, charge_seq=?, polls=polls+?, "
                   "replies=replies+?, online=CASE WHEN ? THEN 1 ELSE online END, "
-                  "last_seen=COALESCE(?, last_seen)")
+                  "last_seen=COALESCE(?, last_seen), relay=COALESCE(?, relay)")
         self.conn.executemany(common + " WHERE address=?", short)
         self.conn.executemany(
             common + ", last_rates=?, tier_period=?, tier_used=?, allowance_month=?, "
