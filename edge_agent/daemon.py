@@ -221,6 +221,19 @@ class Agent:
                           relay, "", actor, reason)
         return {"meter": meter, "action": order, "relay": relay}
 
+    def record_technician(self, meter: str, action: str, relay: str | None,
+                          actor: str) -> None:
+        """A relay action on a meter this agent does not bill: an event saying who did it."""
+        from edge_agent.billing import Event
+
+        def write() -> None:
+            with self.store.transaction():
+                self.store.record_events([Event("technician_relay", "info", self.clock.now(),
+                                                meter, None, {"action": action, "by": actor,
+                                                              "relay": relay})])
+
+        self.on_processor(write)
+
     def policy_override(self) -> dict[str, Any]:
         """Policy settings the head end changed (`set_policy`), kept across restarts."""
         import json
@@ -280,7 +293,7 @@ class Agent:
     def feed_watchdog(self) -> None:
         """WATCHDOG=1 only while cycles keep being stored (a stuck bus or DB starves it)."""
         longest = max((b.poll_interval for b in self.config.buses), default=60.0)
-        stalled = self.clock.monotonic() - self.progress_at > 2 * longest + 30
+        stalled = self.clock.monotonic() - self.progress_at > max(3 * longest, 5.0)
         if not stalled:
             self.notifier.watchdog()
         now = self.clock.monotonic()

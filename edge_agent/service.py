@@ -11,6 +11,9 @@ from edge_agent.daemon import Agent
 def build_agent(config: Config) -> Agent:
     agent = Agent(config)
     agent.store.put("gateway_id", config.gateway_id)
+    from edge_agent.control import ControlServer
+
+    agent.services.append(ControlServer(agent, config.control_socket, config.control_group))
     if config.mqtt.enabled:
         from edge_agent.command_handler import CommandHandler
         from edge_agent.keys import KeyRing

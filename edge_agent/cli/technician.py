@@ -38,6 +38,60 @@ def line_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def via_daemon(request: dict[str, Any]) -> Any | None:
+    """Send a technician request to the running daemon when it owns the port; None means
+    no daemon (or not its port): use the port directly."""
+    from edge_agent import control
+    from edge_agent.errors import ConfigError, EdgeAgentError
+
+    from .state import current_config
+
+    try:
+        config = current_config()
+    except ConfigError:
+        return None
+    answer = control.call(config.control_socket, request)
+    if answer is None:
+        return None
+    if answer["ok"]:
+        return answer["result"]
+    if answer.get("kind") == "usage":
+        if answer["error"].startswith("not_owned"):
+            return None
+        raise UsageError(answer["error"])
+    raise EdgeAgentError(answer["error"])
+
+
+def record_direct(address: str, action: str, relay: str | None, error: str = "") -> None:
+    """Record a direct (daemon not running) relay action in the database, if there is one."""
+    import getpass
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from edge_agent.billing import Event
+    from edge_agent.errors import ConfigError
+    from edge_agent.storage import Store
+
+    from .state import current_config
+
+    try:
+        database = Path(current_config().database)
+    except ConfigError:
+        return
+    if not database.exists():
+        return
+    store = Store(database)
+    kind = "relay_failed" if error else "technician_relay"
+    detail = {"action": action, "by": f"technician:{getpass.getuser()}", "via": "direct",
+              "relay": relay}
+    if error:
+        detail["error"] = error
+    with store.transaction():
+        store.record_events([Event(kind, "warning" if error else "info", datetime.now(UTC),
+                                   address, None, detail)])
+    store.close()
+
+
 def client_for(port: str, baud: int, parity: str, timeout: float, retries: int) -> Dlt645Client:
     if baud <= 0:
         raise UsageError(f"--baud {baud} must be positive")
@@ -124,11 +178,12 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, addres
         except KeyError as exc:
             names = ", ".join(sorted(catalogue.BY_NAME))
             raise UsageError(f"{exc.args[0]}; names: {names}") from None
-    with client_for(port, baud, parity, timeout, retries).bus as bus:
-        client = Dlt645Client(bus)
-        readings = client.read_many(address, keys)
-    rows = [{"meter": r.meter, "name": r.name, "di": r.di,
-             "value": catalogue.format_value(r.value), "unit": r.unit} for r in readings]
+    rows = via_daemon({"op": "read", "port": port, "address": address, "quantities": keys})
+    if rows is None:
+        with client_for(port, baud, parity, timeout, retries).bus as bus:
+            readings = Dlt645Client(bus).read_many(address, keys)
+        rows = [{"meter": r.meter, "name": r.name, "di": r.di,
+                 "value": catalogue.format_value(r.value), "unit": r.unit} for r in readings]
 
     def human() -> None:
         for row in rows:
@@ -154,8 +209,12 @@ def scan(port: str, baud: int, parity: str, timeout: float, retries: int,
         if probes["n"] % 20 == 0:
             progress(f"scan: {probes['n']} probes, {found} meter(s) found")
 
-    with client.bus:
-        found = client.scan(timeout=timeout, progress=report)
+    found = via_daemon({"op": "scan", "port": port, "timeout": timeout})
+    if found is None:
+        with client.bus:
+            found = client.scan(timeout=timeout, progress=report)
+    else:
+        progress("scan: done by the running daemon")
     emit({"port": port, "meters": found, "probes": probes["n"]}, as_json,
          lambda: click.echo("\n".join(found) if found else "no meters found"))
 
@@ -171,11 +230,22 @@ def relay(port: str, baud: int, parity: str, timeout: float, retries: int, addre
     """Trip, close, alarm or keep-power a relay and confirm it from the status word."""
     from datetime import timedelta
 
-    with client_for(port, baud, parity, timeout, retries).bus as bus:
-        client = Dlt645Client(bus)
-        word = client.relay(address, action, valid_for=timedelta(minutes=valid_minutes))
-    result = {"meter": address, "action": action, "confirmed": True,
-              "status_word_3": f"{word:04X}", "relay": relay_state(word)}
+    from edge_agent.errors import EdgeAgentError
+
+    answer = via_daemon({"op": "relay", "port": port, "address": address, "action": action})
+    if answer is not None:
+        result = {"meter": address, "action": action, "confirmed": True,
+                  "relay": answer["relay"], "via": "daemon"}
+    else:
+        with client_for(port, baud, parity, timeout, retries).bus as bus:
+            try:
+                word = Dlt645Client(bus).relay(address, action,
+                                               valid_for=timedelta(minutes=valid_minutes))
+            except EdgeAgentError as exc:
+                record_direct(address, action, None, str(exc))
+                raise
+        record_direct(address, action, relay_state(word))
+        result = {"meter": address, "action": action, "confirmed": True,
+                  "status_word_3": f"{word:04X}", "relay": relay_state(word), "via": "direct"}
     emit(result, as_json, lambda: click.echo(
-        f"{action} confirmed on {address}: relay {result['relay']} "
-        f"(status word 3 = {result['status_word_3']})"))
+        f"{action} confirmed on {address}: relay {result['relay']} ({result['via']})"))

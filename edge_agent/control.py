@@ -1,0 +1,151 @@
+"""Local control: technicians' `read`, `relay` and `scan` go through the running daemon.
+
+A Unix stream socket (mode 0660, group from `[agent] control_group`) takes one JSON request
+per line and answers one JSON line.  The daemon owns its serial ports, so a technician's
+request is queued on the bus worker like any other job (relay orders ahead of polling) instead
+of fighting the daemon for the port.  The caller is identified by the socket's peer
+credentials, and every relay action is recorded as an event naming who did it.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import EdgeAgentError, UsageError
+from edge_agent.worker import RELAY, TECHNICIAN
+
+log = logging.getLogger(__name__)
+WAIT = 300.0
+
+
+def peer_user(conn: socket.socket) -> str:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
+class ControlServer:
+    def __init__(self, agent: Any, path: str, group: str | None = None) -> None:
+        self.agent = agent
+        self.path = Path(path)
+        self.group = group
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self.path.unlink()  # a stale socket from a previous run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(self.path))
+        os.chmod(self.path, 0o660)
+        if self.group:
+            try:
+                os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+            except (KeyError, PermissionError) as exc:
+                log.warning("control socket: cannot give it to group %s: %s", self.group, exc)
+        sock.listen(8)
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self._sock:
+            self._sock.close()
+        if self.path.exists():
+            self.path.unlink()
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn:
+            user = peer_user(conn)
+            reader = conn.makefile("rb")
+            line = reader.readline(1 << 20)
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("request must be a JSON object")
+                answer = {"ok": True, "result": self.handle(request, user)}
+            except (ValueError, KeyError) as exc:
+                answer = {"ok": False, "kind": "usage", "error": f"bad request: {exc}"}
+            except UsageError as exc:
+                answer = {"ok": False, "kind": "usage", "error": str(exc)}
+            except (EdgeAgentError, TimeoutError) as exc:
+                answer = {"ok": False, "kind": "failed", "error": str(exc) or "timed out"}
+            conn.sendall(json.dumps(answer, default=str).encode() + b"\n")
+
+    def _worker_for_port(self, port: str) -> Any:
+        for bus in self.agent.config.buses:
+            if bus.port == port:
+                return self.agent.workers[bus.name]
+        raise UsageError(f"not_owned: the daemon does not own {port}")
+
+    def handle(self, request: dict[str, Any], user: str) -> Any:
+        op = request["op"]
+        if op == "ping":
+            return {"gateway": self.agent.config.gateway_id, "user": user}
+        worker = self._worker_for_port(request["port"])
+        if op == "read":
+            address, quantities = request["address"], request["quantities"]
+            return worker.submit(lambda driver: driver.read(address, quantities),
+                                 TECHNICIAN).result(WAIT)
+        if op == "scan":
+            timeout = request.get("timeout")
+            return worker.submit(lambda driver: driver.scan(timeout), TECHNICIAN).result(WAIT)
+        if op == "relay":
+            address, action = request["address"], request["action"]
+            actor = f"technician:{user}"
+            order = {"direct_close": "close", "close_allowed": "close"}.get(action, action)
+            order = {"keep_power": "keep_power_on",
+                     "keep_power_release": "keep_power_off"}.get(order, order)
+            if self.agent.store.meter(address) is not None and order in (
+                    "trip", "close", "keep_power_on", "keep_power_off"):
+                return self.agent.operator_relay(address, order, actor, "technician CLI")
+            state = worker.submit(lambda driver: driver.relay(address, action),
+                                  RELAY).result(WAIT)
+            self.agent.record_technician(address, action, state, actor)
+            return {"meter": address, "action": action, "relay": state}
+        raise UsageError(f"unknown operation {op!r}")
+
+
+def call(path: str, request: dict[str, Any], timeout: float = WAIT) -> dict[str, Any] | None:
+    """Ask the running daemon; None when no daemon listens there."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = sock.makefile("rb").readline()
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except PermissionError as exc:
+        raise UsageError(f"control socket {path}: {exc.strerror} (join the service group)") \
+            from None
+    if not data:
+        return None
+    return json.loads(data)
