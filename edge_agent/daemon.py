@@ -261,7 +261,25 @@ class Agent:
                 "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol}
                           for b in self.config.buses],
                 "outbox": self.store.outbox_depth(),
-                "broker": self.store.get("broker_state", "not configured")}
+                "broker": self.store.get("broker_state", "not configured"),
+                "health": self.health()}
+
+    def health(self) -> dict[str, Any]:
+        """Per bus: meters, online, replies/requests over the last day (the status message
+        carries this summary; per-meter detail is in `edge-agent status`)."""
+        buses: dict[str, dict[str, Any]] = {}
+        for m in self.store.meter_status():
+            bus = buses.setdefault(m["bus"], {"bus": m["bus"], "meters": 0, "online": 0,
+                                              "requests": 0, "replies": 0, "relays_open": 0})
+            bus["meters"] += 1
+            bus["online"] += int(m["online"])
+            bus["requests"] += m["polls"]
+            bus["replies"] += m["replies"]
+            bus["relays_open"] += int(m["relay"] == "open")
+        for bus in buses.values():
+            bus["success_rate"] = (round(bus["replies"] / bus["requests"], 4)
+                                   if bus["requests"] else None)
+        return {"buses": list(buses.values())}
 
     def start(self) -> None:
         for worker in self.workers.values():

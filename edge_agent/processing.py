@@ -71,6 +71,7 @@ class Processor:
         self.alerts = self.store.alert_states()
         self.online = self.store.online_states()
         self.counters: dict[tuple[str, str], str] = {}
+        self.day_window: dict[str, list[list[int]]] = getattr(self, "day_window", {})
 
     # -- the cycle ------------------------------------------------------------------------
     def process(self, polls: list[Poll], now: datetime,
@@ -90,7 +91,8 @@ class Processor:
         # Answered polls of billed meters are counted with their billing state, below.
         counted = {p.meter: (p.ts, p.relay) for p in polls
                    if p.ok and p.energy is not None and p.meter in self.billing}
-        store.record_poll((p.meter, p.ok, p.ts) for p in polls if p.meter not in counted)
+        day = self._count_day(polls)
+        store.record_poll(((p.meter, p.ok, p.ts) for p in polls if p.meter not in counted), day)
         stored = store.record_readings((p.meter, p.ts, name, value) for p in polls if p.ok
                                        for name, value in p.values)
         entries: list[LedgerEntry] = []
@@ -107,7 +109,7 @@ class Processor:
             entries += result.entries
             events += result.events
         added = store.append_ledger_entries(entries)
-        store.save_billing_states([r.state for r in billed.values()], counted, self.billing)
+        store.save_billing_states([r.state for r in billed.values()], counted, self.billing, day)
         for meter, result in billed.items():
             self.billing[meter] = result.state
         accounts = {self.billing[p.meter].account for p in polls if p.meter in self.billing}
@@ -142,6 +144,23 @@ class Processor:
         if telemetry and stored and store.last_readings_range:
             store.enqueue_range("telemetry", *store.last_readings_range)
         return [d for d in decisions if d.action is not None]
+
+    def _count_day(self, polls: list[Poll]) -> dict[str, tuple[int, int]]:
+        """Requests and replies per meter over the last 24 hours (hourly buckets, kept in
+        memory since the daemon started), for the collection success rate."""
+        out = {}
+        for poll in polls:
+            hour = int(poll.ts.timestamp()) // 3600
+            buckets = self.day_window.setdefault(poll.meter, [])
+            if buckets and buckets[-1][0] == hour:
+                buckets[-1][1] += 1
+                buckets[-1][2] += int(poll.ok)
+            else:
+                buckets.append([hour, 1, int(poll.ok)])
+                while buckets[0][0] <= hour - 24:
+                    buckets.pop(0)
+            out[poll.meter] = (sum(b[1] for b in buckets), sum(b[2] for b in buckets))
+        return out
 
     def _presence(self, polls: list[Poll]) -> list[Event]:
         """`meter_offline` / `meter_online` once per change, never every cycle."""

@@ -14,6 +14,10 @@ def build_agent(config: Config) -> Agent:
     from edge_agent.control import ControlServer
 
     agent.services.append(ControlServer(agent, config.control_socket, config.control_group))
+    if config.metrics_port is not None:
+        from edge_agent.metrics import MetricsServer
+
+        agent.services.append(MetricsServer(agent, config.metrics_port))
     if config.mqtt.enabled:
         from edge_agent.command_handler import CommandHandler
         from edge_agent.keys import KeyRing

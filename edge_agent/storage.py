@@ -81,6 +81,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         "tier_period": str, "tier_used": str, "allowance_month": str, "allowance_used": str,
         "last_daily": str, "phase": str, "alarm_since": str, "deferred": str, "cwt": int,
         "relay": str, "online": int, "last_seen": str, "polls": int, "replies": int,
+        "day_polls": int, "day_replies": int,
     }, pk="address")
     # Readings are appended in time order (rowid table, index on time only): each cycle
     # writes to the end of the file instead of touching one page per meter, which is both
@@ -448,7 +449,8 @@ class Store:
 
     def save_billing_states(self, states: Iterable[MeterBilling],
                             answered_at: dict[str, tuple[datetime, str | None]] | None = None,
-                            previous: dict[str, MeterBilling] | None = None) -> None:
+                            previous: dict[str, MeterBilling] | None = None,
+                            day_counts: dict[str, tuple[int, int]] | None = None) -> None:
         """Store billing states; with `answered_at`, also count each meter's answered poll
         (one UPDATE per meter per cycle instead of two: this is the hot path).  With
         `previous`, a state whose tier, allowance, daily and rate parts did not change gets
@@ -459,8 +461,9 @@ class Store:
         for st in states:
             answered = int(st.meter in seen)
             when, relay = seen.get(st.meter, (None, None))
+            day = (day_counts or {}).get(st.meter, (None, None))
             head = (None if st.last_kwh is None else str(st.last_kwh), _iso(st.last_ts),
-                    st.charge_seq, answered, answered, answered, _iso(when), relay)
+                    st.charge_seq, answered, answered, answered, _iso(when), relay, *day)
             old = before.get(st.meter)
             if old is not None and (old.tier, old.allowance_state, old.last_daily,
                                     old.last_rates) == (st.tier, st.allowance_state,
@@ -474,7 +477,8 @@ class Store:
                              st.last_daily.isoformat() if st.last_daily else None, st.meter))
         common = ("UPDATE meter_state SET last_kwh=?, last_ts=?, charge_seq=?, polls=polls+?, "
                   "replies=replies+?, online=CASE WHEN ? THEN 1 ELSE online END, "
-                  "last_seen=COALESCE(?, last_seen), relay=COALESCE(?, relay)")
+                  "last_seen=COALESCE(?, last_seen), relay=COALESCE(?, relay), "
+                  "day_polls=COALESCE(?, day_polls), day_replies=COALESCE(?, day_replies)")
         self.conn.executemany(common + " WHERE address=?", short)
         self.conn.executemany(
             common + ", last_rates=?, tier_period=?, tier_used=?, allowance_month=?, "
@@ -497,23 +501,30 @@ class Store:
     def set_relay(self, address: str, relay: str) -> None:
         self.conn.execute("UPDATE meter_state SET relay=? WHERE address=?", (relay, address))
 
-    def record_poll(self, results: Iterable[tuple[str, bool, datetime]]) -> None:
+    def record_poll(self, results: Iterable[tuple[str, bool, datetime]],
+                    day_counts: dict[str, tuple[int, int]] | None = None) -> None:
         """Count one poll per meter, and whether it answered."""
+        days = day_counts or {}
         self.conn.executemany(
             "UPDATE meter_state SET polls=polls+1, replies=replies+?, online=?, "
-            "last_seen=CASE WHEN ? THEN ? ELSE last_seen END WHERE address=?",
-            [(int(ok), int(ok), int(ok), _iso(ts), a) for a, ok, ts in results])
+            "last_seen=CASE WHEN ? THEN ? ELSE last_seen END, "
+            "day_polls=COALESCE(?, day_polls), day_replies=COALESCE(?, day_replies) "
+            "WHERE address=?",
+            [(int(ok), int(ok), int(ok), _iso(ts), *days.get(a, (None, None)), a)
+             for a, ok, ts in results])
 
     def meter_status(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT m.address, m.bus, m.protocol, m.account, m.tariff, s.last_kwh, s.last_seen, "
-            "s.relay, s.phase, s.online, s.polls, s.replies, a.balance_micro, m.keep_power "
+            "s.relay, s.phase, s.online, s.day_polls, s.day_replies, a.balance_micro, "
+            "m.keep_power "
             "FROM meters m JOIN meter_state s ON s.address=m.address "
             "JOIN accounts a ON a.id=m.account WHERE m.active=1 ORDER BY m.bus, m.address")
         return [{"meter": r[0], "bus": r[1], "protocol": r[2], "account": r[3],
                  "tariff": r[4], "kwh": r[5], "last_reading": r[6], "relay": r[7] or "unknown",
-                 "phase": r[8], "online": bool(r[9]), "polls": r[10], "replies": r[11],
-                 "success_rate": None if not r[10] else round(r[11] / r[10], 4),
+                 "phase": r[8], "online": bool(r[9]), "polls": r[10] or 0,
+                 "replies": r[11] or 0,
+                 "success_rate": None if not r[10] else round((r[11] or 0) / r[10], 4),
                  "balance": format_money(from_micro(r[12])), "keep_power": bool(r[13])}
                 for r in rows]
 

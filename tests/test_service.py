@@ -201,3 +201,34 @@ def test_cli_goes_through_the_running_daemon(tmp_path) -> None:
         assert store.events(types=["technician_relay"])[-1]["detail"]["via"] == "direct"
     finally:
         sim.stop()
+
+
+def test_metrics_and_health(tmp_path) -> None:
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    sim = SimBus(make_meters(2), baud=9600).start()
+    try:
+        port = free_port()
+        path = agent_config(tmp_path, sim.port, ["000000000001", "000000000002"],
+                            poll_interval=0.2)
+        path.write_text(path.read_text().replace("[agent]\n", f"[agent]\nmetrics_port = {port}\n"))
+        sim.meters[1].fault = "silent"
+        agent = build_agent(load_config(path))
+        runner = threading.Thread(target=agent.run, kwargs={"install_signals": False})
+        runner.start()
+        try:
+            time.sleep(1.5)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            body = text.decode()
+            assert 'edge_agent_meter_online{meter="000000000001",bus="bus1"} 1' in body
+            assert 'edge_agent_meter_online{meter="000000000002",bus="bus1"} 0' in body
+            assert 'edge_agent_meter_success_ratio{meter="000000000002"} 0.0' in body
+            [bus] = agent.status()["health"]["buses"]
+            assert bus["meters"] == 2 and bus["online"] == 1 and 0.4 < bus["success_rate"] < 0.6
+        finally:
+            agent.stop()
+            runner.join(20)
+    finally:
+        sim.stop()
