@@ -130,3 +130,11 @@ def test_commission_verbs(tmp_path) -> None:
     assert code == 1 and "unknown meter 000000000099" in err
     assert [m.address for m in p.store.meters()] == ["000000000001", "000000000008"]
     assert REPO.exists()
+
+
+def test_shipped_example_config_is_valid() -> None:
+    from edge_agent.config import load_config
+
+    config = load_config(REPO / "config" / "agent.toml")
+    assert config.gateway_id == "gw1" and len(config.meters) == 2
+    assert config.policy.protected_hours == ((22 * 60, 7 * 60),)
