@@ -8,7 +8,6 @@ import click
 
 from edge_agent.config import KeysConfig
 from edge_agent.errors import ConfigError
-from edge_agent.keys import KeyRing, create_pair, load_private, public_pem
 
 from .root import emit, json_option, main
 
@@ -39,6 +38,8 @@ def keys_create(name: str, out_dir: str | None, force: bool, as_json: bool) -> N
     The head-end simulator signs commands with a pair made here:
     `edge-agent keys create --name headend-1 --out ./keys`.
     """
+    from edge_agent.keys import create_pair  # cryptography only when keys are used
+
     directory = Path(out_dir) if out_dir else Path(_keys_config().directory)
     private, public = create_pair(directory, name, overwrite=force)
     emit({"private_key": str(private), "public_key": str(public),
@@ -51,6 +52,8 @@ def keys_create(name: str, out_dir: str | None, force: bool, as_json: bool) -> N
 @json_option
 def keys_show(name: str, as_json: bool) -> None:
     """Show the gateway's public key (give it to the head end)."""
+    from edge_agent.keys import KeyRing, load_private, public_pem
+
     config = _keys_config()
     key = load_private(Path(config.directory) / f"{name}.key")
     pem = public_pem(key.public_key()).decode()
@@ -66,6 +69,8 @@ def keys_show(name: str, as_json: bool) -> None:
 @json_option
 def keys_install(kid: str, public_key: str, as_json: bool) -> None:
     """Install the head end's public key under KID (commands name it in `kid`)."""
+    from edge_agent.keys import KeyRing
+
     ring = KeyRing(_keys_config().headend_keys)
     target = ring.install(kid, Path(public_key))
     emit({"kid": kid, "file": str(target)}, as_json,
