@@ -63,7 +63,7 @@ def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff
     return tariffs
 
 
-def make_driver(bus: BusConfig, config: Config) -> Any:
+def make_driver(bus: BusConfig, config: Config, store: Store | None = None) -> Any:
     settings = LineSettings(port=bus.port, baud=bus.baud, parity=bus.parity,
                             stopbits=bus.stopbits, response_timeout=bus.response_timeout,
                             gap=bus.gap, retries=bus.retries)
@@ -74,7 +74,7 @@ def make_driver(bus: BusConfig, config: Config) -> Any:
     if bus.protocol in ("modbus", "dlt645-1997"):
         from edge_agent.drivers_extra import make_extra_driver
 
-        return make_extra_driver(bus, settings, config)
+        return make_extra_driver(bus, settings, config, store)
     raise ConfigError(f"bus {bus.name}: unsupported protocol {bus.protocol}")
 
 
@@ -94,7 +94,8 @@ class Agent:
         # One thread does all storing, billing and enforcing: a single writer, whose
         # connection alone needs the large page cache.  Bus workers hand it their polls.
         self.processing = ThreadPoolExecutor(1, thread_name_prefix="processor")
-        self.workers = {b.name: BusWorker(b.name, make_driver(b, config)) for b in config.buses}
+        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self.store))
+                        for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
         self.progress_at = self.clock.monotonic()  # last time a poll cycle was stored

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from edge_agent.bus import Bus
-from edge_agent.errors import FrameError, MeterError, MeterTimeout
-from protocols.dlt645 import catalogue, messages
+from edge_agent.errors import FrameError, MeterError, MeterTimeout, RelayUnsupported
+from protocols.dlt645 import catalogue, messages, v1997
 from protocols.dlt645.frame import Frame, find_frame
 
 
@@ -52,15 +52,15 @@ def relay_state(status3: int) -> str:
 
 
 class Dlt645Client:
-    """Request/response for DL/T 645-2007 meters on one bus."""
-
-    protocol = "dlt645-2007"
+    """Request/response for DL/T 645 meters on one bus (2007, or reads from 1997 meters)."""
 
     def __init__(self, bus: Bus, password: str = messages.DEFAULT_PASSWORD,
-                 operator: str = messages.DEFAULT_OPERATOR) -> None:
+                 operator: str = messages.DEFAULT_OPERATOR, version: str = "2007") -> None:
         self.bus = bus
         self.password = password
         self.operator = operator
+        self.version = version
+        self.protocol = f"dlt645-{version}"
 
     def transact(self, request: Frame, reply_size: int = 64, **kwargs: object) -> Frame:
         reply = self.bus.transact(
@@ -73,6 +73,14 @@ class Dlt645Client:
         return messages.check_reply(request, reply)
 
     def read(self, address: str, key: str | int) -> Reading:
+        if self.version == "1997":
+            item97 = v1997.lookup_1997(key)
+            request = v1997.read(address, item97)
+            reply = self.bus.transact(request.encode(), find_frame,
+                                      accept=lambda f: f.control.reply,
+                                      reply_size=14 + item97.size)
+            found97, value = v1997.reply_value(v1997.check_reply(request, reply))
+            return Reading(address, found97.name, found97.di_hex, value, found97.unit)
         item = catalogue.lookup(key)
         request = messages.read(address, item)
         reply = self.transact(request, reply_size=16 + 4 + item.size)
@@ -88,7 +96,13 @@ class Dlt645Client:
         reply = self.transact(messages.read_address(), reply_size=22, timeout=timeout)
         return reply.data[::-1].hex().upper()
 
+    def lookup(self, key: str | int) -> catalogue.DataItem:
+        """The catalogue entry for a name or identifier, in this client's version."""
+        return v1997.lookup_1997(key) if self.version == "1997" else catalogue.lookup(key)
+
     def status3(self, address: str) -> int:
+        if self.version == "1997":
+            raise RelayUnsupported("DL/T 645-1997 meters report no relay status word")
         return int(self.read(address, "status_word_3").value)  # type: ignore[call-overload]
 
     def relay(
@@ -105,6 +119,9 @@ class Dlt645Client:
         Raises `MeterError` when the meter never confirms after `confirm_attempts` reads with
         exponential backoff.
         """
+        if self.version == "1997":
+            raise RelayUnsupported(f"meter {address} speaks DL/T 645-1997, which has no remote "
+                                   "relay control: disconnect it on site")
         action = RELAY_ALIASES.get(action, action)
         if action not in RELAY_CONFIRM:
             raise MeterError(f"unknown relay action {action!r}; one of {sorted(RELAY_CONFIRM)}")
@@ -144,10 +161,16 @@ class Dlt645Client:
         def probe(low: str) -> None:  # low: the fixed low bytes, nameplate order, e.g. "07"
             address = "AA" * (6 - len(low) // 2) + low
             try:
-                reply = self.transact(
-                    messages.read(address, catalogue.BY_NAME["address"]),
-                    reply_size=22, timeout=timeout, retries=0,
-                )
+                if self.version == "1997":
+                    request = v1997.read(address, 0xC033)
+                    reply = v1997.check_reply(request, self.bus.transact(
+                        request.encode(), find_frame, accept=lambda f: f.control.reply,
+                        reply_size=20, timeout=timeout, retries=0))
+                else:
+                    reply = self.transact(
+                        messages.read(address, catalogue.BY_NAME["address"]),
+                        reply_size=22, timeout=timeout, retries=0,
+                    )
                 found.append(reply.address)
             except MeterTimeout:
                 pass

@@ -31,13 +31,13 @@ class Driver(Protocol):
 
 
 class Dlt645Driver:
-    """DL/T 645-2007 meters: energy block (total + 4 rates), status word 3, extra quantities."""
-
-    protocol = "dlt645-2007"
+    """DL/T 645 meters: energy block (total + 4 rates), status word 3 (2007 only), extra
+    quantities."""
 
     def __init__(self, client: Dlt645Client, confirm_attempts: int = 3,
                  backoff: float = 1.0, now: Callable[[], datetime] = datetime.now) -> None:
         self.client = client
+        self.protocol = client.protocol
         self.confirm_attempts = confirm_attempts
         self.backoff = backoff
         self._now = now
@@ -58,9 +58,15 @@ class Dlt645Driver:
             values.append(("forward_active_total", str(total)))
             if rates is not None:
                 values += [(f"forward_active_rate{n}", str(r)) for n, r in enumerate(rates, 1)]
-            status = int(self.client.status3(meter))
-            values.append(("status_word_3", f"{status:04X}"))
+            status: int | None = None
+            if self.client.version != "1997":  # 1997 meters have no status word 3
+                status = int(self.client.status3(meter))
+                values.append(("status_word_3", f"{status:04X}"))
             for name in quantities:
+                try:
+                    self.client.lookup(name)
+                except KeyError:
+                    continue  # not a quantity of this protocol version
                 try:
                     reading = self.client.read(meter, name)
                     values.append((reading.name, str(catalogue.format_value(reading.value))))
@@ -69,7 +75,8 @@ class Dlt645Driver:
         except EdgeAgentError as exc:
             return Poll(meter, now, False, error=str(exc))
         energy = RegisterReading(meter, now, Decimal(str(total)), rates)
-        return Poll(meter, now, True, energy, values, relay_state(status))
+        return Poll(meter, now, True, energy, values,
+                    None if status is None else relay_state(status))
 
     def relay(self, meter: str, action: str) -> str:
         word = self.client.relay(meter, action, valid_for=timedelta(minutes=10),

@@ -36,6 +36,10 @@ class MeterAbnormalReply(MeterError):
         )
 
 
+class RelayUnsupported(MeterError):
+    """The meter (or its protocol) has no remote relay control."""
+
+
 class MeterTimeout(MeterError):
     """A meter did not answer within the timeout, after all retries."""
 

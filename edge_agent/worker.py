@@ -66,6 +66,8 @@ class BusWorker:
             _, _, job, future = self._jobs.get_nowait()
             if job is not None:
                 future.cancel()
-        close = getattr(getattr(getattr(self.driver, "client", None), "bus", None), "close", None)
+        client = getattr(self.driver, "client", None)
+        close = getattr(getattr(client, "bus", None), "close", None) or getattr(client, "close",
+                                                                                None)
         if close:
             close()

@@ -43,6 +43,7 @@ class SimMeter:
     time_scale: float = 1.0  # simulated seconds per real second
     password: str = messages.DEFAULT_PASSWORD
     clock_offset: timedelta = timedelta()
+    version: str = "2007"  # or "1997": reads only, 2-byte identifiers
     frozen_day: list[Decimal] = field(default_factory=lambda: [Decimal(0)] * 5)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _last: float = field(default_factory=time.monotonic, repr=False)
@@ -131,6 +132,8 @@ class SimMeter:
         """The reply to one request addressed to this meter (None: no reply is due)."""
         self.advance()
         function = request.control.function
+        if self.version == "1997":
+            return self._handle_1997(request)
         with self.lock:
             if self.fault == "abnormal" and function != Function.BROADCAST_TIME:
                 return self._abnormal(function, 0x01)
@@ -164,6 +167,24 @@ class SimMeter:
             if function == Function.CHANGE_BAUD:
                 return self._reply(function, request.data[:1])
             return self._abnormal(function, 0x01)
+
+    def _handle_1997(self, request: Frame) -> Frame | None:
+        from protocols.dlt645 import v1997
+
+        function = request.control.function
+        with self.lock:
+            if self.fault == "abnormal" and function != 0x08:
+                return self._abnormal(function, 0x01)
+            if function == v1997.Function1997.BROADCAST_TIME:
+                return None
+            if function != v1997.Function1997.READ or len(request.data) < 2:
+                return self._abnormal(function, 0x01)
+            try:
+                item = v1997.lookup_1997(int.from_bytes(request.data[:2], "little"))
+            except KeyError:
+                return self._abnormal(function, 0x02)
+            value = catalogue.encode_value(item, self.value_of(item))
+            return self._reply(function, request.data[:2] + value)
 
     def _relay(self, request: Frame) -> Frame:
         if len(request.data) < 16:

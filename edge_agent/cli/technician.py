@@ -92,6 +92,48 @@ def record_direct(address: str, action: str, relay: str | None, error: str = "")
     store.close()
 
 
+def protocol_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--protocol, and --unit/--model for Modbus meters."""
+    options = [
+        click.option("--protocol", default="dlt645-2007", show_default=True,
+                     type=click.Choice(["dlt645-2007", "dlt645-1997", "modbus"])),
+        click.option("--unit", type=click.IntRange(1, 247), default=None,
+                     help="Modbus unit id."),
+        click.option("--model", default=None,
+                     help="Modbus register map (eastron-sdm120, chint-ddsu666, ...)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def direct_driver(protocol: str, port: str, baud: int, parity: str, timeout: float,
+                  retries: int, unit: int | None, model: str | None) -> Any:
+    """The daemon's own driver for a port opened directly by the CLI."""
+    from edge_agent.drivers import Dlt645Driver
+
+    if baud <= 0:
+        raise UsageError(f"--baud {baud} must be positive")
+    settings = LineSettings(port=port, baud=baud, parity=parity, response_timeout=timeout,
+                            retries=retries)
+    if protocol != "modbus":
+        return Dlt645Driver(Dlt645Client(Bus(settings), version=protocol.rsplit("-", 1)[1]))
+    from edge_agent.drivers_extra import ModbusDriver
+    from edge_agent.modbus_client import ModbusMeterClient
+
+    if model is None:
+        raise UsageError("a Modbus meter needs --model (its register map)")
+    return ModbusDriver(ModbusMeterClient(settings), lambda _meter: (unit or 1, model))
+
+
+def close_driver(driver: Any) -> None:
+    client = driver.client
+    if hasattr(client, "bus"):
+        client.bus.close()
+    else:
+        client.close()
+
+
 def client_for(port: str, baud: int, parity: str, timeout: float, retries: int) -> Dlt645Client:
     if baud <= 0:
         raise UsageError(f"--baud {baud} must be positive")
@@ -106,7 +148,9 @@ def client_for(port: str, baud: int, parity: str, timeout: float, retries: int) 
               help="Meter address (repeat); default 000000000001 upwards.")
 @click.option("--baud", default=2400, show_default=True, type=int)
 @click.option("--protocol", default="dlt645-2007", show_default=True,
-              type=click.Choice(["dlt645-2007"]))
+              type=click.Choice(["dlt645-2007", "dlt645-1997", "modbus"]))
+@click.option("--model", default="chint-ddsu666", show_default=True,
+              help="Register map of simulated Modbus meters (unit ids 1..count).")
 @click.option("--wire-timing/--no-wire-timing", default=False, show_default=True,
               help="Take bytes x 11 bits / baud per frame, as on a real line.")
 @click.option("--fault", "faults", multiple=True, metavar="ADDRESS=FAULT",
@@ -117,9 +161,9 @@ def client_for(port: str, baud: int, parity: str, timeout: float, retries: int) 
 @click.option("--tcp", "tcp_port", type=int, default=None,
               help="Serve on 127.0.0.1:PORT (0: any free port) instead of a pty.")
 @json_option
-def sim(count: int, addresses: tuple[str, ...], baud: int, protocol: str, wire_timing: bool,
-        faults: tuple[str, ...], load: str, time_scale: float, tcp_port: int | None,
-        as_json: bool) -> None:
+def sim(count: int, addresses: tuple[str, ...], baud: int, protocol: str, model: str,
+        wire_timing: bool, faults: tuple[str, ...], load: str, time_scale: float,
+        tcp_port: int | None, as_json: bool) -> None:
     """Run simulated meters on a pseudo-terminal (or TCP) until interrupted.
 
     \b
@@ -128,18 +172,32 @@ def sim(count: int, addresses: tuple[str, ...], baud: int, protocol: str, wire_t
     """
     from firmware_sim.bus import SimBus, make_meters
 
-    meters = make_meters(count, addresses=addresses, load_kw=Decimal(load),
-                         time_scale=time_scale)
-    by_address = {m.address: m for m in meters}
+    bus: Any
+    if protocol == "modbus":
+        from firmware_sim.modbus_meter import ModbusSimBus, make_modbus_meters
+
+        if tcp_port is not None:
+            raise UsageError("--tcp is for DL/T 645 simulators; Modbus runs on a pty")
+        modbus = make_modbus_meters(count, model, load_kw=Decimal(load), time_scale=time_scale)
+        by_address: dict[str, Any] = {f"unit:{m.unit}": m for m in modbus}
+        names = list(by_address)
+    else:
+        meters = make_meters(count, addresses=addresses, load_kw=Decimal(load),
+                             time_scale=time_scale, version=protocol.rsplit("-", 1)[1])
+        by_address = {m.address: m for m in meters}
+        names = [m.address for m in meters]
     for spec in faults:
         address, _, fault = spec.partition("=")
         if address not in by_address or fault not in FAULTS:
-            raise UsageError(f"--fault {spec!r}: need ADDRESS=FAULT with a simulated address "
-                             f"and one of {', '.join(FAULTS)}")
+            raise UsageError(f"--fault {spec!r}: need ADDRESS=FAULT (unit:N for Modbus) with a "
+                             f"simulated meter and one of {', '.join(FAULTS)}")
         by_address[address].fault = fault
-    bus = SimBus(meters, baud=baud, wire_timing=wire_timing, tcp_port=tcp_port).start()
+    if protocol == "modbus":
+        bus = ModbusSimBus(modbus, baud=baud, wire_timing=wire_timing).start()
+    else:
+        bus = SimBus(meters, baud=baud, wire_timing=wire_timing, tcp_port=tcp_port).start()
     info = {"port": bus.port, "baud": baud, "protocol": protocol,
-            "meters": [m.address for m in meters], "wire_timing": wire_timing}
+            "meters": names, "wire_timing": wire_timing}
     emit(info, as_json, lambda: click.echo(
         f"{len(meters)} simulated {protocol} meter(s) on {bus.port} at {baud} baud: "
         + ", ".join(info["meters"])))  # type: ignore[arg-type]
@@ -159,10 +217,12 @@ def sim(count: int, addresses: tuple[str, ...], baud: int, protocol: str, wire_t
 
 @main.command()
 @line_options
-@click.option("--address", "-a", required=True, help="Meter address, nameplate order.")
+@protocol_options
+@click.option("--address", "-a", default=None, help="Meter address, nameplate order.")
 @click.argument("quantities", nargs=-1)
 @json_option
-def read(port: str, baud: int, parity: str, timeout: float, retries: int, address: str,
+def read(port: str, baud: int, parity: str, timeout: float, retries: int, protocol: str,
+         unit: int | None, model: str | None, address: str | None,
          quantities: tuple[str, ...], as_json: bool) -> None:
     """Read named quantities or data identifiers from one meter (default: energy).
 
@@ -172,18 +232,27 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, addres
       edge-agent read -p /dev/ttyUSB0 -a 000000000001 00010000 --json
     """
     keys = list(quantities) or ["energy"]
-    for key in keys:
-        try:
-            catalogue.lookup(key)
-        except KeyError as exc:
-            names = ", ".join(sorted(catalogue.BY_NAME))
-            raise UsageError(f"{exc.args[0]}; names: {names}") from None
-    rows = via_daemon({"op": "read", "port": port, "address": address, "quantities": keys})
+    if protocol != "modbus":
+        from protocols.dlt645 import v1997
+
+        find = v1997.lookup_1997 if protocol == "dlt645-1997" else catalogue.lookup
+        for key in keys:
+            try:
+                find(key)
+            except KeyError as exc:
+                names = ", ".join(sorted(v1997.BY_NAME_1997 if protocol == "dlt645-1997"
+                                         else catalogue.BY_NAME))
+                raise UsageError(f"{exc.args[0]}; names: {names}") from None
+    if address is None and unit is None:
+        raise UsageError("give --address (or --unit for a Modbus meter)")
+    meter = address or f"unit:{unit}"
+    rows = via_daemon({"op": "read", "port": port, "address": meter, "quantities": keys})
     if rows is None:
-        with client_for(port, baud, parity, timeout, retries).bus as bus:
-            readings = Dlt645Client(bus).read_many(address, keys)
-        rows = [{"meter": r.meter, "name": r.name, "di": r.di,
-                 "value": catalogue.format_value(r.value), "unit": r.unit} for r in readings]
+        driver = direct_driver(protocol, port, baud, parity, timeout, retries, unit, model)
+        try:
+            rows = driver.read(meter, keys)
+        finally:
+            close_driver(driver)
 
     def human() -> None:
         for row in rows:
@@ -194,14 +263,46 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, addres
 
 @main.command()
 @line_options
+@protocol_options
+@click.option("--units", default="1-247", show_default=True,
+              help="Modbus unit ids to probe, FIRST-LAST.")
 @json_option
-def scan(port: str, baud: int, parity: str, timeout: float, retries: int,
-         as_json: bool) -> None:
-    """Discover every DL/T 645 meter on a bus (wildcard address search).
+def scan(port: str, baud: int, parity: str, timeout: float, retries: int, protocol: str,
+         unit: int | None, model: str | None, units: str, as_json: bool) -> None:
+    """Discover the meters on a bus: DL/T 645 by wildcard address search, Modbus by probing
+    unit ids with a read of the map's energy register.
 
     Shows progress on stderr; a probe that nobody answers costs TIMEOUT seconds.
     """
+    if protocol == "modbus":
+        try:
+            first, _, last = units.partition("-")
+            unit_range = range(int(first), int(last or first) + 1)
+        except ValueError:
+            raise UsageError(f"--units {units!r}: use FIRST-LAST, e.g. 1-32") from None
+        from edge_agent.modbus_client import ModbusMeterClient
+        from protocols.modbus import load_map
+
+        if model is None:
+            raise UsageError("a Modbus scan needs --model (which register to probe)")
+        mapping = load_map(model)
+        client = ModbusMeterClient(LineSettings(port=port, baud=baud, parity=parity,
+                                                response_timeout=timeout, retries=0))
+
+        def tick(probe: int, found: int) -> None:
+            if probe % 20 == 0:
+                progress(f"scan: unit {probe}, {found} meter(s) found")
+
+        try:
+            found_units = client.scan(mapping, unit_range, tick)
+        finally:
+            client.close()
+        names = [f"unit:{u}" for u in found_units]
+        emit({"port": port, "protocol": protocol, "meters": names, "probes": len(unit_range)},
+             as_json, lambda: click.echo("\n".join(names) if names else "no meters found"))
+        return
     client = client_for(port, baud, parity, timeout, retries)
+    client.version = protocol.rsplit("-", 1)[1]
     probes = {"n": 0}
 
     def report(prefix: str, found: int) -> None:
@@ -221,19 +322,38 @@ def scan(port: str, baud: int, parity: str, timeout: float, retries: int,
 
 @main.command()
 @line_options
-@click.option("--address", "-a", required=True, help="Meter address, nameplate order.")
+@protocol_options
+@click.option("--address", "-a", default=None, help="Meter address, nameplate order.")
 @click.argument("action", type=click.Choice(RELAY_CHOICES))
 @click.option("--valid-minutes", default=10, show_default=True, type=int)
 @json_option
-def relay(port: str, baud: int, parity: str, timeout: float, retries: int, address: str,
-          action: str, valid_minutes: int, as_json: bool) -> None:
+def relay(port: str, baud: int, parity: str, timeout: float, retries: int, protocol: str,
+          unit: int | None, model: str | None, address: str | None, action: str,
+          valid_minutes: int, as_json: bool) -> None:
     """Trip, close, alarm or keep-power a relay and confirm it from the status word."""
     from datetime import timedelta
 
     from edge_agent.errors import EdgeAgentError
 
+    if address is None and unit is None:
+        raise UsageError("give --address (or --unit for a Modbus meter)")
+    address = address or f"unit:{unit}"
     answer = via_daemon({"op": "relay", "port": port, "address": address, "action": action})
-    if answer is not None:
+    if protocol != "dlt645-2007" and answer is None:
+        driver = direct_driver(protocol, port, baud, parity, timeout, retries, unit, model)
+        try:
+            state = driver.relay(address, action)
+        except EdgeAgentError as exc:
+            record_direct(address, action, None, str(exc))
+            raise
+        finally:
+            close_driver(driver)
+        record_direct(address, action, state)
+        answer = {"relay": state, "direct": True}
+    if answer is not None and answer.get("direct"):
+        result = {"meter": address, "action": action, "confirmed": True,
+                  "relay": answer["relay"], "via": "direct"}
+    elif answer is not None:
         result = {"meter": address, "action": action, "confirmed": True,
                   "relay": answer["relay"], "via": "daemon"}
     else:

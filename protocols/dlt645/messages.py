@@ -256,10 +256,12 @@ def reply_value(reply: Frame) -> tuple[DataItem | None, int, bytes, object]:
 def describe(frame: Frame) -> dict[str, object]:
     """Every field of a frame, for `frame decode` (values as JSON-friendly text)."""
     from .catalogue import format_value
+    from .v1997 import NAMES_1997, lookup_1997, version_of
 
     c = frame.control
+    version = version_of(frame)
     out: dict[str, object] = {
-        "protocol": "DL/T 645-2007",
+        "protocol": version,
         "address": frame.address,
         "control": {
             "byte": f"{c.byte:02X}",
@@ -267,7 +269,8 @@ def describe(frame: Frame) -> dict[str, object]:
             "abnormal": c.abnormal,
             "follow_up": c.follow_up,
             "function": f"{c.function:02X}",
-            "function_name": FUNCTION_NAMES.get(c.function, "unknown"),  # type: ignore[call-overload]
+            "function_name": (NAMES_1997 if version == "DL/T 645-1997" else
+                              FUNCTION_NAMES).get(c.function, "unknown"),  # type: ignore[attr-defined]
         },
         "length": len(frame.data),
         "data": frame.data.hex(" ").upper(),
@@ -276,6 +279,27 @@ def describe(frame: Frame) -> dict[str, object]:
         out["address_kind"] = "broadcast"
     elif "A" in frame.address:
         out["address_kind"] = "wildcard"
+    if version == "DL/T 645-1997":
+        if c.abnormal:
+            from .v1997 import ERROR_BITS_1997
+
+            word = frame.data[0] if frame.data else 0
+            out["errors"] = [n for b, n in ERROR_BITS_1997.items() if word & (1 << b)]
+            return out
+        if c.function in (0x01, 0x02, 0x03) and len(frame.data) >= 2:
+            di = int.from_bytes(frame.data[:2], "little")
+            out["di"] = f"{di:04X}"
+            try:
+                item = lookup_1997(di)
+            except KeyError:
+                return out
+            out["name"] = item.name
+            if c.reply:
+                from .catalogue import decode_value, format_value
+
+                out["value"] = format_value(decode_value(item, frame.data[2:]))
+                out["unit"] = item.unit
+        return out
     if c.abnormal:
         out["errors"] = abnormal_errors(frame)
         out["error_word"] = f"{frame.data[0]:02X}" if frame.data else None
