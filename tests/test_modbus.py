@@ -52,8 +52,8 @@ def test_float_energy_becomes_exact_decimal() -> None:
 
 @pytest.fixture
 def modbus_sim():
-    meters = make_modbus_meters(2, "chint-ddsu666") + [SimModbusMeter(3, "eastron-sdm120"),
-                                                      SimModbusMeter(4, "chint-dtsu666")]
+    meters = [*make_modbus_meters(2, "chint-ddsu666"), SimModbusMeter(3, "eastron-sdm120"),
+              SimModbusMeter(4, "chint-dtsu666")]
     meters[0].core.add_energy(D("123.45"))
     bus = ModbusSimBus(meters, baud=9600).start()
     yield bus
