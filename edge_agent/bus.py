@@ -211,6 +211,3 @@ class Bus:
                 "garbled", f"{received} bytes arrived on {self.settings.port} but no valid reply"
             )
         raise MeterTimeout(f"no reply on {self.settings.port} within {wait:.2f} s")
-
-    def success_rate(self) -> float | None:
-        return None if not self.requests else self.replies / self.requests

@@ -34,8 +34,6 @@ from edge_agent.worker import RELAY, TECHNICIAN
 
 log = logging.getLogger(__name__)
 
-RELAY_ORDER = {"trip": "trip", "keep_power_on": "keep_power",
-               "keep_power_off": "keep_power_release"}
 WAIT = 120.0  # seconds a command may wait for its bus
 
 

@@ -115,10 +115,6 @@ class Config:
         raise ConfigError(f"no bus named {name!r} in {self.source}")
 
 
-# Reloadable without a restart (SIGHUP); everything else needs one.
-RELOADABLE = {"policy", "meter", "agent.log_level", "retention", "bus.poll_interval",
-              "bus.quantities", "tariffs"}
-
 _AGENT_KEYS = {"gateway_id": str, "database": str, "timezone": str, "tariff_dir": str,
                "control_socket": str, "control_group": str, "log_level": str,
                "metrics_port": int}

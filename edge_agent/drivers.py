@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
 
 from edge_agent.billing import RegisterReading
 from edge_agent.dlt645_client import Dlt645Client, relay_state
@@ -20,14 +19,6 @@ from edge_agent.processing import Poll
 from protocols.dlt645 import catalogue
 
 log = logging.getLogger(__name__)
-
-
-class Driver(Protocol):
-    protocol: str
-
-    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime) -> Poll: ...
-    def relay(self, meter: str, action: str) -> str: ...
-    def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]: ...
 
 
 class Dlt645Driver:

@@ -56,7 +56,6 @@ class HeadEndLink:
         self.base = f"{config.prefix}/{gateway}"
         self.connected = threading.Event()
         self.url = ""
-        self.published = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._client: mqtt.Client | None = None
@@ -64,6 +63,7 @@ class HeadEndLink:
         self._acked: list[int] = []
         self._lock = threading.Lock()
         self._cursor = 0
+        self._last_trim = float("-inf")
 
     def topic(self, kind: str) -> str:
         return f"{self.base}/{TOPICS[kind]}"
@@ -119,10 +119,21 @@ class HeadEndLink:
             client.connect(parsed.hostname or "localhost", port, self.config.keepalive)
         return client
 
+    def _trim(self) -> None:
+        """Retention, every minute, connected or not (an outage is when the backlog grows)."""
+        now = time.monotonic()
+        if now - self._last_trim < 60:
+            return
+        self._last_trim = now
+        dropped = self.store.trim_outbox(self.retention.outbox_max_messages,
+                                         self.retention.outbox_max_age_days)
+        if dropped:
+            log.warning("outbox retention: dropped %d oldest messages", dropped)
+
     def _run(self) -> None:
         failures = 0
         index = 0
-        last_status = last_trim = 0.0
+        last_status = 0.0
         while not self._stop.is_set():
             if self._client is None or not self.connected.is_set():
                 url = self.config.urls[index % len(self.config.urls)]
@@ -145,6 +156,7 @@ class HeadEndLink:
                     delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not stampede
                     self.store.put("broker_state", f"unreachable ({url}: {exc}); retrying")
                     log.warning("broker %s: %s; retry in %.1f s", url, exc, delay)
+                    self._trim()
                     self._stop.wait(delay)
                     continue
             assert self._client is not None
@@ -157,12 +169,7 @@ class HeadEndLink:
                 self.publish_status(True)
             self._pump()
             self._flush_acks()
-            if now - last_trim >= 60:
-                last_trim = now
-                dropped = self.store.trim_outbox(self.retention.outbox_max_messages,
-                                                 self.retention.outbox_max_age_days)
-                if dropped:
-                    log.warning("outbox retention: dropped %d oldest messages", dropped)
+            self._trim()
         self._goodbye()
 
     def _goodbye(self) -> None:
@@ -240,7 +247,6 @@ class HeadEndLink:
                     return
                 with self._lock:
                     self._inflight[info.mid] = seq
-                self.published += 1
                 if len(self._inflight) >= WINDOW:
                     return
 

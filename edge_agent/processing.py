@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from edge_agent.billing import BillResult, Event, LedgerEntry, RegisterReading, bill
 from edge_agent.enforcement import (
+    AlertState,
     Decision,
     MeterEnforcement,
     Policy,
@@ -24,7 +25,7 @@ from edge_agent.enforcement import (
     guard,
 )
 from edge_agent.errors import StorageError, TariffError
-from edge_agent.money import ZERO, format_money, from_micro
+from edge_agent.money import ZERO, from_micro
 from edge_agent.storage import Store
 from edge_agent.tariff import Tariff
 
@@ -203,11 +204,7 @@ class Processor:
         events: list[Event] = []
         changed = {}
         for account, balance in balances.items():
-            state = self.alerts.get(account)
-            if state is None:
-                from edge_agent.enforcement import AlertState
-
-                state = AlertState()
+            state = self.alerts.get(account) or AlertState()
             new, raised = check_alerts(account, state, balance,
                                        self._daily_cost_of(account, now), self.policy, now)
             if new is not state:
@@ -319,20 +316,6 @@ class Processor:
             if relay:
                 self.store.set_relay(meter, relay)
             self.store.record_events([Event(kind, "info", now, meter, state.account, detail)])
-
-    def set_phase(self, meter: str, phase: str) -> None:
-        """Technician override: record where a relay actually is (after a manual action)."""
-        state = self.enforcement.get(meter)
-        if state is None:
-            raise StorageError(f"unknown meter {meter}")
-        new = replace(state, phase=phase, alarm_since=None, deferred=None)
-        self.enforcement[meter] = new
-        with self.store.transaction():
-            self.store.save_enforcement_states([new])
-
-
-def balance_text(store: Store, account: str) -> str:
-    return format_money(store.balance(account))
 
 
 __all__ = ["Decision", "MeterEnforcement", "Poll", "Processor"]

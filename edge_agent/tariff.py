@@ -156,17 +156,11 @@ def _price(value: object, where: str, problems: list[str]) -> Decimal:
 
 
 def _blocks(raw: object, where: str, problems: list[str]) -> tuple[Block, ...]:
-    if not isinstance(raw, list) or not raw:
-        problems.append(f"{where}: must be a non-empty list of {{up_to, price}} blocks")
-        return ()
     blocks: list[Block] = []
     previous = ZERO
-    for index, entry in enumerate(raw):
-        here = f"{where}[{index}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{here}: must be a table {{up_to = \"...\", price = \"...\"}}")
-            continue
-        _unknown(entry, {"up_to", "price"}, here, problems)
+    last = len(raw) - 1 if isinstance(raw, list) else -1
+    for index, here, entry in _tables(raw, where, {"up_to", "price"}, "{up_to, price} blocks",
+                                      problems):
         up_to = None
         if "up_to" in entry:
             try:
@@ -178,7 +172,7 @@ def _blocks(raw: object, where: str, problems: list[str]) -> tuple[Block, ...]:
                 problems.append(f"{here}.up_to: {entry['up_to']} must exceed the block before "
                                 f"({previous})")
             previous = up_to
-        elif index != len(raw) - 1:
+        elif index != last:
             problems.append(f"{here}: only the last block may leave out up_to")
         if "price" not in entry:
             problems.append(f"{here}: price is missing")
@@ -186,6 +180,21 @@ def _blocks(raw: object, where: str, problems: list[str]) -> tuple[Block, ...]:
     if blocks and blocks[-1].up_to is not None:
         problems.append(f"{where}: the last block must have no up_to (it takes the rest)")
     return tuple(blocks)
+
+
+def _tables(raw: object, where: str, keys: set[str], what: str,
+            problems: list[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The entries of a non-empty list of tables, each checked for shape and unknown keys."""
+    if not isinstance(raw, list) or not raw:
+        problems.append(f"{where}: must be a non-empty list of {what}")
+        return
+    for index, entry in enumerate(raw):
+        here = f"{where}[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{here}: must be a table {what}")
+            continue
+        _unknown(entry, keys, here, problems)
+        yield index, here, entry
 
 
 def _unknown(table: dict[str, Any], known: set[str], where: str, problems: list[str]) -> None:
@@ -259,16 +268,9 @@ def _tou(energy: dict[str, Any], where: str, problems: list[str]) -> dict[str, A
                             f"{', '.join(RATE_NAMES)})")
         prices[name] = _price(value, f"{where}.prices.{name}", problems)
     windows: list[Window] = []
-    raw_windows = energy.get("windows")
-    if not isinstance(raw_windows, list) or not raw_windows:
-        problems.append(f"{where}.windows: must list the day's windows {{start, end, rate}}")
-        raw_windows = []
-    for index, entry in enumerate(raw_windows):
-        here = f"{where}.windows[{index}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{here}: must be a table {{start, end, rate}}")
-            continue
-        _unknown(entry, {"start", "end", "rate"}, here, problems)
+    for _, here, entry in _tables(energy.get("windows"), f"{where}.windows",
+                                  {"start", "end", "rate"}, "{start, end, rate} windows",
+                                  problems):
         start = _hhmm(entry.get("start"), f"{here}.start", problems, allow_24=False)
         end = _hhmm(entry.get("end"), f"{here}.end", problems)
         rate = entry.get("rate")
@@ -302,16 +304,9 @@ def _tiered(energy: dict[str, Any], where: str, problems: list[str]) -> dict[str
     out: dict[str, Any] = {"period": period}
     if period == "season":
         seasons: list[Season] = []
-        raw = energy.get("seasons")
-        if not isinstance(raw, list) or not raw:
-            problems.append(f"{where}.seasons: list the seasons {{name, start, end, blocks}}")
-            raw = []
-        for index, entry in enumerate(raw):
-            here = f"{where}.seasons[{index}]"
-            if not isinstance(entry, dict):
-                problems.append(f"{here}: must be a table")
-                continue
-            _unknown(entry, {"name", "start", "end", "blocks"}, here, problems)
+        for index, here, entry in _tables(energy.get("seasons"), f"{where}.seasons",
+                                          {"name", "start", "end", "blocks"},
+                                          "{name, start, end, blocks} seasons", problems):
             start = _md(entry.get("start"), f"{here}.start", problems)
             end = _md(entry.get("end"), f"{here}.end", problems)
             if start == end:

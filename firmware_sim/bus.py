@@ -16,21 +16,10 @@ import threading
 import time
 import tty
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from protocols.dlt645.frame import Frame, find_frame
 
 from .dlt645_meter import SimMeter
-
-
-class SimPeer(Protocol):
-    """Something that answers frames on the bus (a DL/T 645 meter, a Modbus meter...)."""
-
-    fault: str
-    late_by: float
-
-    def handle(self, request: Frame) -> Frame | None: ...
-    def matches(self, address: str) -> bool: ...
 
 
 class SimBus:

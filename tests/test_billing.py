@@ -131,3 +131,20 @@ def test_readings_and_events_survive_reopen(tmp_path) -> None:
     again = Store(tmp_path / "a.db")
     assert again.readings("000000000001")[0]["value"] == "101.00"
     assert again.balance("A1") == -(D("1.00") * D("0.56"))
+
+
+def test_retention_drops_telemetry_first_and_ledger_last(tmp_path) -> None:
+    p = processor(tmp_path / "a.db")
+    for minute in range(10):
+        step(p, f"2026-11-22 10:{minute:02d}", f"{101 + minute}.00")
+    store = p.store
+    depth = store.outbox_depth()
+    assert depth["telemetry"] == 10 and depth["ledger"] >= 9
+    total = sum(depth.values())
+    dropped = store.trim_outbox(max_messages=total - 10, max_age_days=30)
+    assert dropped == 10
+    after = store.outbox_depth()
+    assert "telemetry" not in after and after["ledger"] == depth["ledger"]
+    store.trim_outbox(max_messages=3, max_age_days=30)
+    after = store.outbox_depth()
+    assert after.get("ledger", 0) == 3  # events went before the ledger

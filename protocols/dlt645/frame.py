@@ -69,15 +69,6 @@ class Control:
             | (self.function & 0x1F)
         )
 
-    @classmethod
-    def from_byte(cls, value: int) -> Control:
-        return cls(
-            function=value & 0x1F,
-            reply=bool(value & 0x80),
-            abnormal=bool(value & 0x40),
-            follow_up=bool(value & 0x20),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Frame:
