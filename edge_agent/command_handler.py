@@ -48,6 +48,10 @@ class CommandHandler:
     def start(self) -> None:
         self._thread.start()
 
+    def reload(self) -> None:
+        """SIGHUP: pick up head-end keys installed since the start."""
+        self.keys.reload()
+
     def stop(self) -> None:
         self._stop.set()
         self.inbox.put(b"")

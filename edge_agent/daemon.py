@@ -348,7 +348,11 @@ class Agent:
             self.processor.reload()
 
         self.on_processor(apply)
-        notes.append("reloaded: policy, meters, tariffs, poll intervals, retention")
+        for service in self.services:
+            if hasattr(service, "reload"):
+                service.reload()
+        notes.append("reloaded: policy, meters, tariffs, poll intervals, retention, "
+                     "head-end keys")
         for note in notes:
             log.info("SIGHUP: %s", note)
         return notes

@@ -72,8 +72,10 @@ def test_config_check_names_each_mistake(tmp_path) -> None:
         "[policy]", "[policy]\nalarm_grace_minutes = -5")
     text += '\n[[meter]]\naddress = "12345"\nbus = "bus9"\naccount = "X"\ntariff = "flat"\n'
     path.write_text(text)
-    code, _, err = run("--config", str(path), "config", "check")
-    assert code == 2 and err.startswith("error: ")
+    code, out, err = run("--config", str(path), "config", "check")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "problem(s) in the configuration" in err
+    err = out  # config check lists each problem on stdout
     assert "[[bus]][0].baud: 2401 is not a standard baud rate" in err
     assert "[agent].colour: unknown key 'colour'" in err
     assert "alarm_grace_minutes: -5 must be a whole number >= 0" in err
@@ -86,6 +88,15 @@ def test_config_check_names_each_mistake(tmp_path) -> None:
 def test_missing_config_is_a_usage_error(tmp_path) -> None:
     code, _, err = run("--config", str(tmp_path / "nope.toml"), "meters")
     assert code == 2 and "configuration file not found" in err
+
+
+def test_every_error_is_one_stderr_line(tmp_path) -> None:
+    path = agent_config(tmp_path, "/dev/null", ["000000000001"])
+    path.write_text(path.read_text().replace("baud = 9600", "baud = 2401").replace(
+        "gap = 0.0", "gap = 9.0"))
+    code, _, err = run("--config", str(path), "meters")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert "baud: 2401" in err and "gap: 9.0" in err
 
 
 def test_state_verbs_read_the_database(tmp_path) -> None:

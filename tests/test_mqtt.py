@@ -229,3 +229,20 @@ def test_keys_cli(tmp_path) -> None:
     again = runner.invoke(main, ["keys", "create", "--name", "headend-1", "--out",
                                  str(tmp_path)])
     assert again.exit_code == 2 and "refusing to replace" in again.stderr
+
+
+def test_headend_key_installed_while_running_works_after_reload(tmp_path, broker, sim) -> None:
+    from edge_agent.keys import KeyRing, create_pair
+
+    with running(tmp_path, broker, sim) as (agent, head):
+        assert head.wait_for(lambda: head.status is not None)
+        create_pair(tmp_path / "keys", "headend-2")
+        new_key = load_private(tmp_path / "keys" / "headend-2.key")
+        refused = head.call("ping", {}, sign_with=new_key, kid="headend-2")
+        assert refused["status"] == "rejected" and "unknown key id" in refused["reason"]
+        KeyRing(tmp_path / "headend-keys").install("headend-2", tmp_path / "keys" /
+                                                   "headend-2.pub")
+        notes = agent.reload()  # what SIGHUP does
+        assert any("head-end keys" in n for n in notes)
+        accepted = head.call("ping", {}, sign_with=new_key, kid="headend-2")
+        assert accepted["status"] == "ok", accepted

@@ -56,7 +56,20 @@ def config_group() -> None:
 @json_option
 def config_check(as_json: bool) -> None:
     """Validate the configuration; every mistake is reported with its key and line."""
-    config = current_config()
+    from edge_agent.errors import ConfigError
+
+    from .root import wants_json
+
+    try:
+        config = current_config()
+    except ConfigError as exc:
+        problems = [p for p in str(exc).splitlines() if p.strip()]
+        if wants_json(as_json):
+            emit({"ok": False, "problems": problems}, as_json)
+        else:
+            for problem in problems:
+                click.echo(problem)
+        raise ConfigError(f"{len(problems)} problem(s) in the configuration") from None
     from edge_agent.daemon import load_tariffs
 
     tariffs = load_tariffs(config)

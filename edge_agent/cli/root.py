@@ -20,6 +20,11 @@ from edge_agent.errors import ConfigError, EdgeAgentError, UsageError
 DEFAULT_CONFIG = "/etc/edge-agent/agent.toml"
 
 
+def one_line(exc: Exception) -> str:
+    """The contract wants one stderr line per error: several problems are joined with '; '."""
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
 class AgentGroup(click.Group):
     """A group that reports every failure as one `error:` line with the contract's exit code."""
 
@@ -33,10 +38,10 @@ class AgentGroup(click.Group):
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(2)
         except (ConfigError, UsageError) as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(2)
         except EdgeAgentError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(1)
         except click.Abort:
             click.echo("error: aborted", err=True)
