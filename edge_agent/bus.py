@@ -114,7 +114,7 @@ class Bus:
             try:
                 self._port.close()
             except PORT_ERRORS:
-                pass
+                pass  # the port already failed (unplugged); closing it has nothing to report
             self._port = None
 
     def __enter__(self) -> Bus:
@@ -177,7 +177,7 @@ class Bus:
         self.requests += 1
         # The request itself takes wire time before the meter can begin to answer.
         deadline = time.monotonic() + self.settings.wire_time(len(request)) + wait
-        if not expect_reply:
+        if not expect_reply:  # a broadcast: keep the line quiet until it has been sent
             time.sleep(max(0.0, self.settings.wire_time(len(request))))
             self._quiet_since = time.monotonic()
             return None
