@@ -266,21 +266,8 @@ class Agent:
                 "health": self.health()}
 
     def health(self) -> dict[str, Any]:
-        """Per bus: meters, online, replies/requests over the last day (the status message
-        carries this summary; per-meter detail is in `edge-agent status`)."""
-        buses: dict[str, dict[str, Any]] = {}
-        for m in self.store.meter_status():
-            bus = buses.setdefault(m["bus"], {"bus": m["bus"], "meters": 0, "online": 0,
-                                              "requests": 0, "replies": 0, "relays_open": 0})
-            bus["meters"] += 1
-            bus["online"] += int(m["online"])
-            bus["requests"] += m["polls"]
-            bus["replies"] += m["replies"]
-            bus["relays_open"] += int(m["relay"] == "open")
-        for bus in buses.values():
-            bus["success_rate"] = (round(bus["replies"] / bus["requests"], 4)
-                                   if bus["requests"] else None)
-        return {"buses": list(buses.values())}
+        """Per bus summary for the status message (per-meter detail: `edge-agent status`)."""
+        return {"buses": self.store.bus_health()}
 
     def start(self) -> None:
         for worker in self.workers.values():

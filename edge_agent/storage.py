@@ -413,12 +413,9 @@ class Store:
         for chunk in range(0, len(wanted), 500):
             part = wanted[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
-            out += self.conn.execute(
-                f"SELECT id, account, kind, amount, ts, meter, detail, balance_after FROM "
-                f"ledger WHERE id IN ({marks}) ORDER BY seq", part).fetchall()
-        return [{"id": r[0], "account": r[1], "kind": r[2], "amount": r[3], "ts": r[4],
-                 "meter": r[5], "detail": json.loads(r[6] or "{}"), "balance_after": r[7]}
-                for r in out]
+            out += self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE id IN ({marks}) "
+                                     "ORDER BY seq", part).fetchall()
+        return [_ledger_message(r) for r in out]
 
     def charges_since(self, account: str, since: datetime) -> Decimal:
         """Money spent on energy and fixed charges since `since` (a positive number)."""
@@ -527,6 +524,23 @@ class Store:
                  "success_rate": None if not r[10] else round((r[11] or 0) / r[10], 4),
                  "balance": format_money(from_micro(r[12])), "keep_power": bool(r[13])}
                 for r in rows]
+
+    def bus_health(self, meters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Per bus: meters, online, requests and replies over the last day, success rate,
+        relays open (from `meter_status` rows, given or read)."""
+        buses: dict[str, dict[str, Any]] = {}
+        for m in self.meter_status() if meters is None else meters:
+            bus = buses.setdefault(m["bus"], {"bus": m["bus"], "meters": 0, "online": 0,
+                                              "requests": 0, "replies": 0, "relays_open": 0})
+            bus["meters"] += 1
+            bus["online"] += int(m["online"])
+            bus["requests"] += m["polls"]
+            bus["replies"] += m["replies"]
+            bus["relays_open"] += int(m["relay"] == "open")
+        for bus in buses.values():
+            bus["success_rate"] = (round(bus["replies"] / bus["requests"], 4)
+                                   if bus["requests"] else None)
+        return list(buses.values())
 
     def alert_states(self) -> dict[str, AlertState]:
         out = {}
@@ -646,13 +660,9 @@ class Store:
             return data
         first, last = ref
         if kind == "ledger":
-            rows = self.conn.execute(
-                "SELECT id, account, kind, amount, ts, meter, detail, balance_after FROM ledger "
-                "WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)).fetchall()
-            return {"entries": [
-                {"id": r[0], "account": r[1], "kind": r[2], "amount": r[3], "ts": r[4],
-                 "meter": r[5], "detail": json.loads(r[6] or "{}"), "balance_after": r[7]}
-                for r in rows]} if rows else None
+            rows = self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE seq BETWEEN ? AND ? "
+                                     "ORDER BY seq", (first, last)).fetchall()
+            return {"entries": [_ledger_message(r) for r in rows]} if rows else None
         if kind == "events":
             row = self.conn.execute("SELECT ts, meter, account, type, severity, detail FROM "
                                     "events WHERE seq=?", (first,)).fetchone()
@@ -740,3 +750,13 @@ def _meter(row: tuple[Any, ...]) -> MeterRecord:
                        protocol=row[4], multiplier=row[5] or 1, keep_power=bool(row[6]),
                        allowance=bool(row[7]), unit=row[8], model=row[9],
                        commissioned_at=row[10], commission_kwh=row[11], active=bool(row[12]))
+
+
+_LEDGER_MESSAGE_COLUMNS = ("SELECT id, account, kind, amount, ts, meter, detail, balance_after "
+                           "FROM ledger")
+
+
+def _ledger_message(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A ledger entry as the head end receives it (docs/mqtt.md)."""
+    return {"id": row[0], "account": row[1], "kind": row[2], "amount": row[3], "ts": row[4],
+            "meter": row[5], "detail": json.loads(row[6] or "{}"), "balance_after": row[7]}

@@ -65,25 +65,16 @@ def status(db_path: str | None, as_json: bool) -> None:
     """Health per bus and per meter: success rate, last reading, relay, balance, backlog."""
     store = open_store(db_path)
     rows = store.meter_status()
-    buses: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        bus = buses.setdefault(row["bus"], {"bus": row["bus"], "meters": 0, "online": 0,
-                                            "polls": 0, "replies": 0})
-        bus["meters"] += 1
-        bus["online"] += int(row["online"])
-        bus["polls"] += row["polls"] or 0
-        bus["replies"] += row["replies"] or 0
-    for bus in buses.values():
-        bus["success_rate"] = round(bus["replies"] / bus["polls"], 4) if bus["polls"] else None
+    buses = store.bus_health(rows)
     depth = store.outbox_depth()
     data = {"gateway": store.get("gateway_id"), "broker": store.get("broker_state", "unknown"),
             "daemon_heartbeat": store.get("heartbeat"), "outbox": depth,
-            "outbox_total": sum(depth.values()), "buses": list(buses.values()), "meters": rows}
+            "outbox_total": sum(depth.values()), "buses": buses, "meters": rows}
 
     def human() -> None:
         click.echo(f"gateway {data['gateway']}  broker {data['broker']}  "
                    f"outbox {data['outbox_total']}  heartbeat {data['daemon_heartbeat']}")
-        _table(list(buses.values()), ["bus", "meters", "online", "success_rate"])
+        _table(buses, ["bus", "meters", "online", "success_rate", "relays_open"])
         click.echo()
         _table(rows, ["meter", "bus", "success_rate", "last_reading", "relay", "balance"])
 
