@@ -21,9 +21,9 @@ from edge_agent.billing import Event, LedgerEntry
 from edge_agent.commands import Command, command_id_of, verify
 from edge_agent.enforcement import parse_policy
 from edge_agent.errors import (
+    EXPECTED_ERRORS,
     CommandRejected,
     ConfigError,
-    EdgeAgentError,
     StorageError,
     TariffError,
 )
@@ -87,7 +87,7 @@ class CommandHandler:
             status, reason = "ok", ""
         except CommandRejected as exc:
             result, status, reason = None, "rejected", exc.reason
-        except (EdgeAgentError, TimeoutError) as exc:
+        except (*EXPECTED_ERRORS, TimeoutError) as exc:
             result, status, reason = None, "failed", str(exc) or type(exc).__name__
         log.info("command %s (%s): %s %s", command.id, command.type, status, reason)
         return self._answer(command.id, status, reason, result, [])

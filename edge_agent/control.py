@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import EdgeAgentError, UsageError
+from edge_agent.errors import EXPECTED_ERRORS, UsageError
 from edge_agent.worker import RELAY, TECHNICIAN
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class ControlServer:
                 answer = {"ok": False, "kind": "usage", "error": f"bad request: {exc}"}
             except UsageError as exc:
                 answer = {"ok": False, "kind": "usage", "error": str(exc)}
-            except (EdgeAgentError, TimeoutError) as exc:
+            except (*EXPECTED_ERRORS, TimeoutError) as exc:
                 answer = {"ok": False, "kind": "failed", "error": str(exc) or "timed out"}
             conn.sendall(json.dumps(answer, default=str).encode() + b"\n")
 

@@ -25,7 +25,12 @@ from edge_agent.config import BusConfig, Config
 from edge_agent.dlt645_client import Dlt645Client
 from edge_agent.drivers import Dlt645Driver
 from edge_agent.enforcement import Decision
-from edge_agent.errors import ConfigError, EdgeAgentError, StorageError, TariffError
+from edge_agent.errors import (
+    EXPECTED_ERRORS,
+    ConfigError,
+    StorageError,
+    TariffError,
+)
 from edge_agent.notify import Notifier
 from edge_agent.processing import Processor
 from edge_agent.storage import MeterRecord, Store
@@ -159,7 +164,7 @@ class Agent:
             try:
                 relay = driver.relay(decision.meter, decision.action)
                 ok, error = True, ""
-            except EdgeAgentError as exc:
+            except EXPECTED_ERRORS as exc:
                 relay, ok, error = None, False, str(exc)
                 log.warning("relay %s on %s failed: %s", decision.action, decision.meter, exc)
             self.on_processor(self.processor.relay_done, decision, ok, self.clock.now(), relay,
@@ -214,7 +219,7 @@ class Agent:
         try:
             relay = worker.submit(lambda driver: driver.relay(meter, action),
                                   RELAY).result(120)
-        except EdgeAgentError as exc:
+        except EXPECTED_ERRORS as exc:
             self.on_processor(self.processor.operator_done, meter, order, False,
                               self.clock.now(), None, str(exc), actor, reason)
             raise

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from edge_agent.billing import RegisterReading
 from edge_agent.dlt645_client import Dlt645Client, relay_state
-from edge_agent.errors import EdgeAgentError, MeterAbnormalReply
+from edge_agent.errors import EXPECTED_ERRORS, MeterAbnormalReply
 from edge_agent.processing import Poll
 from protocols.dlt645 import catalogue
 
@@ -63,7 +63,7 @@ class Dlt645Driver:
                     values.append((reading.name, str(catalogue.format_value(reading.value))))
                 except MeterAbnormalReply:
                     continue  # this meter does not have that quantity
-        except EdgeAgentError as exc:
+        except EXPECTED_ERRORS as exc:
             return Poll(meter, now, False, error=str(exc))
         energy = RegisterReading(meter, now, Decimal(str(total)), rates)
         return Poll(meter, now, True, energy, values,

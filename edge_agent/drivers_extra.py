@@ -16,7 +16,12 @@ from edge_agent.bus import Bus, LineSettings
 from edge_agent.config import BusConfig, Config
 from edge_agent.dlt645_client import Dlt645Client
 from edge_agent.drivers import Dlt645Driver
-from edge_agent.errors import EdgeAgentError, MeterError, RelayUnsupported, StorageError
+from edge_agent.errors import (
+    EXPECTED_ERRORS,
+    MeterError,
+    RelayUnsupported,
+    StorageError,
+)
 from edge_agent.modbus_client import ModbusMeterClient
 from edge_agent.processing import Poll
 from protocols.modbus import RegisterMap, load_map
@@ -54,7 +59,7 @@ class ModbusDriver:
             for name in quantities:
                 if name in mapping.registers and name != mapping.energy:
                     values.append((name, str(self.client.read(unit, mapping, name).value)))
-        except EdgeAgentError as exc:
+        except EXPECTED_ERRORS as exc:
             return Poll(meter, now, False, error=str(exc))
         return Poll(meter, now, True, RegisterReading(meter, now, Decimal(kwh)), values, relay)
 

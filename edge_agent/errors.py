@@ -2,45 +2,35 @@
 
 Every error a technician or an integrator can see derives from `EdgeAgentError` and carries a
 message that names the cause.  The CLI maps them to exit codes: `ConfigError` and `UsageError`
-exit 2, everything else exits 1.  This module imports nothing, so `protocols/` can use it
-without depending on the rest of the agent.
+exit 2, everything else exits 1.  Frame and meter errors come from `protocols/errors.py`
+(which imports nothing of the agent); catch `EXPECTED_ERRORS` to mean either tree.
 """
 
 from __future__ import annotations
+
+from protocols.errors import (
+    FrameError,
+    MeterAbnormalReply,
+    MeterError,
+    ProtocolError,
+    RegisterMapError,
+)
+
+__all__ = [
+    "EXPECTED_ERRORS", "FrameError", "MeterAbnormalReply", "MeterError", "ProtocolError",
+    "RegisterMapError",
+]
 
 
 class EdgeAgentError(Exception):
     """Base of every error edge-agent raises on purpose."""
 
 
-class FrameError(EdgeAgentError):
-    """A byte sequence is not a valid frame; `fault` names what is wrong."""
-
-    def __init__(self, fault: str, detail: str) -> None:
-        self.fault = fault
-        super().__init__(f"{fault}: {detail}")
-
-
-class MeterError(EdgeAgentError):
-    """A meter answered, but not with what was asked for."""
-
-
-class MeterAbnormalReply(MeterError):
-    """The meter answered with an abnormal (error) reply; `errors` names the error bits."""
-
-    def __init__(self, address: str, function: str, errors: list[str]) -> None:
-        self.address = address
-        self.errors = errors
-        super().__init__(
-            f"meter {address} refused {function}: {', '.join(errors) or 'unspecified error'}"
-        )
-
-
-class RelayUnsupported(MeterError):
+class RelayUnsupported(MeterError, EdgeAgentError):
     """The meter (or its protocol) has no remote relay control."""
 
 
-class MeterTimeout(MeterError):
+class MeterTimeout(MeterError, EdgeAgentError):
     """A meter did not answer within the timeout, after all retries."""
 
 
@@ -74,3 +64,7 @@ class CommandRejected(EdgeAgentError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+#: What a caller catches to mean "an error edge-agent or a protocol raised on purpose".
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (EdgeAgentError, ProtocolError)

@@ -15,7 +15,7 @@ def demo(offline: bool, pause: bool, as_json: bool) -> None:
     """Simulated meters, the agent, a local broker and head end: readings, a low-balance
     alert, a cutoff, a signed top-up and the restore.  Cleans up after itself."""
     from edge_agent.demo import Demo
-    from edge_agent.errors import EdgeAgentError
+    from edge_agent.errors import EXPECTED_ERRORS
 
     from .root import wants_json
 
@@ -29,7 +29,7 @@ def demo(offline: bool, pause: bool, as_json: bool) -> None:
                                            err=True)) if pause else (lambda: None))
     try:
         summary = run.run()
-    except EdgeAgentError:
+    except EXPECTED_ERRORS:
         raise
     finally:
         run.close()

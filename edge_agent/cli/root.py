@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from edge_agent.errors import ConfigError, EdgeAgentError, UsageError
+from edge_agent.errors import EXPECTED_ERRORS, ConfigError, RegisterMapError, UsageError
 
 DEFAULT_CONFIG = "/etc/edge-agent/agent.toml"
 
@@ -37,10 +37,10 @@ class AgentGroup(click.Group):
         except click.UsageError as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(2)
-        except (ConfigError, UsageError) as exc:
+        except (ConfigError, UsageError, RegisterMapError) as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(2)
-        except EdgeAgentError as exc:
+        except EXPECTED_ERRORS as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(1)
         except click.Abort:

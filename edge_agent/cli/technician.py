@@ -333,7 +333,7 @@ def relay(port: str, baud: int, parity: str, timeout: float, retries: int, proto
     """Trip, close, alarm or keep-power a relay and confirm it from the status word."""
     from datetime import timedelta
 
-    from edge_agent.errors import EdgeAgentError
+    from edge_agent.errors import EXPECTED_ERRORS
 
     if address is None and unit is None:
         raise UsageError("give --address (or --unit for a Modbus meter)")
@@ -343,7 +343,7 @@ def relay(port: str, baud: int, parity: str, timeout: float, retries: int, proto
         driver = direct_driver(protocol, port, baud, parity, timeout, retries, unit, model)
         try:
             state = driver.relay(address, action)
-        except EdgeAgentError as exc:
+        except EXPECTED_ERRORS as exc:
             record_direct(address, action, None, str(exc))
             raise
         finally:
@@ -361,7 +361,7 @@ def relay(port: str, baud: int, parity: str, timeout: float, retries: int, proto
             try:
                 word = Dlt645Client(bus).relay(address, action,
                                                valid_for=timedelta(minutes=valid_minutes))
-            except EdgeAgentError as exc:
+            except EXPECTED_ERRORS as exc:
                 record_direct(address, action, None, str(exc))
                 raise
         record_direct(address, action, relay_state(word))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 
-from edge_agent.errors import FrameError
+from protocols.errors import FrameError
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from construct import BitsInteger, BitStruct, Bytes, Const, Flag, Int8ul, Struct, this
 
-from edge_agent.errors import FrameError
+from protocols.errors import FrameError
 
 START = 0x68
 END = 0x16

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import IntEnum
 
-from edge_agent.errors import FrameError, MeterAbnormalReply, MeterError
+from protocols.errors import FrameError, MeterAbnormalReply, MeterError
 
 from .catalogue import DataItem, decode_value, lookup
 from .frame import BROADCAST, WILDCARD, Control, Frame

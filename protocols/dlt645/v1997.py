@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from edge_agent.errors import FrameError, MeterAbnormalReply, MeterError
+from protocols.errors import FrameError, MeterAbnormalReply, MeterError
 
 from .catalogue import DataItem, decode_value
 from .frame import WILDCARD, Control, Frame

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
 
-from edge_agent.errors import ConfigError, FrameError
+from protocols.errors import FrameError, RegisterMapError
 
 TYPES = {"float32": (2, ">f"), "int32": (2, ">i"), "uint32": (2, ">I"), "int16": (1, ">h"),
          "uint16": (1, ">H")}
@@ -67,7 +67,7 @@ def parse_map(data: dict[str, object], source: str) -> RegisterMap:
     registers: dict[str, Register] = {}
     raw_registers = data.get("registers")
     if not isinstance(raw_registers, dict) or not raw_registers:
-        raise ConfigError(f"{source}: registers must be a table of named registers")
+        raise RegisterMapError(f"{source}: registers must be a table of named registers")
     for name, spec in raw_registers.items():
         where = f"{source}: registers.{name}"
         if not isinstance(spec, dict):
@@ -102,7 +102,7 @@ def parse_map(data: dict[str, object], source: str) -> RegisterMap:
                                spec.get("open_value", True),  # type: ignore[union-attr]
                                spec.get("closed_value", False))  # type: ignore[union-attr]
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise RegisterMapError("; ".join(problems))
     return RegisterMap(str(data.get("model", source)), str(data.get("description", "")),
                        registers, str(energy), relay)
 
@@ -112,7 +112,7 @@ def load_map(model: str) -> RegisterMap:
     try:
         text = resources.files("protocols.modbus").joinpath("maps", f"{model}.json").read_text()
     except FileNotFoundError:
-        raise ConfigError(f"no Modbus register map {model!r} (known: {', '.join(MAPS)})") \
+        raise RegisterMapError(f"no Modbus register map {model!r} (known: {', '.join(MAPS)})") \
             from None
     return parse_map(json.loads(text), f"maps/{model}.json")
 
