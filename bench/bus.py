@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.bus import Bus, LineSettings
-from edge_agent.dlt645_client import Dlt645Client
+from edge_agent.field.dlt645 import Dlt645Client
+from edge_agent.field.transport import Bus, LineSettings
 from firmware_sim.bus import SimBus, make_meters
 from protocols.dlt645 import catalogue, messages
 from protocols.dlt645.frame import Control, Frame, decode
@@ -53,7 +53,7 @@ def bench_bus(meters: int, baud: int, rounds: int) -> dict[str, float]:
 
 def bench_modbus(meters: int, baud: int, rounds: int) -> dict[str, float]:
     """Modbus RTU reads of total energy (one float32, FC04) from simulated SDM120 meters."""
-    from edge_agent.modbus_client import ModbusMeterClient
+    from edge_agent.field.modbus import ModbusMeterClient
     from firmware_sim.modbus_meter import ModbusSimBus, make_modbus_meters
     from protocols.modbus import load_map
 

@@ -30,8 +30,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import MqttConfig, RetentionConfig
-from edge_agent.link import HeadEndLink
-from edge_agent.storage import Store
+from edge_agent.headend.mqtt_link import HeadEndLink
+from edge_agent.store import Store
 
 
 def build_backlog(store: Store, meters: int, days: int) -> int:
@@ -43,8 +43,10 @@ def build_backlog(store: Store, meters: int, days: int) -> int:
             for q in range(96):
                 ts = start + timedelta(minutes=15 * (day * 96 + q))
                 kwh = f"{100 + (day * 96 + q) * 0.25:.2f}"
-                store.record_readings((a, ts, "forward_active_total", kwh) for a in addresses)
-                store.enqueue_range("telemetry", *store.last_readings_range)
+                written = store.record_readings((a, ts, "forward_active_total", kwh)
+                                                for a in addresses)
+                assert written is not None
+                store.enqueue_range("telemetry", *written)
     return cycles * meters
 
 

@@ -26,11 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.billing import LedgerEntry, RegisterReading  # noqa: E402
-from edge_agent.enforcement import Policy  # noqa: E402
-from edge_agent.processing import Poll, Processor  # noqa: E402
-from edge_agent.storage import MeterRecord, Store  # noqa: E402
-from edge_agent.tariff import load_tariff  # noqa: E402
+from edge_agent.prepaid.policy import Policy  # noqa: E402
+from edge_agent.prepaid.processor import Processor  # noqa: E402
+from edge_agent.prepaid.records import (  # noqa: E402
+    LedgerEntry,
+    Poll,
+    RegisterReading,
+)
+from edge_agent.prepaid.tariff import load_tariff  # noqa: E402
+from edge_agent.store import MeterRecord, Store  # noqa: E402
 
 
 def wchar() -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge_agent.enforcement import Policy, parse_policy
 from edge_agent.errors import ConfigError
+from edge_agent.prepaid.policy import Policy, parse_policy
 
 BAUDS = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")

@@ -23,11 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge_agent.billing import LedgerEntry
 from edge_agent.config import BusConfig, Config, KeysConfig, MeterConfig, MqttConfig
-from edge_agent.enforcement import Policy
 from edge_agent.errors import EdgeAgentError
-from edge_agent.money import format_money
+from edge_agent.prepaid.money import format_money
+from edge_agent.prepaid.policy import Policy
+from edge_agent.prepaid.records import LedgerEntry
 
 METERS = ("000000000001", "000000000002", "000000000003")
 STEP_TIMEOUT = 60.0
@@ -114,7 +114,7 @@ class Demo:
         keys = KeysConfig(directory=str(self.tmp / "keys"),
                           headend_keys=str(self.tmp / "headend-keys"), clock_skew=60)
         if broker_port is not None:
-            from edge_agent.keys import KeyRing, create_pair
+            from edge_agent.headend.keys import KeyRing, create_pair
 
             create_pair(self.tmp / "keys", "headend-1")
             KeyRing(keys.headend_keys).install("headend-1", self.tmp / "keys" / "headend-1.pub")
@@ -134,7 +134,7 @@ class Demo:
 
     # -- the walk-through -----------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from edge_agent.service import build_agent
+        from edge_agent.runtime.assembly import build_agent
 
         started = time.monotonic()
         sim = self.start_meters()

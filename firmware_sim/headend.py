@@ -19,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.keys import load_private, sign
+from edge_agent.headend.keys import load_private, sign
 
 
 class HeadEnd:

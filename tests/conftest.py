@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge_agent.bus import Bus, LineSettings
-from edge_agent.dlt645_client import Dlt645Client
+from edge_agent.field.dlt645 import Dlt645Client
+from edge_agent.field.transport import Bus, LineSettings
 from firmware_sim.bus import SimBus, make_meters
 
 

@@ -7,11 +7,11 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from edge_agent.billing import RegisterReading
-from edge_agent.enforcement import Policy
-from edge_agent.processing import Poll, Processor
-from edge_agent.storage import MeterRecord, Store
-from edge_agent.tariff import Tariff, load_tariff
+from edge_agent.prepaid.policy import Policy
+from edge_agent.prepaid.processor import Processor
+from edge_agent.prepaid.records import Poll, RegisterReading
+from edge_agent.prepaid.tariff import Tariff, load_tariff
+from edge_agent.store import MeterRecord, Store
 
 TZ = ZoneInfo("Asia/Shanghai")
 TARIFFS = Path(__file__).resolve().parents[1] / "config" / "tariffs"
@@ -86,7 +86,7 @@ quantities = ["voltage_a", "cover_open_count"]
 def mqtt_extra(tmp: Path, port: int, *, scheme: str = "mqtt", tls: str = "",
                status_interval: float = 1.0, retention: str = "") -> str:
     """[mqtt] and [keys] tables for a test agent, and a head-end key pair in tmp/keys."""
-    from edge_agent.keys import KeyRing, create_pair
+    from edge_agent.headend.keys import KeyRing, create_pair
 
     keys = tmp / "keys"
     if not (keys / "headend-1.key").exists():

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal as D
 
-from edge_agent.billing import LedgerEntry
-from edge_agent.processing import Poll
-from edge_agent.storage import Store
+from edge_agent.prepaid.records import LedgerEntry, Poll
+from edge_agent.store import Store
 from tests.helpers import at, energy_poll, processor
 
 
@@ -94,7 +93,7 @@ def test_each_cycle_is_one_transaction(tmp_path) -> None:
 
 
 def test_replace_meter_bills_nothing_across_the_swap(tmp_path) -> None:
-    from edge_agent.storage import MeterRecord
+    from edge_agent.store import MeterRecord
 
     p = processor(tmp_path / "a.db")
     step(p, "2026-11-22 10:00", "110.00")

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from edge_agent.bus import Bus, LineSettings
-from edge_agent.dlt645_client import Dlt645Client
 from edge_agent.errors import BusError, FrameError, MeterTimeout
+from edge_agent.field.dlt645 import Dlt645Client
+from edge_agent.field.transport import Bus, LineSettings
 from firmware_sim.bus import SimBus, make_meters
 
 

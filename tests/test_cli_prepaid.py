@@ -7,8 +7,8 @@ from decimal import Decimal as D
 
 from click.testing import CliRunner
 
-from edge_agent.billing import LedgerEntry
 from edge_agent.cli import main
+from edge_agent.prepaid.records import LedgerEntry
 from tests.helpers import REPO, TARIFFS, agent_config, at, energy_poll, processor
 
 

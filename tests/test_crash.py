@@ -12,8 +12,9 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
-from edge_agent.billing import LedgerEntry
-from edge_agent.storage import Store
+from edge_agent.headend.messages import render
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.store import Store
 from firmware_sim.bus import SimBus, make_meters
 from tests.helpers import agent_config
 
@@ -65,7 +66,7 @@ def test_sigkill_loses_nothing_and_counts_nothing_twice(tmp_path) -> None:
         assert billed == states[meter].last_kwh  # every kWh since 0.00 billed exactly once
         assert billed > 0
     # Every message created was queued for the head end in the same transaction.
-    queued = [store.render(kind, p) for _, kind, p in store.pending(limit=1_000_000)
+    queued = [render(store, kind, p) for _, kind, p in store.pending(limit=1_000_000)
               if kind == "ledger"]
     queued_ids = {e["id"] for batch in queued if batch for e in batch["entries"]}
     gateway_ids = {e["id"] for e in ledger if e["origin"] == "gateway"}

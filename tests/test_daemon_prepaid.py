@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from decimal import Decimal as D
 
-from edge_agent.billing import LedgerEntry
 from edge_agent.config import load_config
-from edge_agent.daemon import Agent
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.runtime.daemon import Agent
 from firmware_sim.bus import SimBus, make_meters
 from tests.helpers import agent_config
 

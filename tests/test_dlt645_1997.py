@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from dlt645.protocol.protocol import DLT645Protocol as Independent
 
-from edge_agent.bus import Bus, LineSettings
 from edge_agent.cli import main
-from edge_agent.dlt645_client import Dlt645Client
 from edge_agent.errors import RelayUnsupported
+from edge_agent.field.dlt645 import Dlt645Client
+from edge_agent.field.transport import Bus, LineSettings
 from firmware_sim.bus import SimBus, make_meters
 from protocols.dlt645 import catalogue, messages, v1997
 from protocols.dlt645.frame import Control, Frame, decode, encode

@@ -7,16 +7,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from edge_agent.enforcement import (
-    AlertState,
-    MeterEnforcement,
-    Policy,
-    check_alerts,
-    decide,
-    guard,
-    parse_policy,
-)
 from edge_agent.errors import ConfigError
+from edge_agent.prepaid.enforcement import AlertState, MeterEnforcement, check_alerts, decide, guard
+from edge_agent.prepaid.policy import Policy, parse_policy
 from tests.helpers import TZ, at
 
 NOW = at("2026-11-22 10:00")

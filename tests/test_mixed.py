@@ -8,9 +8,9 @@ import time
 from decimal import Decimal as D
 from pathlib import Path
 
-from edge_agent.billing import LedgerEntry
 from edge_agent.config import load_config
-from edge_agent.service import build_agent
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.runtime.assembly import build_agent
 from firmware_sim.bus import SimBus, make_meters
 from firmware_sim.headend import HeadEnd
 from firmware_sim.modbus_meter import ModbusSimBus, SimModbusMeter

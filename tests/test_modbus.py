@@ -10,10 +10,10 @@ from decimal import Decimal as D
 import pytest
 from click.testing import CliRunner
 
-from edge_agent.bus import LineSettings
 from edge_agent.cli import main
 from edge_agent.errors import MeterAbnormalReply, MeterError, MeterTimeout
-from edge_agent.modbus_client import ModbusMeterClient
+from edge_agent.field.modbus import ModbusMeterClient
+from edge_agent.field.transport import LineSettings
 from firmware_sim.modbus_meter import ModbusSimBus, SimModbusMeter, make_modbus_meters
 from protocols.modbus import MAPS, decode, encode, load_map
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.billing import LedgerEntry
 from edge_agent.config import load_config
-from edge_agent.daemon import Agent
-from edge_agent.keys import load_private
-from edge_agent.service import build_agent
+from edge_agent.headend.keys import load_private
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.runtime.assembly import build_agent
+from edge_agent.runtime.daemon import Agent
 from firmware_sim.bus import SimBus, make_meters
 from firmware_sim.headend import HeadEnd
 from tests.conftest import Broker
@@ -177,11 +177,11 @@ def test_outage_store_and_forward(tmp_path, broker, sim) -> None:
     for body in head.bodies("ledger"):
         for entry in body["entries"]:
             last[entry["account"]] = entry["balance_after"]
-    from edge_agent.storage import Store
+    from edge_agent.store import Store
 
     store = Store(tmp_path / "agent.db")
     assert {a: str(b) for a, b in last.items()} == {
-        a: __import__("edge_agent.money", fromlist=["format_money"]).format_money(
+        a: __import__("edge_agent.prepaid.money", fromlist=["format_money"]).format_money(
             store.balance(a)) for a in last}
     assert set(head.ledger()) == store.ledger_ids()
 
@@ -232,7 +232,7 @@ def test_keys_cli(tmp_path) -> None:
 
 
 def test_headend_key_installed_while_running_works_after_reload(tmp_path, broker, sim) -> None:
-    from edge_agent.keys import KeyRing, create_pair
+    from edge_agent.headend.keys import KeyRing, create_pair
 
     with running(tmp_path, broker, sim) as (agent, head):
         assert head.wait_for(lambda: head.status is not None)

@@ -10,8 +10,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.billing import LedgerEntry
-from edge_agent.enforcement import Policy, protection
+from edge_agent.prepaid.enforcement import protection
+from edge_agent.prepaid.policy import Policy
+from edge_agent.prepaid.records import LedgerEntry
 from tests.helpers import TZ, at, energy_poll, processor
 
 START = at("2026-11-22 00:00")

@@ -20,9 +20,9 @@ from click.testing import CliRunner
 
 from edge_agent.cli import main
 from edge_agent.config import load_config
-from edge_agent.notify import Notifier
-from edge_agent.service import build_agent
-from edge_agent.storage import Store
+from edge_agent.runtime.assembly import build_agent
+from edge_agent.runtime.systemd import Notifier
+from edge_agent.store import Store
 from firmware_sim.bus import SimBus, make_meters
 from tests.helpers import REPO, agent_config
 

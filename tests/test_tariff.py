@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge_agent.errors import TariffError
-from edge_agent.tariff import (
+from edge_agent.prepaid.tariff import (
     AllowanceState,
     TierState,
     load_tariff,

@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from edge_agent.billing import LedgerEntry, RegisterReading
-from edge_agent.enforcement import Policy, parse_policy
 from edge_agent.errors import ConfigError, EdgeAgentError, TariffError, UsageError
-from edge_agent.money import format_money, parse_decimal
-from edge_agent.processing import Poll, Processor
-from edge_agent.storage import MeterRecord, Store
-from edge_agent.tariff import load_tariff
+from edge_agent.prepaid.money import format_money, parse_decimal
+from edge_agent.prepaid.policy import Policy, parse_policy
+from edge_agent.prepaid.processor import Processor
+from edge_agent.prepaid.records import LedgerEntry, Poll, RegisterReading
+from edge_agent.prepaid.tariff import load_tariff
+from edge_agent.store import MeterRecord, Store
 
 from .root import dumps, emit, json_option, main
 

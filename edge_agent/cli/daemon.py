@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import click
 
-from edge_agent.errors import StorageError, UsageError
-from edge_agent.money import parse_decimal
-from edge_agent.storage import MeterRecord
+from edge_agent.errors import Conflict, UnknownMeter, UsageError
+from edge_agent.prepaid.money import parse_decimal
+from edge_agent.store import MeterRecord
 
 from .root import emit, json_option, main
 from .state import current_config, db_option, open_store
@@ -39,7 +39,7 @@ def setup_logging(level: str) -> None:
 @main.command()
 def run() -> None:
     """Run the daemon (systemd ExecStart): poll, store, bill, enforce, sync."""
-    from edge_agent.service import build_agent
+    from edge_agent.runtime.assembly import build_agent
 
     config = current_config()
     setup_logging(config.log_level)
@@ -70,7 +70,7 @@ def config_check(as_json: bool) -> None:
             for problem in problems:
                 click.echo(problem)
         raise ConfigError(f"{len(problems)} problem(s) in the configuration") from None
-    from edge_agent.daemon import load_tariffs
+    from edge_agent.runtime.daemon import load_tariffs
 
     tariffs = load_tariffs(config)
     missing = sorted({m.tariff for m in config.meters} - set(tariffs))
@@ -120,7 +120,7 @@ def commission_add(address: str, bus: str, account: str, tariff_id: str, initial
     """Register a meter with its initial reading (nothing before it is billed)."""
     store = open_store(db_path)
     if store.meter(address) is not None:
-        raise StorageError(f"meter {address} is already registered; use commission replace")
+        raise Conflict(f"meter {address} is already registered; use commission replace")
     store.add_meter(MeterRecord(address, bus, account, tariff_id, protocol, multiplier,
                                 keep_power, allowance),
                     _kwh(initial_kwh, "--initial-kwh"), datetime.now(UTC))
@@ -141,7 +141,7 @@ def commission_replace(old: str, new: str, old_final_kwh: str, new_initial_kwh: 
     store = open_store(db_path)
     record = store.meter(old)
     if record is None:
-        raise StorageError(f"unknown meter {old}")
+        raise UnknownMeter(f"unknown meter {old}")
     replacement = MeterRecord(new, record.bus, record.account, record.tariff, record.protocol,
                               record.multiplier, record.keep_power, record.allowance)
     store.replace_meter(old, replacement, _kwh(old_final_kwh, "--old-final-kwh"),

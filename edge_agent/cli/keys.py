@@ -38,7 +38,7 @@ def keys_create(name: str, out_dir: str | None, force: bool, as_json: bool) -> N
     The head-end simulator signs commands with a pair made here:
     `edge-agent keys create --name headend-1 --out ./keys`.
     """
-    from edge_agent.keys import create_pair  # cryptography only when keys are used
+    from edge_agent.headend.keys import create_pair  # cryptography only when keys are used
 
     directory = Path(out_dir) if out_dir else Path(_keys_config().directory)
     private, public = create_pair(directory, name, overwrite=force)
@@ -52,7 +52,7 @@ def keys_create(name: str, out_dir: str | None, force: bool, as_json: bool) -> N
 @json_option
 def keys_show(name: str, as_json: bool) -> None:
     """Show the gateway's public key (give it to the head end)."""
-    from edge_agent.keys import KeyRing, load_private, public_pem
+    from edge_agent.headend.keys import KeyRing, load_private, public_pem
 
     config = _keys_config()
     key = load_private(Path(config.directory) / f"{name}.key")
@@ -69,7 +69,7 @@ def keys_show(name: str, as_json: bool) -> None:
 @json_option
 def keys_install(kid: str, public_key: str, as_json: bool) -> None:
     """Install the head end's public key under KID (commands name it in `kid`)."""
-    from edge_agent.keys import KeyRing
+    from edge_agent.headend.keys import KeyRing
 
     ring = KeyRing(_keys_config().headend_keys)
     target = ring.install(kid, Path(public_key))

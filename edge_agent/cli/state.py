@@ -9,7 +9,7 @@ import click
 
 from edge_agent.config import Config, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.storage import Store
+from edge_agent.store import Store
 
 from .root import emit, json_option, main
 
@@ -67,8 +67,9 @@ def status(db_path: str | None, as_json: bool) -> None:
     rows = store.meter_status()
     buses = store.bus_health(rows)
     depth = store.outbox_depth()
-    data = {"gateway": store.get("gateway_id"), "broker": store.get("broker_state", "unknown"),
-            "daemon_heartbeat": store.get("heartbeat"), "outbox": depth,
+    data = {"gateway": store.setting("gateway_id"),
+            "broker": store.setting("broker_state", "unknown"),
+            "daemon_heartbeat": store.setting("heartbeat"), "outbox": depth,
             "outbox_total": sum(depth.values()), "buses": buses, "meters": rows}
 
     def human() -> None:
@@ -87,7 +88,7 @@ def status(db_path: str | None, as_json: bool) -> None:
 @json_option
 def balance(account: str | None, db_path: str | None, as_json: bool) -> None:
     """Balance of one account (or all), exact, from the ledger."""
-    from edge_agent.money import display_money, format_money
+    from edge_agent.prepaid.money import display_money, format_money
 
     store = open_store(db_path)
     balances = store.balances()

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from edge_agent.bus import Bus, LineSettings
-from edge_agent.dlt645_client import RELAY_CONFIRM, Dlt645Client, relay_state
 from edge_agent.errors import UsageError
+from edge_agent.field.dlt645 import RELAY_CONFIRM, Dlt645Client, relay_state
+from edge_agent.field.transport import Bus, LineSettings
 from firmware_sim.dlt645_meter import FAULTS
 from protocols.dlt645 import catalogue
 
@@ -41,8 +41,8 @@ def line_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def via_daemon(request: dict[str, Any]) -> Any | None:
     """Send a technician request to the running daemon when it owns the port; None means
     no daemon (or not its port): use the port directly."""
-    from edge_agent import control
-    from edge_agent.errors import ConfigError, EdgeAgentError
+    from edge_agent.errors import ConfigError, NotOwned, from_kind
+    from edge_agent.runtime import control
 
     from .state import current_config
 
@@ -55,11 +55,10 @@ def via_daemon(request: dict[str, Any]) -> Any | None:
         return None
     if answer["ok"]:
         return answer["result"]
-    if answer.get("kind") == "usage":
-        if answer["error"].startswith("not_owned"):
-            return None
-        raise UsageError(answer["error"])
-    raise EdgeAgentError(answer["error"])
+    error = from_kind(answer.get("kind", "failed"), answer["error"])
+    if isinstance(error, NotOwned):
+        return None
+    raise error
 
 
 def record_direct(address: str, action: str, relay: str | None, error: str = "") -> None:
@@ -68,9 +67,9 @@ def record_direct(address: str, action: str, relay: str | None, error: str = "")
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from edge_agent.billing import Event
     from edge_agent.errors import ConfigError
-    from edge_agent.storage import Store
+    from edge_agent.prepaid.records import Event
+    from edge_agent.store import Store
 
     from .state import current_config
 
@@ -110,28 +109,15 @@ def protocol_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def direct_driver(protocol: str, port: str, baud: int, parity: str, timeout: float,
                   retries: int, unit: int | None, model: str | None) -> Any:
     """The daemon's own driver for a port opened directly by the CLI."""
-    from edge_agent.drivers import Dlt645Driver
+    from edge_agent.field.drivers import open_driver
 
     if baud <= 0:
         raise UsageError(f"--baud {baud} must be positive")
+    if protocol == "modbus" and model is None:
+        raise UsageError("a Modbus meter needs --model (its register map)")
     settings = LineSettings(port=port, baud=baud, parity=parity, response_timeout=timeout,
                             retries=retries)
-    if protocol != "modbus":
-        return Dlt645Driver(Dlt645Client(Bus(settings), version=protocol.rsplit("-", 1)[1]))
-    from edge_agent.drivers_extra import ModbusDriver
-    from edge_agent.modbus_client import ModbusMeterClient
-
-    if model is None:
-        raise UsageError("a Modbus meter needs --model (its register map)")
-    return ModbusDriver(ModbusMeterClient(settings), lambda _meter: (unit or 1, model))
-
-
-def close_driver(driver: Any) -> None:
-    client = driver.client
-    if hasattr(client, "bus"):
-        client.bus.close()
-    else:
-        client.close()
+    return open_driver(protocol, settings, lambda _meter: (unit or 1, model or ""))
 
 
 def client_for(port: str, baud: int, parity: str, timeout: float, retries: int) -> Dlt645Client:
@@ -252,7 +238,7 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
         try:
             rows = driver.read(meter, keys)
         finally:
-            close_driver(driver)
+            driver.close()
 
     def human() -> None:
         for row in rows:
@@ -280,7 +266,7 @@ def scan(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
             unit_range = range(int(first), int(last or first) + 1)
         except ValueError:
             raise UsageError(f"--units {units!r}: use FIRST-LAST, e.g. 1-32") from None
-        from edge_agent.modbus_client import ModbusMeterClient
+        from edge_agent.field.modbus import ModbusMeterClient
         from protocols.modbus import load_map
 
         if model is None:
@@ -347,7 +333,7 @@ def relay(port: str, baud: int, parity: str, timeout: float, retries: int, proto
             record_direct(address, action, None, str(exc))
             raise
         finally:
-            close_driver(driver)
+            driver.close()
         record_direct(address, action, state)
         answer = {"relay": state, "direct": True}
     if answer is not None and answer.get("direct"):

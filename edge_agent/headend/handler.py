@@ -17,20 +17,20 @@ from datetime import timedelta
 from typing import Any
 
 from edge_agent import __version__
-from edge_agent.billing import Event, LedgerEntry
-from edge_agent.commands import Command, command_id_of, verify
-from edge_agent.enforcement import parse_policy
 from edge_agent.errors import (
     EXPECTED_ERRORS,
     CommandRejected,
     ConfigError,
-    StorageError,
     TariffError,
+    UnknownAccount,
 )
-from edge_agent.keys import KeyRing
-from edge_agent.money import format_money
-from edge_agent.storage import MeterRecord
-from edge_agent.worker import RELAY, TECHNICIAN
+from edge_agent.field.worker import RELAY, TECHNICIAN
+from edge_agent.headend.commands import Command, command_id_of, verify
+from edge_agent.headend.keys import KeyRing
+from edge_agent.prepaid.money import format_money
+from edge_agent.prepaid.policy import parse_policy
+from edge_agent.prepaid.records import Event, LedgerEntry
+from edge_agent.store import MeterRecord
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class CommandHandler:
         if command.type in ("topup", "adjust"):
             try:
                 store.balance(args["account"])
-            except StorageError:
+            except UnknownAccount:
                 raise CommandRejected(f"unknown account {args['account']!r}") from None
         if command.type == "assign_tariff" and args["tariff_id"] not in self.agent.tariffs:
             raise CommandRejected(f"unknown tariff {args['tariff_id']!r}")
@@ -183,7 +183,7 @@ class CommandHandler:
         override = {**agent.policy_override(), **command.args["policy"]}
 
         def apply() -> None:
-            agent.store.put("policy_override", json.dumps(override))
+            agent.store.set_setting("policy_override", json.dumps(override))
             agent.processor.policy = policy
 
         agent.on_processor(apply)
@@ -225,10 +225,7 @@ class CommandHandler:
         def resend() -> int:
             with store.transaction():
                 if args["ids"] is not None:
-                    entries = store.ledger_entries_by_id(args["ids"])
-                    for start in range(0, len(entries), 500):
-                        store.enqueue("ledger", {"entries": entries[start:start + 500]})
-                    return len(entries)
+                    return store.requeue_ledger_ids(args["ids"])
                 return store.requeue_ledger(args["since_seq"], args.get("account"))
 
         count = self.agent.on_processor(resend)

@@ -10,70 +10,18 @@ transaction makes re-billing after a crash a no-op.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.money import ZERO, format_money
-from edge_agent.tariff import (
-    AllowanceState,
+from edge_agent.prepaid.money import ZERO, format_money
+from edge_agent.prepaid.records import Event, LedgerEntry, MeterBilling, RegisterReading
+from edge_agent.prepaid.tariff import (
     Tariff,
-    TierState,
     daily_charge_days,
     price_interval,
 )
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One balance change; `amount` is signed (charges are negative)."""
-
-    id: str
-    account: str
-    kind: str  # topup | charge | allowance | adjustment | opening | daily
-    amount: Decimal
-    ts: datetime
-    meter: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    severity: str
-    ts: datetime
-    meter: str | None = None
-    account: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MeterBilling:
-    """What billing remembers of one meter between readings."""
-
-    meter: str
-    account: str
-    tariff: str
-    multiplier: int = 1
-    allowance: bool = False
-    commissioned_at: datetime | None = None
-    last_kwh: Decimal | None = None
-    last_rates: tuple[Decimal, ...] | None = None
-    last_ts: datetime | None = None
-    charge_seq: int = 0
-    tier: TierState = field(default_factory=TierState)
-    allowance_state: AllowanceState = field(default_factory=AllowanceState)
-    last_daily: date | None = None
-
-
-@dataclass(frozen=True)
-class RegisterReading:
-    meter: str
-    ts: datetime
-    kwh: Decimal  # total active energy register
-    rates: tuple[Decimal, ...] | None = None  # rate 1..4 registers when the meter has them
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def render(agent: Any) -> str:
     depth = store.outbox_depth()
     for kind in ("telemetry", "events", "ledger", "cmd_result"):
         lines.append(f'edge_agent_outbox_messages{{kind="{kind}"}} {depth.get(kind, 0)}')
-    broker = store.get("broker_state", "") or ""
+    broker = store.setting("broker_state", "") or ""
     lines += ["# HELP edge_agent_broker_connected 1 while connected to the MQTT broker.",
               "# TYPE edge_agent_broker_connected gauge",
               f"edge_agent_broker_connected {int(broker.startswith('connected'))}",

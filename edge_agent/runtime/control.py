@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import EXPECTED_ERRORS, UsageError
-from edge_agent.worker import RELAY, TECHNICIAN
+from edge_agent.errors import EXPECTED_ERRORS, NotOwned, UsageError, kind_of
+from edge_agent.field.worker import RELAY, TECHNICIAN
 
 log = logging.getLogger(__name__)
 WAIT = 300.0
@@ -92,18 +92,16 @@ class ControlServer:
                     raise ValueError("request must be a JSON object")
                 answer = {"ok": True, "result": self.handle(request, user)}
             except (ValueError, KeyError) as exc:
-                answer = {"ok": False, "kind": "usage", "error": f"bad request: {exc}"}
-            except UsageError as exc:
-                answer = {"ok": False, "kind": "usage", "error": str(exc)}
+                answer = {"ok": False, "kind": UsageError.kind, "error": f"bad request: {exc}"}
             except (*EXPECTED_ERRORS, TimeoutError) as exc:
-                answer = {"ok": False, "kind": "failed", "error": str(exc) or "timed out"}
+                answer = {"ok": False, "kind": kind_of(exc), "error": str(exc) or "timed out"}
             conn.sendall(json.dumps(answer, default=str).encode() + b"\n")
 
     def _worker_for_port(self, port: str) -> Any:
         for bus in self.agent.config.buses:
             if bus.port == port:
                 return self.agent.workers[bus.name]
-        raise UsageError(f"not_owned: the daemon does not own {port}")
+        raise NotOwned(f"the daemon does not own {port}")
 
     def handle(self, request: dict[str, Any], user: str) -> Any:
         op = request["op"]

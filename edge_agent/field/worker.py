@@ -66,8 +66,4 @@ class BusWorker:
             _, _, job, future = self._jobs.get_nowait()
             if job is not None:
                 future.cancel()
-        client = getattr(self.driver, "client", None)
-        close = getattr(getattr(client, "bus", None), "close", None) or getattr(client, "close",
-                                                                                None)
-        if close:
-            close()
+        self.driver.close()

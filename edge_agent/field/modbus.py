@@ -9,16 +9,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
-from edge_agent.bus import LineSettings, is_pty
-from edge_agent.dlt645_client import Reading
-from edge_agent.errors import BusError, MeterAbnormalReply, MeterError, MeterTimeout
-from protocols.modbus import RegisterMap, decode
+from edge_agent.errors import (
+    EXPECTED_ERRORS,
+    BusError,
+    MeterAbnormalReply,
+    MeterError,
+    MeterTimeout,
+    RelayUnsupported,
+)
+from edge_agent.field.dlt645 import Reading
+from edge_agent.field.transport import LineSettings, is_pty
+from edge_agent.prepaid.records import Poll, RegisterReading
+from protocols.modbus import RegisterMap, decode, load_map
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we report errors ourselves
 
@@ -128,3 +137,74 @@ class ModbusMeterClient:
             if progress:
                 progress(unit, len(found))
         return found
+
+
+class ModbusDriver:
+    """Modbus RTU meters: total import energy, relay (if the map has one), mapped quantities."""
+
+    protocol = "modbus"
+
+    def __init__(self, client: ModbusMeterClient,
+                 lookup: Callable[[str], tuple[int, str]], confirm_attempts: int = 3,
+                 backoff: float = 0.2) -> None:
+        self.client = client
+        self.lookup = lookup
+        self.confirm_attempts = confirm_attempts
+        self.backoff = backoff
+        self._maps: dict[str, RegisterMap] = {}
+
+    def _meter(self, meter: str) -> tuple[int, RegisterMap]:
+        unit, model = self.lookup(meter)
+        if model not in self._maps:
+            self._maps[model] = load_map(model)
+        return unit, self._maps[model]
+
+    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime) -> Poll:
+        try:
+            unit, mapping = self._meter(meter)
+            kwh = self.client.energy(unit, mapping)
+            values = [("forward_active_total", str(kwh))]
+            relay = None
+            if mapping.relay is not None:
+                relay = self.client.relay_state(unit, mapping)
+                values.append(("relay", relay))
+            for name in quantities:
+                if name in mapping.registers and name != mapping.energy:
+                    values.append((name, str(self.client.read(unit, mapping, name).value)))
+        except EXPECTED_ERRORS as exc:
+            return Poll(meter, now, False, error=str(exc))
+        return Poll(meter, now, True, RegisterReading(meter, now, Decimal(kwh)), values, relay)
+
+    def relay(self, meter: str, action: str) -> str:
+        unit, mapping = self._meter(meter)
+        if mapping.relay is None:
+            raise RelayUnsupported(f"meter {meter} ({mapping.model}) has no relay")
+        if action in ("alarm", "alarm_release"):
+            # Modbus maps have no pre-trip alarm: the step is skipped, the relay stays as is.
+            return self.client.relay_state(unit, mapping)
+        if action in ("keep_power", "keep_power_release"):
+            raise RelayUnsupported(f"{mapping.model} has no keep-power state; use the "
+                                   "meter's keep_power flag in the configuration")
+        target = "trip" if action == "trip" else "close"
+        return self.client.relay(unit, mapping, target, self.confirm_attempts, self.backoff)
+
+    def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]:
+        unit, mapping = self._meter(meter)
+        names = [mapping.energy if q in ("energy", "forward_active_total") else q
+                 for q in quantities]
+        out = []
+        for name in names:
+            try:
+                reading = self.client.read(unit, mapping, name, meter)
+            except KeyError as exc:
+                raise MeterError(str(exc.args[0])) from None
+            out.append({"meter": meter, "name": reading.name, "di": reading.di,
+                        "value": str(reading.value), "unit": reading.unit})
+        return out
+
+    def scan(self, timeout: float | None = None, model: str = "eastron-sdm120",
+             units: range = range(1, 248)) -> list[str]:
+        return [f"unit:{u}" for u in self.client.scan(load_map(model), units)]
+
+    def close(self) -> None:
+        self.client.close()

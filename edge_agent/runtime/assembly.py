@@ -5,23 +5,23 @@ from __future__ import annotations
 import queue
 
 from edge_agent.config import Config
-from edge_agent.daemon import Agent
+from edge_agent.runtime.daemon import Agent
 
 
 def build_agent(config: Config) -> Agent:
     agent = Agent(config)
-    agent.store.put("gateway_id", config.gateway_id)
-    from edge_agent.control import ControlServer
+    agent.store.set_setting("gateway_id", config.gateway_id)
+    from edge_agent.runtime.control import ControlServer
 
     agent.services.append(ControlServer(agent, config.control_socket, config.control_group))
     if config.metrics_port is not None:
-        from edge_agent.metrics import MetricsServer
+        from edge_agent.runtime.metrics import MetricsServer
 
         agent.services.append(MetricsServer(agent, config.metrics_port))
     if config.mqtt.enabled:
-        from edge_agent.command_handler import CommandHandler
-        from edge_agent.keys import KeyRing
-        from edge_agent.link import HeadEndLink
+        from edge_agent.headend.handler import CommandHandler
+        from edge_agent.headend.keys import KeyRing
+        from edge_agent.headend.mqtt_link import HeadEndLink
 
         inbox: queue.Queue[bytes] = queue.Queue()
         link = HeadEndLink(config.mqtt, config.gateway_id, agent.store, agent.status,

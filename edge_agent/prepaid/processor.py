@@ -9,40 +9,28 @@ back as `Decision`s; the caller carries them out, confirms them, and reports the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from edge_agent.billing import BillResult, Event, LedgerEntry, RegisterReading, bill
-from edge_agent.enforcement import (
+from edge_agent.errors import TariffError, UnknownMeter
+from edge_agent.prepaid.billing import BillResult, bill
+from edge_agent.prepaid.enforcement import (
     AlertState,
     Decision,
     MeterEnforcement,
-    Policy,
     check_alerts,
     decide,
     guard,
 )
-from edge_agent.errors import StorageError, TariffError
-from edge_agent.money import ZERO, from_micro
-from edge_agent.storage import Store
-from edge_agent.tariff import Tariff
+from edge_agent.prepaid.money import ZERO, from_micro
+from edge_agent.prepaid.policy import Policy
+from edge_agent.prepaid.records import Event, LedgerEntry, Poll
+from edge_agent.prepaid.tariff import Tariff
+from edge_agent.store import Store
 
 DAILY_COST_REFRESH = 3600.0  # seconds a cached usage estimate stays good
-
-
-@dataclass(frozen=True)
-class Poll:
-    """What one meter gave in one cycle (`ok` False: it did not answer)."""
-
-    meter: str
-    ts: datetime
-    ok: bool
-    energy: RegisterReading | None = None
-    values: list[tuple[str, str]] = field(default_factory=list)  # (name, value) to store
-    relay: str | None = None  # "open"/"closed" from the status word, when read
-    error: str = ""
 
 
 TAMPER_COUNTERS = ("cover_open_count", "terminal_cover_open_count",
@@ -103,7 +91,7 @@ class Processor:
                 continue
             state = self.billing.get(poll.meter)
             if state is None:
-                raise StorageError(f"meter {poll.meter} is not registered")
+                raise UnknownMeter(f"meter {poll.meter} is not registered")
             tariff = self._tariff(state.tariff)
             result = bill(state, poll.energy, tariff, self.tz, self.gateway)
             billed[poll.meter] = result
@@ -142,8 +130,8 @@ class Processor:
             self.enforcement[state.meter] = state
         store.save_enforcement_states(quiet)
         store.record_events(events)
-        if telemetry and stored and store.last_readings_range:
-            store.enqueue_range("telemetry", *store.last_readings_range)
+        if telemetry and stored:
+            store.enqueue_range("telemetry", *stored)
         return [d for d in decisions if d.action is not None]
 
     def _count_day(self, polls: list[Poll]) -> dict[str, tuple[int, int]]:
@@ -291,7 +279,7 @@ class Processor:
         enforcement: a trip holds the meter in `manual` until an operator closes it."""
         state = self.enforcement.get(meter)
         if state is None:
-            raise StorageError(f"unknown meter {meter}")
+            raise UnknownMeter(f"unknown meter {meter}")
         detail = {"action": order, "by": actor, "reason": reason}
         with self.store.transaction():
             if not ok:

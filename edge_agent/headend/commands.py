@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from edge_agent.errors import CommandRejected
-from edge_agent.keys import KeyRing
-from edge_agent.money import parse_decimal
+from edge_agent.headend.keys import KeyRing
+from edge_agent.prepaid.money import parse_decimal
 
 RELAY_ACTIONS = ("trip", "close", "keep_power_on", "keep_power_off")
 ADDRESS = re.compile(r"^\d{12}$")

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.errors import TariffError
-from edge_agent.money import CENT_KWH, ZERO, parse_decimal
+from edge_agent.prepaid.money import CENT_KWH, ZERO, parse_decimal
 
 RATE_NAMES = ("sharp", "peak", "flat", "valley")  # DL/T 645 rate registers 1..4
 KINDS = ("flat", "tou", "tiered")

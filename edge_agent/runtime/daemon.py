@@ -10,48 +10,33 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
-from edge_agent.billing import LedgerEntry
-from edge_agent.bus import Bus, LineSettings
+from edge_agent.clock import Clock
 from edge_agent.config import BusConfig, Config
-from edge_agent.dlt645_client import Dlt645Client
-from edge_agent.drivers import Dlt645Driver
-from edge_agent.enforcement import Decision
 from edge_agent.errors import (
     EXPECTED_ERRORS,
     ConfigError,
-    StorageError,
     TariffError,
+    UnknownMeter,
 )
-from edge_agent.notify import Notifier
-from edge_agent.processing import Processor
-from edge_agent.storage import MeterRecord, Store
-from edge_agent.tariff import Tariff, load_tariff, tariff_from_text
-from edge_agent.worker import POLL, RELAY, BusWorker
+from edge_agent.field.drivers import make_driver
+from edge_agent.field.worker import POLL, RELAY, BusWorker
+from edge_agent.prepaid.enforcement import Decision
+from edge_agent.prepaid.processor import Processor
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.prepaid.tariff import Tariff, load_tariff, tariff_from_text
+from edge_agent.runtime.systemd import Notifier
+from edge_agent.store import MeterRecord, Store
 
 log = logging.getLogger("edge_agent")
 
 RELAY_ORDERS = {"trip": "trip", "keep_power_on": "keep_power",
                 "keep_power_off": "keep_power_release"}  # "close" follows the policy
-
-
-@dataclass
-class Clock:
-    """The one source of time: wall clock for records, monotonic for intervals."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff]:
@@ -66,21 +51,6 @@ def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff
         for tariff_id, body in store.tariffs().items():
             tariffs[tariff_id] = tariff_from_text(body, f"head-end tariff {tariff_id}")
     return tariffs
-
-
-def make_driver(bus: BusConfig, config: Config, store: Store | None = None) -> Any:
-    settings = LineSettings(port=bus.port, baud=bus.baud, parity=bus.parity,
-                            stopbits=bus.stopbits, response_timeout=bus.response_timeout,
-                            gap=bus.gap, retries=bus.retries)
-    policy = config.policy
-    if bus.protocol == "dlt645-2007":
-        return Dlt645Driver(Dlt645Client(Bus(settings)), policy.relay_confirm_attempts,
-                            policy.relay_backoff)
-    if bus.protocol in ("modbus", "dlt645-1997"):
-        from edge_agent.drivers_extra import make_extra_driver
-
-        return make_extra_driver(bus, settings, config, store)
-    raise ConfigError(f"bus {bus.name}: unsupported protocol {bus.protocol}")
 
 
 class Agent:
@@ -99,7 +69,7 @@ class Agent:
         # One thread does all storing, billing and enforcing: a single writer, whose
         # connection alone needs the large page cache.  Bus workers hand it their polls.
         self.processing = ThreadPoolExecutor(1, thread_name_prefix="processor")
-        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self.store))
+        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self.store.meter))
                         for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
@@ -118,7 +88,7 @@ class Agent:
         override = self.policy_override()
         if not override:
             return config.policy
-        from edge_agent.enforcement import parse_policy
+        from edge_agent.prepaid.policy import parse_policy
 
         return parse_policy({**config.policy_raw, **override}, "policy (with head-end changes)")
 
@@ -230,7 +200,7 @@ class Agent:
     def record_technician(self, meter: str, action: str, relay: str | None,
                           actor: str) -> None:
         """A relay action on a meter this agent does not bill: an event saying who did it."""
-        from edge_agent.billing import Event
+        from edge_agent.prepaid.records import Event
 
         def write() -> None:
             with self.store.transaction():
@@ -244,12 +214,12 @@ class Agent:
         """Policy settings the head end changed (`set_policy`), kept across restarts."""
         import json
 
-        return json.loads(self.store.get("policy_override") or "{}")
+        return json.loads(self.store.setting("policy_override") or "{}")
 
     def worker_for(self, meter: str) -> BusWorker:
         record = self.store.meter(meter)
         if record is None:
-            raise StorageError(f"unknown meter {meter}")
+            raise UnknownMeter(f"unknown meter {meter}")
         return self.workers[record.bus]
 
     def set_tariff(self, tariff_id: str, body: str) -> None:
@@ -267,7 +237,7 @@ class Agent:
                 "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol}
                           for b in self.config.buses],
                 "outbox": self.store.outbox_depth(),
-                "broker": self.store.get("broker_state", "not configured"),
+                "broker": self.store.setting("broker_state", "not configured"),
                 "health": self.health()}
 
     def health(self) -> dict[str, Any]:
@@ -312,7 +282,7 @@ class Agent:
             self._status_at = now
             backlog = sum(self.store.outbox_depth().values())
             self.notifier.status(f"{self.cycles} cycles stored, outbox {backlog}")
-            self.store.put("heartbeat", self.clock.now().isoformat())
+            self.store.set_setting("heartbeat", self.clock.now().isoformat())
 
     def reload(self) -> list[str]:
         """Re-read the configuration file; apply what can change live, say what cannot."""

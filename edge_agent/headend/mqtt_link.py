@@ -33,7 +33,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.config import MqttConfig, RetentionConfig
-from edge_agent.storage import Store
+from edge_agent.headend.messages import render
+from edge_agent.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class HeadEndLink:
                     delay = min(self.config.reconnect_max,
                                 self.config.reconnect_min * 2 ** min(failures - 1, 16))
                     delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not stampede
-                    self.store.put("broker_state", f"unreachable ({url}: {exc}); retrying")
+                    self.store.set_setting("broker_state", f"unreachable ({url}: {exc}); retrying")
                     log.warning("broker %s: %s; retry in %.1f s", url, exc, delay)
                     self._trim()
                     self._stop.wait(delay)
@@ -183,19 +184,19 @@ class HeadEndLink:
             self.connected.clear()  # a disconnect we asked for is not worth a warning
             client.disconnect()
             client.loop(timeout=0.1)
-        self.store.put("broker_state", "stopped")
+        self.store.set_setting("broker_state", "stopped")
 
     # -- callbacks (paho's thread is this thread: we call loop() ourselves) ----------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
-            self.store.put("broker_state", f"refused: {reason}")
+            self.store.set_setting("broker_state", f"refused: {reason}")
             client.disconnect()
             return
         client.subscribe(self.topic("status").rsplit("/", 1)[0] + "/cmd", qos=1)
         self.connected.set()
-        self.store.put("broker_state", f"connected to {self.url}")
+        self.store.set_setting("broker_state", f"connected to {self.url}")
         log.info("connected to %s (session present: %s)", self.url,
                  getattr(flags, "session_present", None))
 
@@ -204,7 +205,7 @@ class HeadEndLink:
         if self.connected.is_set():
             log.warning("disconnected from %s: %s", self.url, reason)
         self.connected.clear()
-        self.store.put("broker_state", f"disconnected from {self.url}: {reason}")
+        self.store.set_setting("broker_state", f"disconnected from {self.url}: {reason}")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
@@ -235,7 +236,7 @@ class HeadEndLink:
                 return
             for seq, kind, payload in rows:
                 self._cursor = seq
-                body = self.store.render(kind, payload)
+                body = render(self.store, kind, payload)
                 if body is None:  # the rows it pointed at were removed by retention
                     self._acked.append(seq)
                     continue

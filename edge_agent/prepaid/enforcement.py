@@ -16,155 +16,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.billing import Event
-from edge_agent.errors import ConfigError
-from edge_agent.money import ZERO, format_money, parse_decimal
+from edge_agent.prepaid.money import ZERO, format_money
+from edge_agent.prepaid.policy import Policy
+from edge_agent.prepaid.records import Event
 
 PHASES = ("normal", "alarmed", "tripped", "manual")  # manual: an operator holds it open
-CLOSE_MODES = ("close_allowed", "direct_close")
-
-
-@dataclass(frozen=True)
-class Policy:
-    alert_levels: tuple[Decimal, ...] = (Decimal("20"), Decimal("5"))
-    alert_days_left: Decimal = Decimal(3)
-    usage_window_days: int = 7
-    overdraft: Decimal = ZERO
-    restore_level: Decimal = ZERO
-    alarm_grace: timedelta = timedelta(minutes=30)
-    close_mode: str = "close_allowed"
-    protected_hours: tuple[tuple[int, int], ...] = ()  # (start minute, end minute), local
-    holidays: frozenset[date] = frozenset()
-    no_cutoff: bool = False
-    max_trip_share: Decimal = Decimal("0.10")
-    trip_guard_min: int = 3
-    relay_confirm_attempts: int = 3
-    relay_backoff: float = 1.0
-
-    @property
-    def cutoff_level(self) -> Decimal:
-        return -self.overdraft
-
-
-POLICY_KEYS = {
-    "alert_levels", "alert_days_left", "usage_window_days", "overdraft", "restore_level",
-    "alarm_grace_minutes", "close_mode", "protected_hours", "holidays", "no_cutoff",
-    "max_trip_share", "trip_guard_min", "relay_confirm_attempts", "relay_backoff_seconds",
-}
-
-
-def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
-    """Validate a policy table; `ConfigError` names every wrong key."""
-    problems: list[str] = []
-    out: dict[str, Any] = {}
-    for key in raw:
-        if key not in POLICY_KEYS:
-            problems.append(f"{where}: unknown key {key!r}")
-
-    def money(key: str, minimum: Decimal | None = ZERO) -> None:
-        if key in raw:
-            try:
-                value = parse_decimal(raw[key], key, places=4)
-                if minimum is not None and value < minimum:
-                    raise ValueError(f"{key} must be at least {minimum}")
-                out[key] = value
-            except ValueError as exc:
-                problems.append(f"{where}.{key}: {exc}")
-
-    def integer(key: str, target: str, low: int, high: int) -> None:
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                problems.append(f"{where}.{key}: {value!r} must be a whole number {low}..{high}")
-            else:
-                out[target] = value
-
-    money("overdraft")
-    money("restore_level", minimum=None)
-    money("alert_days_left")
-    if "alert_levels" in raw:
-        levels = []
-        for index, level in enumerate(raw["alert_levels"] if isinstance(
-                raw["alert_levels"], list) else [None]):
-            try:
-                levels.append(parse_decimal(level, "alert level", places=4))
-            except ValueError as exc:
-                problems.append(f"{where}.alert_levels[{index}]: {exc}")
-        out["alert_levels"] = tuple(sorted(levels, reverse=True))
-    integer("usage_window_days", "usage_window_days", 1, 90)
-    integer("trip_guard_min", "trip_guard_min", 0, 100000)
-    integer("relay_confirm_attempts", "relay_confirm_attempts", 1, 20)
-    if "alarm_grace_minutes" in raw:
-        value = raw["alarm_grace_minutes"]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            problems.append(f"{where}.alarm_grace_minutes: {value!r} must be a whole number "
-                            ">= 0 (negative grace is impossible)")
-        else:
-            out["alarm_grace"] = timedelta(minutes=value)
-    if "relay_backoff_seconds" in raw:
-        value = raw["relay_backoff_seconds"]
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 60:
-            problems.append(f"{where}.relay_backoff_seconds: {value!r} must be 0..60")
-        else:
-            out["relay_backoff"] = float(value)
-    if "close_mode" in raw:
-        if raw["close_mode"] not in CLOSE_MODES:
-            problems.append(f"{where}.close_mode: {raw['close_mode']!r} is not one of "
-                            f"{', '.join(CLOSE_MODES)}")
-        else:
-            out["close_mode"] = raw["close_mode"]
-    if "no_cutoff" in raw:
-        if not isinstance(raw["no_cutoff"], bool):
-            problems.append(f"{where}.no_cutoff: must be true or false")
-        else:
-            out["no_cutoff"] = raw["no_cutoff"]
-    if "max_trip_share" in raw:
-        try:
-            share = parse_decimal(raw["max_trip_share"], "max_trip_share")
-            if not ZERO < share <= 1:
-                raise ValueError("max_trip_share must be in (0, 1]")
-            out["max_trip_share"] = share
-        except ValueError as exc:
-            problems.append(f"{where}.max_trip_share: {exc}")
-    if "protected_hours" in raw:
-        windows = []
-        for index, text in enumerate(raw["protected_hours"]):
-            try:
-                start, end = (_minutes(p) for p in str(text).split("-"))
-                windows.append((start, end))
-            except ValueError:
-                problems.append(f"{where}.protected_hours[{index}]: {text!r} is not HH:MM-HH:MM")
-        out["protected_hours"] = tuple(windows)
-    if "holidays" in raw:
-        days = set()
-        for index, text in enumerate(raw["holidays"]):
-            try:
-                days.add(date.fromisoformat(str(text)))
-            except ValueError:
-                problems.append(f"{where}.holidays[{index}]: {text!r} is not a date YYYY-MM-DD")
-        out["holidays"] = frozenset(days)
-    policy = Policy(**out)
-    if policy.restore_level < policy.cutoff_level:
-        problems.append(f"{where}.restore_level: {policy.restore_level} is below the cutoff "
-                        f"level {policy.cutoff_level} (-overdraft)")
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return policy
-
-
-def _minutes(text: str) -> int:
-    hours, minutes = text.strip().split(":")
-    value = int(hours) * 60 + int(minutes)
-    if not (0 <= int(minutes) < 60 and 0 <= value <= 1440):
-        raise ValueError(text)
-    return value
-
-
 @dataclass(frozen=True)
 class MeterEnforcement:
     """What enforcement remembers of one meter."""

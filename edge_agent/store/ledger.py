@@ -1,0 +1,184 @@
+"""Accounts and the append-only ledger.
+
+An account's balance (kept beside the ledger in the same transaction) always equals the sum of
+its entries, in integer micro-yuan.  Appending an id that exists changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from edge_agent.errors import Malformed, UnknownAccount
+from edge_agent.prepaid.enforcement import AlertState
+from edge_agent.prepaid.money import format_money, from_micro, to_micro
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.store.database import Database, to_iso
+
+_INSERT_LEDGER = ("INSERT INTO ledger (id, account, kind, amount, amount_micro, ts, meter, "
+                  "detail, balance_after, origin) VALUES (?,?,?,?,?,?,?,?,?,?)")
+LEDGER_KINDS = ("topup", "charge", "allowance", "adjustment", "opening")
+_LEDGER_MESSAGE_COLUMNS = ("SELECT id, account, kind, amount, ts, meter, detail, balance_after "
+                           "FROM ledger")
+
+
+def ledger_row(row: sqlite3.Row) -> dict[str, Any]:
+    """A ledger entry by name, `detail` decoded: what the CLI shows and the head end receives."""
+    return {"id": row["id"], "account": row["account"], "kind": row["kind"],
+            "amount": row["amount"], "ts": row["ts"], "meter": row["meter"],
+            "detail": json.loads(row["detail"] or "{}"), "balance_after": row["balance_after"]}
+
+
+class Ledger(Database):
+    """Accounts and the append-only ledger."""
+
+    def ensure_account(self, account: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO accounts (id, balance_micro, alerts) "
+                          "VALUES (?, 0, '{}')", (account,))
+
+    def balance(self, account: str) -> Decimal:
+        row = self.conn.execute("SELECT balance_micro FROM accounts WHERE id=?",
+                                (account,)).fetchone()
+        if row is None:
+            raise UnknownAccount(f"unknown account {account}")
+        return from_micro(row[0])
+
+    def balances(self) -> dict[str, Decimal]:
+        return {a: from_micro(m) for a, m in
+                self.conn.execute("SELECT id, balance_micro FROM accounts ORDER BY id")}
+
+    def ledger_sum(self, account: str) -> Decimal:
+        """The balance recomputed from the ledger itself (for checks and audits)."""
+        row = self.conn.execute("SELECT COALESCE(SUM(amount_micro),0) FROM ledger "
+                                "WHERE account=?", (account,)).fetchone()
+        return from_micro(row[0])
+
+    def append_ledger_entries(self, entries: Iterable[LedgerEntry], origin: str = "gateway",
+                              outbox: bool = True) -> list[dict[str, Any]]:
+        """Append entries; ids that exist are skipped.  Returns the rows actually added.
+
+        Balances are read once per batch inside the write transaction (nobody else can write
+        meanwhile), advanced in Python, and written back once per account.
+        """
+        batch = list(entries)
+        for entry in batch:
+            if entry.kind not in LEDGER_KINDS:
+                raise Malformed(f"ledger entry {entry.id}: unknown kind {entry.kind!r}")
+        if not batch:
+            return []
+        with self.transaction():
+            conn = self.conn
+            # Fast path: usually every id is new.  Insert the lot under a savepoint; if any id
+            # was already there, undo it and take the careful path that skips known ids.
+            conn.execute("SAVEPOINT ledger_batch")
+            before = conn.total_changes
+            added, rows, balances = self._ledger_rows(batch, set(), origin)
+            conn.executemany(_INSERT_LEDGER.replace("INSERT", "INSERT OR IGNORE"), rows)
+            if conn.total_changes - before != len(rows):
+                conn.execute("ROLLBACK TO ledger_batch")
+                known = self._existing_ids([e.id for e in batch])
+                added, rows, balances = self._ledger_rows(batch, known, origin)
+                conn.executemany(_INSERT_LEDGER, rows)  # a duplicate now is an error
+            conn.execute("RELEASE ledger_batch")
+            touched = {row["account"] for row in added}
+            conn.executemany("UPDATE accounts SET balance_micro=? WHERE id=?",
+                             [(balances[a], a) for a in touched])
+            if added and outbox:
+                self.enqueue_range("ledger", self._last_rowid() - len(rows) + 1,
+                                   self._last_rowid())
+        return added
+
+    def _ledger_rows(self, batch: list[LedgerEntry], known: set[str], origin: str
+                     ) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], dict[str, int]]:
+        """Rows to insert for the entries whose id is not in `known` (nor repeated)."""
+        balances = self.balances_micro({e.account for e in batch})
+        added: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        seen = set(known)
+        for entry in batch:
+            if entry.id in seen:
+                continue  # this id is already in the ledger: a no-op
+            seen.add(entry.id)
+            micro = to_micro(entry.amount)
+            if entry.account not in balances:
+                self.ensure_account(entry.account)
+                balances[entry.account] = 0
+            balances[entry.account] += micro
+            row = {"id": entry.id, "account": entry.account, "kind": entry.kind,
+                   "amount": format_money(entry.amount), "ts": to_iso(entry.ts),
+                   "meter": entry.meter, "detail": entry.detail,
+                   "balance_after": format_money(from_micro(balances[entry.account]))}
+            detail = json.dumps(entry.detail, ensure_ascii=False)
+            added.append(row)
+            rows.append((entry.id, entry.account, entry.kind, row["amount"], micro,
+                         row["ts"], entry.meter, detail, row["balance_after"], origin))
+        return added, rows, balances
+
+    def _existing_ids(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            found.update(r[0] for r in self.conn.execute(
+                f"SELECT id FROM ledger WHERE id IN ({','.join('?' * len(part))})", part))
+        return found
+
+    def balances_micro(self, accounts: Iterable[str]) -> dict[str, int]:
+        """Balances of these accounts in micro-yuan (accounts that do not exist are left out)."""
+        wanted = list(accounts)
+        out: dict[str, int] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            out.update(self.conn.execute(
+                f"SELECT id, balance_micro FROM accounts WHERE id IN ({','.join('?' * len(part))})",
+                part).fetchall())
+        return out
+
+    def ledger(self, account: str | None = None, limit: int = 100,
+               since_seq: int = 0) -> list[dict[str, Any]]:
+        sql = ("SELECT seq, id, account, kind, amount, ts, meter, detail, balance_after, origin "
+               "FROM ledger WHERE seq > ?")
+        params: list[Any] = [since_seq]
+        if account:
+            sql += " AND account = ?"
+            params.append(account)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        rows = self.conn.execute(sql, params).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in reversed(rows)]
+
+    def ledger_ids(self, account: str | None = None) -> set[str]:
+        sql = "SELECT id FROM ledger" + (" WHERE account=?" if account else "")
+        return {r[0] for r in self.conn.execute(sql, (account,) if account else ())}
+
+    def ledger_entries_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = list(ids)
+        out = []
+        for chunk in range(0, len(wanted), 500):
+            part = wanted[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            out += self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE id IN ({marks}) "
+                                     "ORDER BY seq", part).fetchall()
+        return [ledger_row(r) for r in out]
+
+    def charges_since(self, account: str, since: datetime) -> Decimal:
+        """Money spent on energy and fixed charges since `since` (a positive number)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(amount_micro),0) FROM ledger WHERE account=? AND "
+            "kind IN ('charge','allowance') AND ts >= ?", (account, to_iso(since))).fetchone()
+        return -from_micro(row[0])
+
+    def alert_states(self) -> dict[str, AlertState]:
+        out = {}
+        for account, text in self.conn.execute("SELECT id, alerts FROM accounts"):
+            data = json.loads(text or "{}")
+            out[account] = AlertState(frozenset(data.get("levels", [])), data.get("days", False))
+        return out
+
+    def save_alert_states(self, states: dict[str, AlertState]) -> None:
+        self.conn.executemany("UPDATE accounts SET alerts=? WHERE id=?", [
+            (json.dumps({"levels": sorted(s.levels), "days": s.days}), a)
+            for a, s in states.items()])

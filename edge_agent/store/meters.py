@@ -1,0 +1,169 @@
+"""Meters and their per-meter state: registration, settings, presence, relay, health.
+
+The `meters` table is what a meter *is* (bus, account, tariff, keep-power...); `meter_state`
+is what the agent last saw of it (register, phase, relay, online, poll counts).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from edge_agent.errors import UnknownMeter
+from edge_agent.prepaid.money import format_money, from_micro
+from edge_agent.store.database import Database, to_iso
+
+
+@dataclass(frozen=True)
+class MeterRecord:
+    address: str
+    bus: str
+    account: str
+    tariff: str
+    protocol: str = "dlt645-2007"
+    multiplier: int = 1
+    keep_power: bool = False
+    allowance: bool = False
+    unit: int | None = None  # Modbus unit id
+    model: str | None = None  # Modbus register map
+    commissioned_at: str | None = None
+    commission_kwh: str | None = None
+    active: bool = True
+
+
+class Meters(Database):
+    """Meters and their per-meter state: registration, settings, presence, relay, health."""
+
+    def add_meter(self, meter: MeterRecord, initial_kwh: Decimal | None = None,
+                  at: datetime | None = None) -> None:
+        """Register (or update) a meter; an initial reading makes it the billing baseline."""
+        row = meter.__dict__ | {"keep_power": int(meter.keep_power),
+                                "allowance": int(meter.allowance), "active": 1}
+        existing = self.meter(meter.address)
+        with self.transaction():
+            if existing is None or initial_kwh is not None:
+                row["commissioned_at"] = to_iso(at)
+                row["commission_kwh"] = None if initial_kwh is None else str(initial_kwh)
+            else:
+                row["commissioned_at"] = existing.commissioned_at
+                row["commission_kwh"] = existing.commission_kwh
+            self.db["meters"].upsert(row, pk="address")
+            self.ensure_account(meter.account)
+            if existing is None or initial_kwh is not None:
+                self.conn.execute("DELETE FROM meter_state WHERE address=?", (meter.address,))
+                self.conn.execute(
+                    "INSERT INTO meter_state (address, last_kwh, last_ts, charge_seq, phase, "
+                    "online, polls, replies, cwt) VALUES (?,?,?,0,'normal',1,0,0,0)",
+                    (meter.address, None if initial_kwh is None else str(initial_kwh),
+                     to_iso(at) if initial_kwh is not None else None))
+
+    def replace_meter(self, old: str, new: MeterRecord, old_final_kwh: Decimal,
+                      new_initial_kwh: Decimal, at: datetime) -> None:
+        """Swap a meter: bill nothing across the swap; the old one keeps its history."""
+        with self.transaction():
+            if self.meter(old) is None:
+                raise UnknownMeter(f"unknown meter {old}")
+            self.conn.execute("UPDATE meters SET active=0, replaced_by=? WHERE address=?",
+                              (new.address, old))
+            self.conn.execute("UPDATE meter_state SET last_kwh=? WHERE address=?",
+                              (str(old_final_kwh), old))
+            self.add_meter(new, new_initial_kwh, at)
+
+    def set_meter_tariff(self, address: str, tariff: str) -> None:
+        with self.transaction():
+            if self.meter(address) is None:
+                raise UnknownMeter(f"unknown meter {address}")
+            self.conn.execute("UPDATE meters SET tariff=? WHERE address=?", (tariff, address))
+
+    def set_keep_power(self, address: str, keep_power: bool) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE meters SET keep_power=? WHERE address=?",
+                              (int(keep_power), address))
+
+    def remove_meter(self, address: str) -> None:
+        with self.transaction():
+            if self.meter(address) is None:
+                raise UnknownMeter(f"unknown meter {address}")
+            self.conn.execute("UPDATE meters SET active=0 WHERE address=?", (address,))
+
+    def meter(self, address: str) -> MeterRecord | None:
+        row = self.conn.execute(
+            f"SELECT {_METER_COLUMNS} FROM meters WHERE address=?", (address,)).fetchone()
+        return None if row is None else _meter(row)
+
+    def meters(self, active_only: bool = True) -> list[MeterRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_METER_COLUMNS} FROM meters "
+            + ("WHERE active=1 " if active_only else "") + "ORDER BY address").fetchall()
+        return [_meter(r) for r in rows]
+
+    def set_relay(self, address: str, relay: str) -> None:
+        self.conn.execute("UPDATE meter_state SET relay=? WHERE address=?", (relay, address))
+
+    def record_poll(self, results: Iterable[tuple[str, bool, datetime]],
+                    day_counts: dict[str, tuple[int, int]] | None = None) -> None:
+        """Count one poll per meter, and whether it answered."""
+        days = day_counts or {}
+        self.conn.executemany(
+            "UPDATE meter_state SET polls=polls+1, replies=replies+?, online=?, "
+            "last_seen=CASE WHEN ? THEN ? ELSE last_seen END, "
+            "day_polls=COALESCE(?, day_polls), day_replies=COALESCE(?, day_replies) "
+            "WHERE address=?",
+            [(int(ok), int(ok), int(ok), to_iso(ts), *days.get(a, (None, None)), a)
+             for a, ok, ts in results])
+
+    def meter_status(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT m.address, m.bus, m.protocol, m.account, m.tariff, s.last_kwh, s.last_seen, "
+            "s.relay, s.phase, s.online, s.day_polls, s.day_replies, a.balance_micro, "
+            "m.keep_power "
+            "FROM meters m JOIN meter_state s ON s.address=m.address "
+            "JOIN accounts a ON a.id=m.account WHERE m.active=1 ORDER BY m.bus, m.address")
+        return [{"meter": r["address"], "bus": r["bus"], "protocol": r["protocol"],
+                 "account": r["account"], "tariff": r["tariff"], "kwh": r["last_kwh"],
+                 "last_reading": r["last_seen"], "relay": r["relay"] or "unknown",
+                 "phase": r["phase"], "online": bool(r["online"]),
+                 "polls": r["day_polls"] or 0, "replies": r["day_replies"] or 0,
+                 "success_rate": None if not r["day_polls"]
+                 else round((r["day_replies"] or 0) / r["day_polls"], 4),
+                 "balance": format_money(from_micro(r["balance_micro"])),
+                 "keep_power": bool(r["keep_power"])}
+                for r in rows]
+
+    def bus_health(self, meters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Per bus: meters, online, requests and replies over the last day, success rate,
+        relays open (from `meter_status` rows, given or read)."""
+        buses: dict[str, dict[str, Any]] = {}
+        for m in self.meter_status() if meters is None else meters:
+            bus = buses.setdefault(m["bus"], {"bus": m["bus"], "meters": 0, "online": 0,
+                                              "requests": 0, "replies": 0, "relays_open": 0})
+            bus["meters"] += 1
+            bus["online"] += int(m["online"])
+            bus["requests"] += m["polls"]
+            bus["replies"] += m["replies"]
+            bus["relays_open"] += int(m["relay"] == "open")
+        for bus in buses.values():
+            bus["success_rate"] = (round(bus["replies"] / bus["requests"], 4)
+                                   if bus["requests"] else None)
+        return list(buses.values())
+
+    def online_states(self) -> dict[str, bool]:
+        return {a: bool(o) for a, o in
+                self.conn.execute("SELECT address, online FROM meter_state")}
+
+
+_METER_COLUMNS = ("address, bus, account, tariff, protocol, multiplier, keep_power, allowance, "
+                  "unit, model, commissioned_at, commission_kwh, active")
+
+
+def _meter(row: sqlite3.Row) -> MeterRecord:
+    return MeterRecord(address=row["address"], bus=row["bus"], account=row["account"],
+                       tariff=row["tariff"], protocol=row["protocol"],
+                       multiplier=row["multiplier"] or 1, keep_power=bool(row["keep_power"]),
+                       allowance=bool(row["allowance"]), unit=row["unit"], model=row["model"],
+                       commissioned_at=row["commissioned_at"],
+                       commission_kwh=row["commission_kwh"], active=bool(row["active"]))

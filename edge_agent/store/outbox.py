@@ -1,0 +1,122 @@
+"""Store and forward: what the head end must hear of, queued in the transaction that made it.
+
+The outbox row id is the message's `seq`: strictly increasing, never reused (AUTOINCREMENT).
+Rows reference the ledger, event and reading rows instead of copying them; `headend/messages.py`
+turns a row into the message body when it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from edge_agent.store.database import Database
+from edge_agent.store.ledger import _LEDGER_MESSAGE_COLUMNS, ledger_row
+
+PER_MESSAGE = 500  # rows one message refers to at most
+
+
+class Outbox(Database):
+    """Store and forward: what the head end must hear of, queued in the transaction that made it."""
+
+    def high_water_seq(self) -> int:
+        """The last seq given to a queued message (the retained status carries it)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+        return int(row[0]) if row else 0
+
+    def requeue_ledger(self, since_seq: int, account: str | None = None) -> int:
+        """Queue the ledger again from `since_seq` on (head-end `sync`); returns the count."""
+        with self.transaction():
+            if account:
+                ids = [r["id"] for r in self.conn.execute(
+                    "SELECT id FROM ledger WHERE seq > ? AND account=? ORDER BY seq",
+                    (since_seq, account))]
+                return self.requeue_ledger_ids(ids)
+            last = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]
+            count = self.conn.execute("SELECT COUNT(*) FROM ledger WHERE seq > ?",
+                                      (since_seq,)).fetchone()[0]
+            if last > since_seq:
+                self.enqueue_range("ledger", since_seq + 1, last)
+            return int(count)
+
+    def requeue_ledger_ids(self, ids: list[str]) -> int:
+        """Queue chosen ledger entries again (those that exist); returns the count."""
+        with self.transaction():
+            known = [r["id"] for r in self.ledger_entries_by_id(ids)]
+            for start in range(0, len(known), PER_MESSAGE):
+                self.enqueue("ledger", {"ids": known[start:start + PER_MESSAGE]})
+            return len(known)
+
+    def enqueue_range(self, kind: str, first: int, last: int,
+                      per_message: int = PER_MESSAGE) -> int:
+        """Queue messages made of rows `first..last` of the kind's table, at most
+        `per_message` rows each (rendered when sent: the data is stored once, the outbox row
+        only points at it).  Returns the last seq queued."""
+        seq = 0
+        for start in range(first, last + 1, per_message):
+            end = min(start + per_message - 1, last)
+            seq = self.enqueue_encoded(kind, f'{{"ref":[{start},{end}]}}')
+        return seq
+
+    def ledger_range(self, first: int, last: int) -> list[dict[str, Any]]:
+        """Ledger entries `first..last` (by ledger seq), by name."""
+        rows = self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE seq BETWEEN ? AND ? "
+                                 "ORDER BY seq", (first, last)).fetchall()
+        return [ledger_row(r) for r in rows]
+
+    def event(self, seq: int) -> dict[str, Any] | None:
+        """One stored event by its seq, by name (`detail` decoded)."""
+        row = self.conn.execute("SELECT ts, meter, account, type, severity, detail FROM "
+                                "events WHERE seq=?", (seq,)).fetchone()
+        if row is None:
+            return None
+        return {**dict(row), "detail": json.loads(row["detail"] or "{}")}
+
+    def readings_range(self, first: int, last: int) -> list[dict[str, Any]]:
+        """Readings `first..last` (by rowid), by name, `ts` as a datetime."""
+        rows = self.conn.execute(
+            "SELECT meter, ts, name, value FROM readings WHERE rowid BETWEEN ? AND ? "
+            "ORDER BY rowid", (first, last)).fetchall()
+        return [{**dict(r), "ts": datetime.fromtimestamp(r["ts"], UTC)} for r in rows]
+
+    def enqueue(self, kind: str, payload: dict[str, Any]) -> int:
+        return self.enqueue_encoded(kind, json.dumps(payload, default=str, ensure_ascii=False))
+
+    def enqueue_encoded(self, kind: str, payload: str) -> int:
+        """Queue a message whose JSON payload is already encoded."""
+        cursor = self.conn.execute(
+            "INSERT INTO outbox (kind, payload, created) VALUES (?,?,?)",
+            (kind, payload, datetime.now(UTC).isoformat()))
+        return int(cursor.lastrowid or 0)
+
+    def pending(self, limit: int = 100, after: int = 0) -> list[tuple[int, str, str]]:
+        return self.conn.execute("SELECT seq, kind, payload FROM outbox WHERE seq > ? "
+                                 "ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+
+    def acknowledge(self, seqs: Iterable[int]) -> None:
+        with self.transaction():
+            self.conn.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in seqs])
+
+    def outbox_depth(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"))
+
+    def trim_outbox(self, max_messages: int, max_age_days: int) -> int:
+        """Enforce retention: drop telemetry first (oldest first), events and ledger last."""
+        dropped = 0
+        with self.transaction():
+            cutoff = datetime.now(UTC).timestamp() - max_age_days * 86400
+            cutoff_iso = datetime.fromtimestamp(cutoff, UTC).isoformat()
+            dropped += self.conn.execute("DELETE FROM outbox WHERE kind IN ('telemetry','status')"
+                                         " AND created < ?", (cutoff_iso,)).rowcount
+            for kinds in (("telemetry", "status", "cmd_result"), ("events",), ("ledger",)):
+                total = self.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                excess = total - max_messages
+                if excess <= 0:
+                    break
+                marks = ",".join("?" * len(kinds))
+                dropped += self.conn.execute(
+                    f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind IN "
+                    f"({marks}) ORDER BY seq LIMIT ?)", (*kinds, excess)).rowcount
+        return dropped
