@@ -101,7 +101,7 @@ class SimMeter:
             "active_power_b": Decimal(0), "active_power_c": Decimal(0),
             "power_factor_total": Decimal("0.985"), "frequency": Decimal("50.00"),
             "date": self.now().date(), "time": self.now().time().replace(microsecond=0),
-            "address": self.address, "meter_number": self.address,
+            "address": self.address, "meter_number": self.address, "user_number": self.address,
             "status_word_3": self.status3(),
             "frozen_day_time": self.now().replace(hour=0, minute=0, second=0, microsecond=0),
             "frozen_day_forward_active": self.frozen_day,
