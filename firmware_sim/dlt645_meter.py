@@ -289,13 +289,14 @@ class SimMeter:
             "active_power_b": Decimal(0), "active_power_c": Decimal(0),
             "power_factor_total": Decimal("0.985"), "frequency": Decimal("50.00"),
             "date": now.date(), "time": now.time().replace(microsecond=0),
-            "address": self.address, "meter_number": self.address,
+            "address": self.address, "meter_number": self.address, "user_number": self.address,
             "status_word_3": self.status3(),
             "cover_open_count": self.cover_open_count,
             "terminal_cover_open_count": self.terminal_cover_open_count,
             "power_failure_count": self.power_failure_count,
             "programming_count": 0, "meter_clear_count": 0,
             "magnetic_interference_count": self.magnetic_interference_count,
+            "total_voltage_loss": [0, 0],
         }
         if name.startswith("status_word_") and name != "status_word_3":
             return 0

@@ -6,6 +6,7 @@ errors subclass `MeterError`, and the CLI treats every `ProtocolError` like an a
 
     ProtocolError
     ├── FrameError           a byte sequence is not a valid frame (`fault` names what)
+    ├── RequestError         a request that must not be sent (`field` names what); a ValueError
     ├── MeterError           a meter answered, but not with what was asked for
     │   └── MeterAbnormalReply   the meter said no (`errors` names the error bits)
     └── RegisterMapError     a Modbus register map file is invalid or unknown
@@ -24,6 +25,18 @@ class FrameError(ProtocolError):
     def __init__(self, fault: str, detail: str) -> None:
         self.fault = fault
         super().__init__(f"{fault}: {detail}")
+
+
+class RequestError(ProtocolError, ValueError):
+    """A request the agent refuses to build (it would be harmful or meaningless on the bus).
+
+    `field` names the offending part, e.g. `validity` for a relay command that has already
+    expired or `address` for a write-address to the wildcard or broadcast address.
+    """
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {detail}")
 
 
 class MeterError(ProtocolError):

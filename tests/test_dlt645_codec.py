@@ -139,7 +139,7 @@ def test_every_catalogue_entry_round_trips() -> None:
                "datetime": datetime(2026, 3, 15, 0, 0)}
     for item in catalogue.BY_DI.values():
         if item.kind == "block":
-            value: object = [Decimal("1.25")] * item.count
+            value: object = [Decimal(125).scaleb(-item.decimals)] * item.count
         else:
             value = samples[item.kind]
             if item.kind == "bcd":

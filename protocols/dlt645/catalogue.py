@@ -70,6 +70,7 @@ _ITEMS: list[DataItem] = [
     DataItem(0x04000401, "address", "address", 6),
     DataItem(0x04000402, "meter_number", "address", 6),
     *[DataItem(0x04000500 + n, f"status_word_{n}", "status", 2) for n in range(1, 8)],
+    # Daily frozen data of the last 1st freeze; the older ones are `INSTANCES` (below).
     DataItem(0x05060001, "frozen_day_time", "datetime", 5),
     DataItem(0x05060101, "frozen_day_forward_active", "block", 4, 2, False, "kWh", 5),
     DataItem(0x05060201, "frozen_day_reverse_active", "block", 4, 2, False, "kWh", 5),
@@ -78,8 +79,52 @@ _ITEMS: list[DataItem] = [
     DataItem(0x03300D00, "cover_open_count", "bcd", 3, 0, False, ""),
     DataItem(0x03300E00, "terminal_cover_open_count", "bcd", 3, 0, False, ""),
     DataItem(0x03110000, "power_failure_count", "bcd", 3, 0, False, ""),
-    DataItem(0x03050000, "magnetic_interference_count", "bcd", 3, 0, False, ""),
+    # 全失压 (total voltage loss): total count XXXXXX, then cumulative time XXXXXX in minutes.
+    DataItem(0x03050000, "total_voltage_loss", "block", 3, 0, False, "count, min", 2),
+    # 恒定磁场干扰 (constant magnetic-field interference) total count.
+    DataItem(0x03350000, "magnetic_interference_count", "bcd", 3, 0, False, ""),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Instances:
+    """A family of identifiers that differ only in DI0 = n, "the last n-th" record.
+
+    DL/T 645-2007 numbers history by the low identifier byte: the last 1st..62nd daily
+    freeze (`050600nn`, `050601nn`, `050602nn`) and the last 1st..12th settlement day of the
+    energy registers (`0001FFnn` and friends).  Rather than hundreds of table rows, a family
+    names its first member's layout once; `lookup` builds member n on demand, named
+    `<stem>_last<n>`.
+    """
+
+    template: DataItem  # member n=1 (DI0 = 01); its name is ignored
+    stem: str
+    last: int  # highest n the standard defines
+
+    def member(self, n: int) -> DataItem:
+        if not 1 <= n <= self.last:
+            raise KeyError(f"{self.stem} has instances 1..{self.last}, not {n}")
+        t = self.template
+        return DataItem(t.di - 1 + n, f"{self.stem}_last{n}", t.kind, t.length, t.decimals,
+                        t.signed, t.unit, t.count, t.version)
+
+
+def _settlement(base: int, stem: str, signed: bool = False) -> list[Instances]:
+    return [Instances(DataItem(item.di + 1, "", item.kind, item.length, item.decimals,
+                               item.signed, item.unit, item.count),
+                      f"settlement_{item.name}", 12)
+            for item in _energy(base, stem, signed)]
+
+
+INSTANCES: list[Instances] = [
+    Instances(first, first.name, 62) for first in _ITEMS if first.di >> 16 == 0x0506
+] + [
+    *_settlement(0x00000000, "combined_active", signed=True),
+    *_settlement(0x00010000, "forward_active"),
+    *_settlement(0x00020000, "reverse_active"),
+]
+_BY_BASE = {family.template.di & ~0xFF: family for family in INSTANCES}
+_BY_STEM = {family.stem: family for family in INSTANCES}
 
 BY_DI: dict[int, DataItem] = {item.di: item for item in _ITEMS}
 BY_NAME: dict[str, DataItem] = {item.name: item for item in _ITEMS}
@@ -99,19 +144,39 @@ STATUS3_PRETRIP_ALARM = 1 << 7  # pre-trip alarm active
 STATUS3_KEEP_POWER = 1 << 12  # keep-power (protected) state, as used by this agent
 
 
+def _instance_by_di(di: int) -> DataItem | None:
+    family = _BY_BASE.get(di & ~0xFF)
+    if family is None or not 1 <= di & 0xFF <= family.last:
+        return None
+    return BY_DI.get(di) or family.member(di & 0xFF)
+
+
+def _instance_by_name(name: str) -> DataItem | None:
+    stem, sep, n = name.rpartition("_last")
+    family = _BY_STEM.get(stem)
+    if not sep or family is None or not n.isdigit() or not 1 <= int(n) <= family.last:
+        return None
+    return _instance_by_di(family.template.di - 1 + int(n))
+
+
 def lookup(key: str | int) -> DataItem:
-    """Find an item by name, alias or identifier (`00010000`, `0x00010000` or an int)."""
+    """Find an item by name, alias or identifier (`00010000`, `0x00010000` or an int).
+
+    Table rows first, then the numbered families of `INSTANCES` (`frozen_day_time_last2`,
+    `05060002`, `settlement_forward_active_block_last1`, `0001FF01`, ...).
+    """
     if isinstance(key, int):
-        item = BY_DI.get(key)
+        item = BY_DI.get(key) or _instance_by_di(key)
     else:
         text = key.strip()
         name = ALIASES.get(text.lower(), text.lower())
-        item = BY_NAME.get(name)
+        item = BY_NAME.get(name) or _instance_by_name(name)
         if item is None:
             try:
-                item = BY_DI.get(int(text.removeprefix("0x").removeprefix("0X"), 16))
+                di = int(text.removeprefix("0x").removeprefix("0X"), 16)
             except ValueError:
-                item = None
+                di = -1
+            item = BY_DI.get(di) or _instance_by_di(di)
     if item is None:
         raise KeyError(f"unknown data identifier or name {key!r}")
     return item

@@ -7,10 +7,11 @@ place, so callers never compare control bytes themselves.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import IntEnum
 
-from protocols.errors import FrameError, MeterAbnormalReply, MeterError
+from protocols.errors import FrameError, MeterAbnormalReply, MeterError, RequestError
 
 from .catalogue import DataItem, decode_value, lookup
 from .frame import BROADCAST, WILDCARD, Control, Frame
@@ -146,9 +147,18 @@ def write(
 
 
 def write_address(new_address: str) -> Frame:
-    from .frame import address_to_wire
+    """Set the address of the only meter on the bus (sent to the wildcard, as the standard says).
 
-    return request(WILDCARD, Function.WRITE_ADDRESS, address_to_wire(new_address))
+    A wildcard or broadcast *new* address is refused: a meter given it would answer every
+    request on the bus (or none), which no technician can undo remotely.
+    """
+    from .frame import address_from_wire, address_to_wire
+
+    wire = address_to_wire(new_address)
+    text = address_from_wire(wire)
+    if "A" in text or text == BROADCAST:
+        raise RequestError("address", f"{text} is the wildcard/broadcast address, not a meter")
+    return request(WILDCARD, Function.WRITE_ADDRESS, wire)
 
 
 def broadcast_time(moment: datetime) -> Frame:
@@ -197,11 +207,26 @@ def event_clear(address: str, di: int = 0xFFFFFFFF, password: str = DEFAULT_PASS
 def relay_control(
     address: str,
     action: RelayAction,
-    valid_until: datetime,
+    valid_until: datetime | timedelta,
     password: str = DEFAULT_PASSWORD,
     operator: str = DEFAULT_OPERATOR,
+    now: datetime | None = None,
 ) -> Frame:
-    """Relay control (0x1C): N1 control type, N2 reserved, N3..N8 validity time ssmmhhDDMMYY."""
+    """Relay control (0x1C): N1 control type, N2 reserved, N3..N8 validity time ssmmhhDDMMYY.
+
+    `valid_until` is the command's expiry: a moment, or a validity (`timedelta`) counted from
+    `now` (default: the local clock).  A validity of zero or less, or an expiry not after
+    `now` when `now` is given, is refused with `RequestError("validity")`: the meter would
+    discard such a command, and the agent would wait for a relay change that never comes.
+    """
+    if isinstance(valid_until, timedelta):
+        if valid_until <= timedelta(0):
+            raise RequestError("validity", f"relay command validity {valid_until} is not "
+                                           "positive")
+        valid_until = (now or datetime.now()).replace(microsecond=0) + valid_until
+    elif now is not None and valid_until <= now:
+        raise RequestError("validity", f"relay command expiry {valid_until.isoformat()} is "
+                                       f"not after {now.isoformat()}")
     tail = bytes([int(action), 0]) + _bcd_time(valid_until, "smhDMY")
     return _authorised(address, Function.RELAY, password, operator, tail)
 
@@ -224,6 +249,9 @@ def check_reply(request_frame: Frame, reply: Frame) -> Frame:
         raise MeterError(
             f"reply function {reply.control.function:02X} does not answer {function:02X}"
         )
+    if "A" in reply.address or reply.address == BROADCAST:
+        raise MeterError(f"reply carries the wildcard/broadcast address {reply.address}, "
+                         "which is never a meter's own")
     wanted = request_frame.address
     if "A" not in wanted and wanted != BROADCAST and reply.address != wanted:
         raise MeterError(f"reply from {reply.address}, expected {wanted}")
@@ -238,8 +266,29 @@ def check_reply(request_frame: Frame, reply: Frame) -> Frame:
     return reply
 
 
-def reply_value(reply: Frame) -> tuple[DataItem | None, int, bytes, object]:
-    """Split a read reply into (catalogue item or None, DI, raw value bytes, decoded value)."""
+@dataclass(frozen=True, slots=True)
+class ReplyData:
+    """A read reply split up: the catalogue item (None if unknown), DI, raw value bytes, value.
+
+    When the value bytes do not have the catalogue's length the frame is still a valid frame:
+    `value` is None and `warnings` says why, so a technician sees the raw bytes instead of a
+    rejected frame.
+    """
+
+    item: DataItem | None
+    di: int
+    raw: bytes
+    value: object = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def length_warning(item: DataItem, raw: bytes) -> str:
+    return (f"length: {item.name} ({item.di_hex}) needs {item.size} data bytes, got "
+            f"{len(raw)}; value not decoded, raw bytes shown")
+
+
+def read_reply(reply: Frame) -> ReplyData:
+    """Split a read reply, tolerating a value length that differs from the catalogue."""
     if len(reply.data) < 4:
         raise FrameError("length", "a read reply carries at least the 4-byte DI")
     di = int.from_bytes(reply.data[:4], "little")
@@ -249,8 +298,45 @@ def reply_value(reply: Frame) -> tuple[DataItem | None, int, bytes, object]:
     try:
         item = lookup(di)
     except KeyError:
-        return None, di, raw, None
-    return item, di, raw, decode_value(item, raw)
+        return ReplyData(None, di, raw)
+    if len(raw) != item.size:
+        return ReplyData(item, di, raw, None, [length_warning(item, raw)])
+    return ReplyData(item, di, raw, decode_value(item, raw))
+
+
+def reply_value(reply: Frame) -> tuple[DataItem | None, int, bytes, object]:
+    """Split a read reply into (catalogue item or None, DI, raw value bytes, decoded value).
+
+    Strict: a value of the wrong length raises `FrameError("length")`, because a reading is
+    about to be stored or billed; `read_reply` is the tolerant form for showing a frame.
+    """
+    data = read_reply(reply)
+    if data.warnings:
+        raise FrameError("length", data.warnings[0])
+    return data.item, data.di, data.raw, data.value
+
+
+def reply_address(reply: Frame) -> str:
+    """The meter address a read-address (0x13) reply carries; never the wildcard.
+
+    A meter (or a simulator, or a bus echo) that answers with `AAAAAAAAAAAA` has not told us
+    its address; taking that as one would address every meter on the bus later.
+    """
+    from .frame import address_from_wire
+
+    if len(reply.data) != 6:
+        raise MeterError(f"read-address reply carries {len(reply.data)} data bytes, not 6")
+    try:
+        text = address_from_wire(reply.data)
+    except FrameError as exc:
+        raise MeterError(f"read-address reply carries no address: {exc}") from exc
+    for candidate in (text, reply.address):
+        if "A" in candidate or candidate == BROADCAST:
+            raise MeterError(f"read-address reply carries the wildcard/broadcast address "
+                             f"{candidate}, not a meter's own")
+    if text != reply.address:
+        raise MeterError(f"read-address reply from {reply.address} carries address {text}")
+    return text
 
 
 def describe(frame: Frame) -> dict[str, object]:
@@ -295,9 +381,12 @@ def describe(frame: Frame) -> dict[str, object]:
                 return out
             out["name"] = item.name
             if c.reply:
-                from .catalogue import decode_value, format_value
-
-                out["value"] = format_value(decode_value(item, frame.data[2:]))
+                raw = frame.data[2:]
+                if len(raw) != item.size:
+                    out["raw"] = raw.hex(" ").upper()
+                    out["warnings"] = [length_warning(item, raw)]
+                else:
+                    out["value"] = format_value(decode_value(item, raw))
                 out["unit"] = item.unit
         return out
     if c.abnormal:
@@ -316,8 +405,12 @@ def describe(frame: Frame) -> dict[str, object]:
         if item is not None:
             out["name"] = item.name
             if c.reply and c.function != Function.WRITE:
-                _, _, _raw, value = reply_value(frame)
-                out["value"] = format_value(value)
+                data = read_reply(frame)
+                if data.warnings:
+                    out["raw"] = data.raw.hex(" ").upper()
+                    out["warnings"] = data.warnings
+                else:
+                    out["value"] = format_value(data.value)
                 out["unit"] = item.unit
     elif c.function == Function.READ_ADDRESS and c.reply and len(frame.data) == 6:
         out["value"] = frame.data[::-1].hex().upper()

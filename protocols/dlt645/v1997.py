@@ -35,10 +35,12 @@ NAMES_1997 = {
     0x0F: "change password", 0x10: "maximum demand clear",
 }
 
-# Abnormal-reply error word of 1997 meters.
-ERROR_BITS_1997 = {0: "illegal data", 1: "wrong data identifier or password",
-                   2: "baud rate cannot be changed", 4: "year time-zone count exceeded",
-                   5: "day time-slot count exceeded", 6: "rate count exceeded"}
+# Abnormal-reply error word of 1997 meters (DL/T 645-1997 error information word: D0 illegal
+# data, D1 data identifier error, D2 password error, D3 reserved, D4 year time zones exceeded,
+# D5 day time slots exceeded, D6 rates exceeded, D7 reserved).
+ERROR_BITS_1997 = {0: "illegal data", 1: "data identifier error", 2: "password error",
+                   4: "year time-zone count exceeded", 5: "day time-slot count exceeded",
+                   6: "rate count exceeded"}
 
 
 def _v(di: int, name: str, kind: str, length: int, decimals: int = 0, unit: str = "",
@@ -61,13 +63,16 @@ _ITEMS_1997 = [
     _v(0xB650, "power_factor_total", "bcd", 2, 3, ""),
     _v(0xC010, "date", "date", 4),
     _v(0xC011, "time", "time", 3),
-    _v(0xC032, "meter_number", "address", 6),
-    _v(0xC033, "address", "address", 6),
+    # C032 is the meter (communication) address; C033 is the user (customer) number.
+    _v(0xC032, "address", "address", 6),
+    _v(0xC033, "user_number", "address", 6),
 ]
 BY_DI_1997 = {item.di: item for item in _ITEMS_1997}
 BY_NAME_1997 = {item.name: item for item in _ITEMS_1997}
 ALIASES_1997 = {"energy": "forward_active_total", "voltage": "voltage_a",
-                "current": "current_a", "power": "active_power_total"}
+                "current": "current_a", "power": "active_power_total",
+                "meter_number": "address"}
+ADDRESS_DI = 0xC032
 
 
 def lookup_1997(key: str | int) -> DataItem:
@@ -92,8 +97,25 @@ def read(address: str, item: DataItem | int) -> Frame:
 
 
 def read_address() -> Frame:
-    """1997 meters have no read-address function: read DI C033 with the wildcard."""
-    return read(WILDCARD, 0xC033)
+    """1997 meters have no read-address function: read DI C032 (the address) with the wildcard."""
+    return read(WILDCARD, ADDRESS_DI)
+
+
+def reply_address(reply: Frame) -> str:
+    """The meter address a C032 read reply carries; never the wildcard (`MeterError`)."""
+    from .frame import BROADCAST, address_from_wire
+
+    if reply.data[:2] != ADDRESS_DI.to_bytes(2, "little") or len(reply.data) != 8:
+        raise MeterError("not a C032 (meter address) reply")
+    try:
+        text = address_from_wire(reply.data[2:])
+    except FrameError as exc:
+        raise MeterError(f"C032 reply carries no address: {exc}") from exc
+    for candidate in (text, reply.address):
+        if "A" in candidate or candidate == BROADCAST:
+            raise MeterError(f"C032 reply carries the wildcard/broadcast address {candidate}, "
+                             "not a meter's own")
+    return text
 
 
 def version_of(frame: Frame) -> str:
@@ -108,6 +130,9 @@ def check_reply(request: Frame, reply: Frame) -> Frame:
     if not reply.control.reply or reply.control.function != request.control.function:
         raise MeterError(f"reply control {reply.control.byte:02X} does not answer "
                          f"{request.control.byte:02X}")
+    if "A" in reply.address:
+        raise MeterError(f"reply carries the wildcard address {reply.address}, which is never "
+                         "a meter's own")
     if "A" not in request.address and reply.address != request.address:
         raise MeterError(f"reply from {reply.address}, expected {request.address}")
     if reply.control.abnormal:
