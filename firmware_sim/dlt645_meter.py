@@ -34,6 +34,7 @@ FAULTS = ("none", "silent", "late", "corrupt_checksum", "garbage", "abnormal")
 DEFAULT_RATE_BY_HOUR = [4] * 7 + [3] * 3 + [2] * 2 + [3] * 6 + [2] * 4 + [3, 4]
 
 HOUR = timedelta(hours=1)
+KWUS_PER_KWH = Decimal(3_600_000_000)  # energy is summed in kW-microseconds
 MICROSECOND = timedelta(microseconds=1)
 ZERO5 = (Decimal(0),) * 5
 
@@ -42,7 +43,7 @@ ERR_OTHER = 0x01
 ERR_NO_DATA = 0x02
 ERR_UNAUTHORISED = 0x04
 
-# (start, end, kWh, rate): energy a meter used in one world interval, told to its listeners.
+# (start, end, kW-us, rate): energy a meter used in one world interval, told to its listeners.
 Listener = Callable[[datetime, datetime, Decimal, int], None]
 
 
@@ -140,6 +141,8 @@ class SimMeter:
         self.monthly: deque[FrozenRecord] = deque(maxlen=self.monthly_depth)
         self.instant: deque[FrozenRecord] = deque(maxlen=3)
         self.listeners: list[Listener] = []
+        self._exact = [e * KWUS_PER_KWH for e in self.energy]
+        self._shown = list(self.energy)
         world = self.clock.now()
         self._world_last = world
         self._drift_origin = world
@@ -209,10 +212,11 @@ class SimMeter:
         return DEFAULT_RATE_BY_HOUR[moment.hour]
 
     def _kwh(self, start: datetime, end: datetime, load_kw: Decimal) -> Decimal:
+        """Energy of a load over a world interval, in kW-microseconds (exact: no division)."""
         if end <= start or load_kw <= 0:
             return Decimal(0)
         micros = Decimal((end - start) // MICROSECOND)
-        return load_kw * micros * Decimal(str(self.time_scale)) / 3_600_000_000
+        return load_kw * micros * Decimal(str(self.time_scale))
 
     def _integrate(self, start: datetime, end: datetime, rate: int) -> None:
         """Add the energy of one world interval, all at one rate."""
@@ -224,18 +228,26 @@ class SimMeter:
             for listener in self.listeners:
                 listener(start, end, kwh, rate)
 
-    def _add(self, kwh: Decimal, rate: int) -> None:
-        self.energy[0] += kwh
-        self.energy[rate] += kwh
+    def _add(self, kwus: Decimal, rate: int) -> None:
+        """Add kW-microseconds; registers are kept exactly and shown in kWh.
+
+        The sums are kept in kW-us so thousands of small intervals add up without rounding;
+        a register someone set by hand (`meter.energy[0] = ...`) is taken as the new base.
+        """
+        for index in (0, rate):
+            if self.energy[index] != self._shown[index]:
+                self._exact[index] = self.energy[index] * KWUS_PER_KWH
+            self._exact[index] += kwus
+            self.energy[index] = self._shown[index] = self._exact[index] / KWUS_PER_KWH
 
     def add_energy(self, kwh: Decimal, rate: int | None = None) -> None:
         """Add energy at once (a step, not a load), to `rate` or the current one."""
         with self.lock:
             self.sync_to(self.clock.now())
             rate = rate or self._rate(self.now())
-            self._add(kwh, rate)
+            self._add(kwh * KWUS_PER_KWH, rate)
             for listener in self.listeners:
-                listener(self._world_last, self._world_last, kwh, rate)
+                listener(self._world_last, self._world_last, kwh * KWUS_PER_KWH, rate)
 
     def _on_hour(self, moment: datetime) -> None:
         """At each hour of the meter's own clock: the daily and settlement freezes."""

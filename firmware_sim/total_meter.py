@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from .dlt645_meter import MICROSECOND, SimMeter
+from .dlt645_meter import KWUS_PER_KWH, MICROSECOND, SimMeter
 
 
 def _micros(span: timedelta) -> Decimal:
@@ -36,7 +36,7 @@ class SimTotalMeter(SimMeter):
         if any(c.clock is not self.clock for c in self.customers):
             raise ValueError("a total meter and its customers must share one SimClock")
         super().__post_init__()
-        self.primary = [Decimal(0)] * 5
+        self.primary = [Decimal(0)] * 5  # kW-us on the primary side, exact
         self._pending: list[tuple[datetime, datetime, Decimal, int]] = []
         self._pending_lock = threading.Lock()
         for customer in self.customers:
@@ -72,11 +72,12 @@ class SimTotalMeter(SimMeter):
             self._add_primary(kwh * factor, r)
         self._add_primary(self._kwh(start, end, self.theft_kw), rate)
 
-    def _add_primary(self, kwh: Decimal, rate: int) -> None:
-        if kwh:
-            self.primary[0] += kwh
-            self.primary[rate] += kwh
-            self.energy = [p / self.multiplier for p in self.primary]
+    def _add_primary(self, kwus: Decimal, rate: int) -> None:
+        """Primary-side kW-us; the registers show them in kWh over the multiplier."""
+        if kwus:
+            self.primary[0] += kwus
+            self.primary[rate] += kwus
+            self.energy = [p / (KWUS_PER_KWH * self.multiplier) for p in self.primary]
 
     def live_kw(self) -> Decimal:
         used = sum((c.live_kw() for c in self.customers), Decimal(0))
