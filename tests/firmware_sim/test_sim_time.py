@@ -189,3 +189,28 @@ def test_1997_meter_has_no_frozen_data() -> None:
     meters = make_meters(1, clock=SimClock(START, speed=0), version="1997")
     meters[0].advance(timedelta(days=2))
     assert not meters[0].daily and not meters[0].monthly
+
+
+def test_modbus_late_reply_does_not_hold_up_the_line() -> None:
+    """A late Modbus meter answers from a timer; the next unit still answers in time."""
+    import time
+
+    from edge_agent.modbus_client import ModbusMeterClient
+    from firmware_sim.modbus_meter import ModbusSimBus, make_modbus_meters
+    from protocols.modbus import load_map
+
+    meters = make_modbus_meters(2, "chint-ddsu666")
+    meters[0].fault, meters[0].late_by = "late", 0.5
+    sim = ModbusSimBus(meters, baud=9600).start()
+    client = ModbusMeterClient(LineSettings(sim.port, baud=9600, parity="N",
+                                            response_timeout=0.2, retries=0))
+    try:
+        ddsu = load_map("chint-ddsu666")
+        with pytest.raises(MeterTimeout):
+            client.read(1, ddsu, "voltage")
+        begun = time.monotonic()
+        client.read(2, ddsu, "voltage")
+        assert time.monotonic() - begun < 0.3  # not held up behind unit 1's late answer
+    finally:
+        client.close()
+        sim.stop()
