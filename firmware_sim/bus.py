@@ -5,20 +5,29 @@ The agent opens the pty's slave path (or `socket://127.0.0.1:PORT`) exactly as i
 baud` seconds, as on a real line, so throughput measured against the simulator is honest.
 When several meters match a wildcard address they all answer at once and the line carries a
 collision: garbage, as on a real bus.
+
+A meter with a `reply_delay`, or with the `late` fault, answers from a timer while the bus goes
+on serving: a late meter's reply arrives after the master gave up, in the middle of whatever the
+master does next, exactly the stale frame a real line delivers.  Frames can also be lost:
+`request_loss` / `reply_loss` (per bus, and per meter on `SimMeter`) drawn from one RNG seeded
+by `seed`, so a lossy run repeats exactly.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import select
 import socket
 import threading
 import time
 import tty
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
 from protocols.dlt645.frame import Frame, find_frame
 
+from .clock import SimClock
 from .dlt645_meter import SimMeter
 
 
@@ -33,13 +42,24 @@ class SimBus:
         bits_per_char: int = 11,
         tcp_port: int | None = None,
         framer: Callable[[bytearray], tuple[Frame | None, int]] = find_frame,
+        request_loss: float = 0.0,
+        reply_loss: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         self.meters = list(meters)
         self.baud = baud
         self.wire_timing = wire_timing
         self.bits_per_char = bits_per_char
         self.framer = framer
+        self.request_loss = request_loss  # probability a request is lost for every meter
+        self.reply_loss = reply_loss  # probability the line loses what the meters answer
+        self.rng = random.Random(seed)
         self.requests_seen = 0
+        self.requests_lost = 0
+        self.replies_lost = 0
+        self.late_replies = 0  # replies written after a delay (late fault or reply_delay)
+        self._write_lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
         self._stop = threading.Event()
         self._tcp_port = tcp_port
         self._listener: socket.socket | None = None
@@ -67,10 +87,13 @@ class SimBus:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=2)
-        for fd in (self._master, self._slave):
-            if fd >= 0:
-                os.close(fd)
-        self._master = self._slave = -1
+        for timer in self._timers:
+            timer.cancel()
+        with self._write_lock:  # no delayed reply may write to a closed (reused) descriptor
+            for fd in (self._master, self._slave):
+                if fd >= 0:
+                    os.close(fd)
+            self._master = self._slave = -1
         if self._listener:
             self._listener.close()
 
@@ -82,6 +105,31 @@ class SimBus:
 
     def meter(self, address: str) -> SimMeter:
         return next(m for m in self.meters if m.address == address)
+
+    # -- time -----------------------------------------------------------------------------
+    def clocks(self) -> list[SimClock]:
+        """The distinct world clocks of this bus's meters."""
+        seen: dict[int, SimClock] = {}
+        for meter in self.meters:
+            seen.setdefault(id(meter.clock), meter.clock)
+        return list(seen.values())
+
+    def advance(self, step: timedelta) -> None:
+        """Let `step` of world time pass for every meter here, freezing where due."""
+        for clock in self.clocks():
+            clock.advance(step)
+        self.sync()
+
+    def advance_to(self, moment: datetime) -> None:
+        """Move every meter's world clock on to `moment` (each must be behind it)."""
+        for clock in self.clocks():
+            clock.advance_to(moment)
+        self.sync()
+
+    def sync(self) -> None:
+        """Bring every meter up to its world time (a total meter first pulls its customers)."""
+        for meter in self.meters:
+            meter.advance()
 
     # -- serving --------------------------------------------------------------------------
     def _wire(self, size: int) -> float:
@@ -138,27 +186,37 @@ class SimBus:
                 self._answer(frame, fd, write)
                 first_byte_at = time.monotonic()
 
+    def _lost(self, probability: float) -> bool:
+        return probability > 0 and self.rng.random() < probability
+
     def _answer(self, request: Frame, fd: int,
                 write: Callable[[int, bytes], object]) -> None:
         if request.control.reply:
             return  # our own reply echoed, or another slave: not for us
+        if self._lost(self.request_loss):
+            self.requests_lost += 1
+            return  # noise on the line: no meter heard it
         replies: list[bytes] = []
         for meter in self.meters:
             if not meter.matches(request.address):
                 continue
             if meter.fault == "silent":
                 continue  # a dead meter neither answers nor acts
+            if self._lost(meter.request_loss):
+                self.requests_lost += 1
+                continue
             reply_frame = meter.handle(request)
             if reply_frame is None:
                 continue
-            data = reply_frame.encode()
-            if meter.fault == "corrupt_checksum":
-                data = data[:-2] + bytes([(data[-2] + 1) & 0xFF]) + data[-1:]
-            elif meter.fault == "garbage":
-                data = b"\x00\x68\x13\xff\x68" + data
-            elif meter.fault == "late":
-                time.sleep(meter.late_by)
-            replies.append(data)
+            data = self._faulty(meter, reply_frame.encode())
+            if self._lost(meter.reply_loss) or self._lost(self.reply_loss):
+                self.replies_lost += 1  # the meter acted; its answer never arrives
+                continue
+            delay = meter.late_by if meter.fault == "late" else meter.reply_delay
+            if delay > 0:
+                self._later(delay, data, fd, write)
+            else:
+                replies.append(data)
         if not replies:
             return
         if len(replies) == 1:
@@ -169,16 +227,48 @@ class SimBus:
             for r in replies:
                 padded = r.ljust(size, b"\xff")
                 out = bytes(a | b for a, b in zip(out, padded, strict=True))
+        self._send(out, fd, write)
+
+    @staticmethod
+    def _faulty(meter: SimMeter, data: bytes) -> bytes:
+        if meter.fault == "corrupt_checksum":
+            return data[:-2] + bytes([(data[-2] + 1) & 0xFF]) + data[-1:]
+        if meter.fault == "garbage":
+            return b"\x00\x68\x13\xff\x68" + data
+        return data
+
+    def _later(self, delay: float, data: bytes, fd: int,
+               write: Callable[[int, bytes], object]) -> None:
+        """Write a reply after `delay` seconds while the bus goes on serving."""
+        self._timers = [t for t in self._timers if t.is_alive()]
+        timer = threading.Timer(delay, self._send, (data, fd, write, True))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _send(self, out: bytes, fd: int, write: Callable[[int, bytes], object],
+              delayed: bool = False) -> None:
         if self.wire_timing:
             time.sleep(self._wire(len(out)))
-        try:
-            write(fd, out)
-        except OSError:
-            pass  # the agent went away mid-reply; a real meter would not notice either
+        with self._write_lock:
+            if self._stop.is_set():
+                return
+            if delayed:
+                self.late_replies += 1
+            try:
+                write(fd, out)
+            except OSError:
+                pass  # the agent went away mid-reply; a real meter would not notice either
 
 
 def make_meters(count: int = 1, first: int = 1, addresses: Iterable[str] = (),
-                **kwargs: object) -> list[SimMeter]:
-    """Meters with the given addresses, or `count` consecutive ones from `first`."""
+                clock: SimClock | None = None, **kwargs: object) -> list[SimMeter]:
+    """Meters with the given addresses, or `count` consecutive ones from `first`.
+
+    They share one world clock: `clock`, or a new real-time one.  Other keywords are
+    `SimMeter` fields, given to every meter.
+    """
     chosen = list(addresses) or [f"{n:012d}" for n in range(first, first + count)]
-    return [SimMeter(address=a, **kwargs) for a in chosen]  # type: ignore[arg-type]
+    shared = clock or SimClock()
+    return [SimMeter(address=a, clock=shared, **kwargs)  # type: ignore[arg-type]
+            for a in chosen]

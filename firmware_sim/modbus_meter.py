@@ -127,6 +127,7 @@ class ModbusSimBus:
         self.bits_per_char = bits_per_char
         self.requests_seen = 0
         self._stop = threading.Event()
+        self._write_lock = threading.Lock()
         self._fds: list[int] = []
         self.port = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,11 +181,12 @@ class ModbusSimBus:
                 pass
         for thread in self._threads:
             thread.join(5)
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._write_lock:  # no late reply may write to a closed (reused) descriptor
+            for fd in self._fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def __enter__(self) -> ModbusSimBus:
         return self.start()
@@ -212,12 +214,24 @@ class ModbusSimBus:
                     os.write(server, data)
                 else:  # reply: meter -> agent, through the fault switches
                     out = self._fault(data)
-                    if out:
-                        self._wire(len(out))
-                        try:
-                            os.write(agent, out)
-                        except OSError:
-                            pass
+                    meter = self.meters.get(data[0]) if data else None
+                    if out and meter is not None and meter.fault == "late":
+                        # answer from a timer, so the stale reply lands in the next transaction
+                        timer = threading.Timer(meter.late_by, self._deliver, (agent, out))
+                        timer.daemon = True
+                        timer.start()
+                    elif out:
+                        self._deliver(agent, out)
+
+    def _deliver(self, agent: int, out: bytes) -> None:
+        self._wire(len(out))
+        with self._write_lock:
+            if self._stop.is_set():
+                return
+            try:
+                os.write(agent, out)
+            except OSError:
+                pass
 
     def _fault(self, reply: bytes) -> bytes:
         meter = self.meters.get(reply[0]) if reply else None
@@ -228,8 +242,7 @@ class ModbusSimBus:
         if meter.fault == "silent":
             return b""
         if meter.fault == "late":
-            time.sleep(meter.late_by)
-            return reply
+            return reply  # delayed by the bridge
         if meter.fault == "corrupt_checksum":
             return reply[:-1] + bytes([reply[-1] ^ 0xFF])
         if meter.fault == "garbage":
