@@ -17,7 +17,8 @@ Starts a local Mosquitto on a free loopback port, then in this one process:
   pushed through a reorder buffer keyed by gateway, which releases a gateway's messages in
   `seq` order and drops repeated `seq`s; at the end every gateway must be gapless and complete.
 
-The gateways are not `edge_agent.link.HeadEndLink`s: that class owns a thread that polls its
+The gateways are not `edge_agent.headend.mqtt_link.HeadEndLink`s: that class owns a thread that
+polls its
 client every 20 ms and a SQLite outbox, so 200 of them in one process on 2 cores would measure
 the Python scheduler, not the broker.  These publishers share one selector loop (paho's
 external-loop API) and keep the link's wire behaviour: one `seq` per gateway across topics,

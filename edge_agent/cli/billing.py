@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import tempfile
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,12 +10,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from edge_agent.errors import ConfigError, EdgeAgentError, TariffError, UsageError
-from edge_agent.prepaid.money import format_money, parse_decimal
+from edge_agent.prepaid.money import parse_decimal
 from edge_agent.prepaid.policy import Policy, parse_policy
-from edge_agent.prepaid.processor import Processor
-from edge_agent.prepaid.records import LedgerEntry, Poll, RegisterReading
+from edge_agent.prepaid.replay import Replay, parse_time, read_readings_csv
 from edge_agent.prepaid.tariff import load_tariff
-from edge_agent.store import MeterRecord, Store
 
 from .root import dumps, emit, json_option, main
 
@@ -108,63 +104,12 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
         opening_amount = parse_decimal(opening, "--opening", places=4)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    rows = _read_csv(Path(readings), tz)
+    rows = read_readings_csv(Path(readings), tz)
     if not rows:
         raise UsageError(f"{readings}: no readings")
-    pending = sorted(_parse_topup(t, tz) for t in topups)
-    with tempfile.TemporaryDirectory(prefix="edge-agent-replay-") as tmp:
-        store = Store(Path(tmp) / "replay.db")
-        first_ts = rows[0][0]
-        for meter in sorted({r[1] for r in rows}):
-            first_kwh = next(r[2] for r in rows if r[1] == meter)
-            store.add_meter(MeterRecord(meter, "replay", f"account-{meter}", tariff_obj.id,
-                                        multiplier=multiplier, allowance=allowance),
-                            first_kwh, first_ts)
-        proc = Processor(store, {tariff_obj.id: tariff_obj}, policy, tz, "replay")
-        accounts = sorted({f"account-{r[1]}" for r in rows})
-        if opening_amount:
-            proc.apply_entries([LedgerEntry(f"opening:{a}", a, "opening", opening_amount,
-                                            first_ts) for a in accounts], first_ts, "replay")
-        timeline: list[dict[str, object]] = []
-        seen_ledger = seen_events = 0
-
-        def local(text: str) -> str:
-            return datetime.fromisoformat(text).astimezone(tz).isoformat()
-
-        def collect(decisions: list, now: datetime) -> None:
-            nonlocal seen_ledger, seen_events
-            for d in decisions:
-                proc.relay_done(d, True, now, "open" if d.action == "trip" else "closed",
-                                actor="replay")
-                timeline.append({"ts": local(now.isoformat()), "type": "relay", "meter": d.meter,
-                                 "action": d.action, "reason": d.reason})
-            for entry in store.ledger(limit=100000, since_seq=seen_ledger):
-                seen_ledger = entry["seq"]
-                timeline.append({"ts": local(entry["ts"]), "type": "ledger", "id": entry["id"],
-                                 "account": entry["account"], "kind": entry["kind"],
-                                 "amount": entry["amount"],
-                                 "balance_after": entry["balance_after"]})
-            for event in store.events(limit=100000):
-                if event["seq"] <= seen_events:
-                    continue
-                seen_events = event["seq"]
-                timeline.append({"ts": local(event["ts"]), "type": "event", "event": event["type"],
-                                 "meter": event["meter"], "account": event["account"],
-                                 "detail": event["detail"]})
-
-        collect([], first_ts)
-        for ts, meter, kwh, rates in rows:
-            while pending and pending[0][0] <= ts:
-                when, amount, txn = pending.pop(0)
-                _, decisions = proc.apply_entries(
-                    [LedgerEntry(txn, f"account-{meter}", "topup", amount, when)], when,
-                    "replay")
-                collect(decisions, when)
-            poll = Poll(meter, ts, True, RegisterReading(meter, ts, kwh, rates),
-                        [("forward_active_total", str(kwh))])
-            collect(proc.process([poll], ts, telemetry=False), ts)
-        final = {a: format_money(store.balance(a)) for a in accounts}
-        store.close()
+    result = Replay(tariff_obj, policy, tz, opening_amount, multiplier, allowance).run(
+        rows, sorted(_parse_topup(t, tz) for t in topups))
+    timeline, final = result.timeline, result.balances
     if as_json:
         for item in timeline:
             click.echo(dumps(item))
@@ -183,14 +128,6 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
         f"{a} {b}" for a, b in final.items())))
 
 
-def _parse_time(text: str, tz: ZoneInfo, where: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"{where}: {text!r} is not an ISO timestamp") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
-
-
 def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str]:
     when, sep, amount = spec.rpartition("=")
     if not sep:
@@ -199,29 +136,9 @@ def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str]:
         value = parse_decimal(amount, "top-up amount", places=4)
     except ValueError as exc:
         raise UsageError(f"--topup {spec!r}: {exc}") from None
-    moment = _parse_time(when, tz, "--topup")
+    moment = parse_time(when, tz, "--topup")
     return moment, value, f"replay-topup:{moment.isoformat()}:{value}"
 
-
-def _read_csv(path: Path, tz: ZoneInfo) -> list[tuple[datetime, str, Decimal,
-                                                        tuple[Decimal, ...] | None]]:
-    rows = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or row[0].startswith("#") or row[0].strip().lower() == "timestamp":
-                continue
-            where = f"{path}:{number}"
-            if len(row) not in (3, 7):
-                raise UsageError(f"{where}: expected timestamp,meter,kwh[,rate1..rate4], got "
-                                 f"{len(row)} fields")
-            try:
-                kwh = parse_decimal(row[2], "kwh", places=2)
-                rates = tuple(parse_decimal(v, "rate", places=2) for v in row[3:7]) or None
-            except ValueError as exc:
-                raise UsageError(f"{where}: {exc}") from None
-            rows.append((_parse_time(row[0], tz, where), row[1].strip(), kwh, rates))
-    rows.sort(key=lambda r: r[0])
-    return rows
 
 
 __all__ = ["bill", "tariff"]

@@ -8,9 +8,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from edge_agent.bus import Bus, LineSettings
-from edge_agent.dlt645_client import Dlt645Client
 from edge_agent.errors import MeterAbnormalReply, MeterTimeout
+from edge_agent.field.dlt645 import Dlt645Client
+from edge_agent.field.transport import Bus, LineSettings
 from firmware_sim.bus import SimBus, make_meters
 from firmware_sim.clock import SimClock
 from firmware_sim.total_meter import make_total_meter
@@ -195,7 +195,7 @@ def test_modbus_late_reply_does_not_hold_up_the_line() -> None:
     """A late Modbus meter answers from a timer; the next unit still answers in time."""
     import time
 
-    from edge_agent.modbus_client import ModbusMeterClient
+    from edge_agent.field.modbus import ModbusMeterClient
     from firmware_sim.modbus_meter import ModbusSimBus, make_modbus_meters
     from protocols.modbus import load_map
 

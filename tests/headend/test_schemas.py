@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
-from edge_agent.commands import COMMAND_TYPES
-from edge_agent.keys import canonical
+from edge_agent.headend.commands import COMMAND_TYPES
+from edge_agent.headend.keys import canonical
 from protocols.dlt645.catalogue import BY_NAME
 from protocols.dlt645.v1997 import BY_NAME_1997
 
@@ -201,8 +201,8 @@ def test_messages_rendered_by_the_store_validate(tmp_path: Path) -> None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
-    from edge_agent.billing import Event, LedgerEntry
-    from edge_agent.storage import MeterRecord, Store
+    from edge_agent.prepaid.records import Event, LedgerEntry
+    from edge_agent.store import MeterRecord, Store
 
     store, now = Store(tmp_path / "agent.db"), datetime.now(UTC)
     with store.transaction():
