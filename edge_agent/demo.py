@@ -195,7 +195,7 @@ class Demo:
         self.summary.update({
             "seconds": round(time.monotonic() - started, 1),
             "meters": len(METERS),
-            "readings": store.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0],
+            "readings": store.readings_count(),
             "ledger_entries": len(store.ledger(limit=100000)),
             "events": {t: len(store.events(types=[t], limit=100000)) for t in (
                 "low_balance", "credit_exhausted", "relay_tripped", "relay_closed")},

@@ -20,7 +20,6 @@ from edge_agent.field.transport import Bus, LineSettings
 
 if TYPE_CHECKING:
     from edge_agent.prepaid.records import Poll
-    from edge_agent.store import MeterRecord
 
 
 class MeterDriver(Protocol):
@@ -69,16 +68,16 @@ def open_driver(protocol: str, settings: LineSettings,
 
 
 def make_driver(bus: BusConfig, config: Config,
-                meter: Callable[[str], MeterRecord | None] = lambda _address: None
+                identity: Callable[[str], tuple[int | None, str | None]] = lambda _a: (None, None)
                 ) -> MeterDriver:
-    """The driver for a configured bus; `meter` looks a meter up in the database (Modbus
-    meters added by the head end carry their unit id and register map there)."""
+    """The driver for a configured bus; `identity` gives a Modbus meter's unit id and register
+    map as the database knows them (meters added by the head end carry them there)."""
     configured = {m.address: (m.unit, m.model) for m in config.meters if m.bus == bus.name}
 
     def lookup(address: str) -> tuple[int, str]:
-        record = meter(address)
-        if record is not None and record.unit and record.model:
-            return record.unit, record.model
+        unit, model = identity(address)
+        if unit and model:
+            return unit, model
         unit, model = configured.get(address, (None, None))
         if unit and model:
             return unit, model

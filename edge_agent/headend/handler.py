@@ -24,7 +24,6 @@ from edge_agent.errors import (
     TariffError,
     UnknownAccount,
 )
-from edge_agent.field.worker import RELAY, TECHNICIAN
 from edge_agent.headend.commands import Command, command_id_of, verify
 from edge_agent.headend.keys import KeyRing
 from edge_agent.prepaid.money import format_money
@@ -34,7 +33,6 @@ from edge_agent.store import MeterRecord
 
 log = logging.getLogger(__name__)
 
-WAIT = 120.0  # seconds a command may wait for its bus
 
 
 class CommandHandler:
@@ -214,9 +212,7 @@ class CommandHandler:
 
     def _do_read(self, command: Command) -> dict[str, Any]:
         meter, quantities = command.args["meter"], command.args["quantities"]
-        worker = self.agent.worker_for(meter)
-        values = worker.submit(lambda driver: driver.read(meter, quantities),
-                               TECHNICIAN).result(WAIT)
+        values = self.agent.read(meter, quantities)
         return {"meter": meter, "values": values}
 
     def _do_sync(self, command: Command) -> dict[str, Any]:
@@ -235,4 +231,4 @@ class CommandHandler:
         return {"pong": self.agent.clock.now().isoformat(), "version": __version__}
 
 
-__all__ = ["RELAY", "CommandHandler"]
+__all__ = ["CommandHandler"]

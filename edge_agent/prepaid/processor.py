@@ -269,9 +269,7 @@ class Processor:
         return added, [d for d in decisions if d.action is not None]
 
     def _online(self, meter: str) -> bool:
-        row = self.store.conn.execute("SELECT online FROM meter_state WHERE address=?",
-                                      (meter,)).fetchone()
-        return bool(row and row[0])
+        return self.store.is_online(meter)
 
     def operator_done(self, meter: str, order: str, ok: bool, now: datetime,
                       relay: str | None, error: str, actor: str, reason: str) -> None:

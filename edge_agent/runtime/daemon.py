@@ -25,7 +25,7 @@ from edge_agent.errors import (
     UnknownMeter,
 )
 from edge_agent.field.drivers import make_driver
-from edge_agent.field.worker import POLL, RELAY, BusWorker
+from edge_agent.field.worker import POLL, RELAY, TECHNICIAN, BusWorker
 from edge_agent.prepaid.enforcement import Decision
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import LedgerEntry
@@ -53,6 +53,9 @@ def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff
     return tariffs
 
 
+OPERATION_WAIT = 120.0  # seconds an operator request may wait for its bus
+
+
 class Agent:
     """One running gateway agent."""
 
@@ -69,7 +72,7 @@ class Agent:
         # One thread does all storing, billing and enforcing: a single writer, whose
         # connection alone needs the large page cache.  Bus workers hand it their polls.
         self.processing = ThreadPoolExecutor(1, thread_name_prefix="processor")
-        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self.store.meter))
+        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self._modbus_identity))
                         for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
@@ -111,6 +114,16 @@ class Agent:
             self.store.add_meter(record, initial, self.clock.now() if initial is not None
                                  else None)
 
+    def _modbus_identity(self, address: str) -> tuple[int | None, str | None]:
+        """A Modbus meter's unit id and register map as the database has them."""
+        record = self.store.meter(address)
+        return (None, None) if record is None else (record.unit, record.model)
+
+    def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]:
+        """A technician or head-end reading: ahead of routine polling on the meter's bus."""
+        return self.worker_for(meter).submit(lambda driver: driver.read(meter, quantities),
+                                             TECHNICIAN).result(OPERATION_WAIT)
+
     def on_processor(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn` on the processing thread and wait for its result (or its error)."""
         return self.processing.submit(fn, *args).result()
@@ -123,11 +136,11 @@ class Agent:
             decisions = self.on_processor(self.processor.process, polls, self.clock.now())
             self.cycles += 1
             self.progress_at = self.clock.monotonic()
-            self.execute(decisions, driver)
+            self.carry_out(decisions, driver)
             return len(polls)
         return job
 
-    def execute(self, decisions: list[Decision], driver: Any, actor: str = "policy") -> None:
+    def carry_out(self, decisions: list[Decision], driver: Any, actor: str = "policy") -> None:
         """Carry out relay decisions on this bus; record each confirmed (or failed) outcome."""
         for decision in decisions:
             assert decision.action is not None
@@ -177,7 +190,7 @@ class Agent:
             if meter is None or meter.bus not in self.workers:
                 continue
             futures.append(self.workers[meter.bus].submit(
-                lambda driver, d=decision: self.execute([d], driver, actor), RELAY))
+                lambda driver, d=decision: self.carry_out([d], driver, actor), RELAY))
         return futures
 
     def operator_relay(self, meter: str, order: str, actor: str,

@@ -151,6 +151,12 @@ class Meters(Database):
                                    if bus["requests"] else None)
         return list(buses.values())
 
+    def is_online(self, address: str) -> bool:
+        """Whether the meter answered its last poll (unknown meters are not)."""
+        row = self.conn.execute("SELECT online FROM meter_state WHERE address=?",
+                                (address,)).fetchone()
+        return bool(row and row["online"])
+
     def online_states(self) -> dict[str, bool]:
         return {a: bool(o) for a, o in
                 self.conn.execute("SELECT address, online FROM meter_state")}

@@ -44,6 +44,9 @@ class Readings(Database):
         return [{"meter": meter, "ts": datetime.fromtimestamp(t, UTC).isoformat(), "name": n,
                  "value": v} for t, n, v in rows]
 
+    def readings_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
     def latest_reading(self, meter: str, name: str) -> str | None:
         row = self.conn.execute("SELECT value FROM latest WHERE meter=? AND name=?",
                                 (meter, name)).fetchone()

@@ -20,7 +20,7 @@ from edge_agent.prepaid.tariff import (
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
-TARIFFS = Path(__file__).resolve().parents[1] / "config" / "tariffs"
+TARIFFS = Path(__file__).resolve().parents[2] / "config" / "tariffs"
 
 
 def at(text: str) -> datetime:

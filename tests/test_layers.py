@@ -1,0 +1,113 @@
+"""The architecture, pinned: import rules between the folders, where SQL runs, lazy imports.
+
+An AST walk over every module (no import needed), plus one subprocess for what `import
+edge_agent.cli` loads: the CLI's start-up time and the daemon's memory budget rely on
+cryptography, pymodbus and paho staying off that path.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PURE_PREPAID = ("money", "records", "tariff", "billing", "policy", "enforcement")
+SQL_CALLS = {"execute", "executemany", "executescript"}
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports in functions count too)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def test_protocols_import_nothing_of_the_agent() -> None:
+    bad = {name(p): sorted(m for m in imported(p) if m.split(".")[0] == "edge_agent")
+           for p in modules("protocols")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+@pytest.mark.parametrize("module", PURE_PREPAID)
+def test_pure_prepaid_modules_import_only_the_standard_library(module: str) -> None:
+    path = ROOT / "edge_agent" / "prepaid" / f"{module}.py"
+    allowed_agent = ("edge_agent.prepaid.", "edge_agent.errors")
+    bad = []
+    for imp in imported(path):
+        top = imp.split(".")[0]
+        if top == "edge_agent":
+            if not imp.startswith(allowed_agent):
+                bad.append(imp)
+        elif top != "__future__" and top not in sys.stdlib_module_names:
+            bad.append(imp)
+        elif imp.startswith("edge_agent.prepaid.processor"):
+            bad.append(imp)
+    assert bad == []
+
+
+def test_only_the_store_executes_sql() -> None:
+    offenders = []
+    for path in modules("edge_agent"):
+        if "store" in path.relative_to(ROOT / "edge_agent").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in SQL_CALLS):
+                offenders.append(f"{name(path)}:{node.lineno}")
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""])
+                if any(n.split(".")[0] in ("sqlite3", "sqlite_utils") for n in names):
+                    offenders.append(f"{name(path)}:{node.lineno} imports sqlite")
+    assert offenders == []
+
+
+# folder -> folders of edge_agent it must not import (directly or lazily)
+FORBIDDEN = {
+    "prepaid": ("field", "headend", "runtime", "cli", "demo"),
+    "store": ("field", "headend", "runtime", "cli", "demo"),
+    "field": ("headend", "runtime", "cli", "demo", "store"),
+    "headend": ("cli", "demo", "field"),
+    "runtime": ("cli", "demo"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_folders_import_downwards_only(folder: str) -> None:
+    bad = []
+    for path in modules(f"edge_agent/{folder}"):
+        for imp in imported(path):
+            parts = imp.split(".")
+            if parts[0] == "edge_agent" and len(parts) > 1 and parts[1] in FORBIDDEN[folder]:
+                bad.append(f"{name(path)} imports {imp}")
+    assert bad == []
+
+
+def test_no_module_left_at_the_top_of_the_package() -> None:
+    top = {p.stem for p in (ROOT / "edge_agent").glob("*.py")}
+    assert top <= {"__init__", "__main__", "errors", "clock", "config", "demo"}
+
+
+def test_the_cli_loads_no_heavy_dependency() -> None:
+    code = ("import sys, edge_agent.cli; "
+            "print(sorted(m for m in ('cryptography', 'pymodbus', 'paho', 'firmware_sim') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
