@@ -136,6 +136,8 @@ def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str]:
         value = parse_decimal(amount, "top-up amount", places=4)
     except ValueError as exc:
         raise UsageError(f"--topup {spec!r}: {exc}") from None
+    if value <= 0:
+        raise UsageError(f"--topup {spec!r}: the amount must be positive")
     moment = parse_time(when, tz, "--topup")
     return moment, value, f"replay-topup:{moment.isoformat()}:{value}"
 

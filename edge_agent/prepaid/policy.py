@@ -124,9 +124,16 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
         for index, text in enumerate(raw["protected_hours"]):
             try:
                 start, end = (_minutes(p) for p in str(text).split("-"))
-                windows.append((start, end))
             except ValueError:
                 problems.append(f"{where}.protected_hours[{index}]: {text!r} is not HH:MM-HH:MM")
+                continue
+            if start == end:
+                # Empty or the whole day?  Either reading surprises someone: refuse it, and
+                # name the setting that protects all day.
+                problems.append(f"{where}.protected_hours[{index}]: {text!r} starts and ends "
+                                "at the same time (to protect all day use no_cutoff = true)")
+                continue
+            windows.append((start, end))
         out["protected_hours"] = tuple(windows)
     if "holidays" in raw:
         days = set()

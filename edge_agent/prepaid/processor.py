@@ -8,7 +8,6 @@ back as `Decision`s; the caller carries them out, confirms them, and reports the
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -30,7 +29,9 @@ from edge_agent.prepaid.records import Event, LedgerEntry, Poll
 from edge_agent.prepaid.tariff import Tariff
 from edge_agent.store import Store
 
-DAILY_COST_REFRESH = 3600.0  # seconds a cached usage estimate stays good
+DAILY_COST_REFRESH = timedelta(hours=1)  # how long a usage estimate stays good
+MIN_OBSERVED = timedelta(days=1)  # the shortest history a daily spend is divided by
+DAY_SECONDS = Decimal(86400)
 
 
 TAMPER_COUNTERS = ("cover_open_count", "terminal_cover_open_count",
@@ -50,7 +51,7 @@ class Processor:
         self.policy = policy
         self.tz = tz
         self.gateway = gateway
-        self._daily_cost: dict[str, tuple[float, Decimal | None]] = {}
+        self._daily_cost: dict[str, tuple[datetime, Decimal | None]] = {}
         self.reload()
 
     def reload(self) -> None:
@@ -204,14 +205,28 @@ class Processor:
         return events
 
     def _daily_cost_of(self, account: str, now: datetime) -> Decimal | None:
+        """Average daily spend over the usage window, cached for an hour of the processor's
+        clock (`now`), so a replay refreshes it as the daemon does."""
         cached = self._daily_cost.get(account)
-        if cached and time.monotonic() - cached[0] < DAILY_COST_REFRESH:
+        if cached and timedelta(0) <= now - cached[0] < DAILY_COST_REFRESH:
             return cached[1]
-        days = self.policy.usage_window_days
-        spent = self.store.charges_since(account, now - timedelta(days=days))
-        cost = spent / days if spent > 0 else None
-        self._daily_cost[account] = (time.monotonic(), cost)
+        cost = self._usage_estimate(account, now)
+        self._daily_cost[account] = (now, cost)
         return cost
+
+    def _usage_estimate(self, account: str, now: datetime) -> Decimal | None:
+        """Spend over the days actually observed: a customer connected yesterday has one day
+        of history, not `usage_window_days` (dividing by those would understate the spend)."""
+        window = timedelta(days=self.policy.usage_window_days)
+        connected = [s.commissioned_at for s in self.billing.values()
+                     if s.account == account and s.commissioned_at is not None]
+        # Under a day of history counts as one day: the spend so far is then a lower bound of
+        # a day's spend, where one evening hour times 24 would overstate it.
+        observed = max(MIN_OBSERVED, min(window, now - min(connected))) if connected else window
+        spent = self.store.charges_since(account, now - observed)
+        if spent <= 0:
+            return None
+        return spent * DAY_SECONDS / Decimal(int(observed.total_seconds()))
 
     # -- relay outcomes, top-ups ----------------------------------------------------------
     def relay_done(self, decision: Decision, ok: bool, now: datetime, relay: str | None = None,

@@ -47,6 +47,10 @@ class Replay:
 
     def run(self, rows: list[Row], topups: list[TopUp]) -> ReplayResult:
         """Bill `rows` (in time order) with `topups` applied at their times."""
+        for when, amount, _ in topups:
+            if amount <= 0:
+                raise UsageError(f"top-up at {when.isoformat()}: amount {amount} must be "
+                                 "positive (a refund is an adjustment, not a top-up)")
         with tempfile.TemporaryDirectory(prefix="edge-agent-replay-") as tmp:
             store = Store(Path(tmp) / "replay.db")
             try:
@@ -57,10 +61,11 @@ class Replay:
     def _run(self, store: Store, rows: list[Row], pending: list[TopUp]) -> ReplayResult:
         first_ts = rows[0][0]
         for meter in sorted({r[1] for r in rows}):
-            first_kwh = next(r[2] for r in rows if r[1] == meter)
+            # Each meter is commissioned at its own first reading: daily fees start there.
+            meter_ts, first_kwh = next((r[0], r[2]) for r in rows if r[1] == meter)
             store.add_meter(MeterRecord(meter, "replay", f"account-{meter}", self.tariff.id,
                                         multiplier=self.multiplier, allowance=self.allowance),
-                            first_kwh, first_ts)
+                            first_kwh, meter_ts)
         proc = Processor(store, {self.tariff.id: self.tariff}, self.policy, self.tz, "replay")
         accounts = sorted({f"account-{r[1]}" for r in rows})
         if self.opening:

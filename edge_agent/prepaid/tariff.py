@@ -13,7 +13,7 @@ import itertools
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -138,10 +138,15 @@ def _md(text: object, where: str, problems: list[str]) -> tuple[int, int]:
     try:
         month, day = (int(p) for p in str(text).split("-"))
         date(2024, month, day)
-        return month, day
     except ValueError:
         problems.append(f"{where}: {text!r} is not a date MM-DD")
         return 1, 1
+    if (month, day) == (2, 29):
+        # 29 February exists one year in four: a season starting or ending there would start
+        # on a different day in the other years.  Write 03-01 (or 02-28) instead.
+        problems.append(f"{where}: {text!r} does not exist in most years; use 02-28 or 03-01")
+        return 3, 1
+    return month, day
 
 
 def _price(value: object, where: str, problems: list[str]) -> Decimal:
@@ -367,9 +372,14 @@ def _month_key(moment: datetime) -> str:
 
 
 def _boundaries(tariff: Tariff, start: datetime, end: datetime, time_split: bool,
-                tz: ZoneInfo) -> list[datetime]:
-    """Local instants in (start, end) where the price of energy may change."""
-    if not (time_split or tariff.allowance_kwh > 0 or tariff.period):
+                tz: ZoneInfo, allowance: bool = True) -> list[datetime]:
+    """Instants in (start, end) where the price of energy may change.
+
+    A month boundary matters for the allowance only to a meter that has the allowance: for the
+    others it would only move energy between months at the same price.
+    """
+    allowance = allowance and tariff.allowance_kwh > 0
+    if not (time_split or allowance or tariff.period):
         return []  # a flat price with no allowance never changes
     found: set[datetime] = set()
     day = start.astimezone(tz).date()
@@ -378,7 +388,7 @@ def _boundaries(tariff: Tariff, start: datetime, end: datetime, time_split: bool
         midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
         if time_split:
             found.update(midnight + timedelta(minutes=w.start) for w in tariff.windows)
-        if day.day == 1 and (tariff.allowance_kwh > 0 or tariff.period == "month"):
+        if day.day == 1 and (allowance or tariff.period == "month"):
             found.add(midnight)
         if tariff.period == "year" and day.month == 1 and day.day == 1:
             found.add(midnight)
@@ -390,23 +400,37 @@ def _boundaries(tariff: Tariff, start: datetime, end: datetime, time_split: bool
     return sorted(b for b in found if start < b < end)
 
 
-def split_energy(kwh: Decimal, spans: list[tuple[datetime, datetime]]) -> list[Decimal]:
-    """Share `kwh` over time spans in proportion to their length, in whole 0.01 kWh units.
+def _elapsed(a: datetime, b: datetime) -> int:
+    """Microseconds really elapsed from `a` to `b`.
 
-    Largest remainder (ties to the earlier span), so the shares always add up to `kwh`.
+    Python subtracts two datetimes of the same zone by their wall clocks, so across a daylight
+    saving change it would count 23 or 25 hours in a day: subtract in UTC instead.
+    """
+    return (b.astimezone(UTC) - a.astimezone(UTC)) // MICROSECOND
+
+
+def split_energy(kwh: Decimal, spans: list[tuple[datetime, datetime]]) -> list[Decimal]:
+    """Share `kwh` over time spans in proportion to their elapsed time, in 0.01 kWh units.
+
+    Rounded on running totals: the energy used by the end of each span is rounded down to
+    0.01 kWh (as a register advancing in 0.01 kWh steps would show it) and each span gets the
+    difference.  So the shares add up to `kwh`, and a split point where the price does not
+    change moves no energy between prices (docs/prepaid.md, "Rounding").
     """
     if len(spans) == 1:
         return [kwh]
     units = int(kwh / CENT_KWH)
-    lengths = [(b - a) // MICROSECOND for a, b in spans]
+    lengths = [_elapsed(a, b) for a, b in spans]
     total = sum(lengths)
     if total <= 0:
         return [kwh] + [ZERO] * (len(spans) - 1)
-    shares = [units * length // total for length in lengths]
-    remainders = [units * length % total for length in lengths]
-    left = units - sum(shares)
-    for index in sorted(range(len(spans)), key=lambda i: (-remainders[i], i))[:left]:
-        shares[index] += 1
+    shares = []
+    done = elapsed = 0
+    for length in lengths:
+        elapsed += length
+        upto = units * elapsed // total
+        shares.append(upto - done)
+        done = upto
     rest = kwh - units * CENT_KWH  # energy finer than 0.01 kWh stays with the last span
     result = [Decimal(s) * CENT_KWH for s in shares]
     result[-1] += rest
@@ -459,7 +483,8 @@ def price_interval(
                                        f"in rate {name}, which has no price"])
                 pieces.append(Piece(part, tariff.prices[name], name, month))
     else:
-        edges = [start, *_boundaries(tariff, start, end, tariff.kind == "tou", tz), end]
+        edges = [start, *_boundaries(tariff, start, end, tariff.kind == "tou", tz,
+                                     allowance_enabled), end]
         spans = list(itertools.pairwise(edges)) or [(start, end)]
         for (a, _), part in zip(spans, split_energy(kwh, spans), strict=True):
             if not part:

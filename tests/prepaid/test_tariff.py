@@ -93,7 +93,7 @@ def test_split_energy_is_exact() -> None:
              (at("2026-01-01 00:07"), at("2026-01-01 00:10")),
              (at("2026-01-01 00:10"), at("2026-01-01 00:11"))]
     parts = split_energy(D("0.05"), spans)
-    # exact shares are 3.18, 1.36 and 0.45 units: the spare unit goes to the largest remainder
+    # running totals 3.18, 4.54, 5 units round down to 3, 4, 5: shares 3, 1, 1
     assert sum(parts) == D("0.05") and parts == [D("0.03"), D("0.01"), D("0.01")]
 
 
