@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -13,7 +14,14 @@ from edge_agent.errors import ConfigError, EdgeAgentError, TariffError, UsageErr
 from edge_agent.prepaid.money import parse_decimal
 from edge_agent.prepaid.policy import Policy, parse_policy
 from edge_agent.prepaid.replay import Replay, parse_time, read_readings_csv
-from edge_agent.prepaid.tariff import load_tariff
+from edge_agent.prepaid.tariff import (
+    Tariff,
+    combine_versions,
+    load_tariff,
+    tariff_from_text,
+    version_key,
+    version_status,
+)
 
 from .root import dumps, emit, json_option, main
 
@@ -25,22 +33,40 @@ def tariff() -> None:
 
 @tariff.command("check")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--at", "at_text", default=None, metavar="TIMESTAMP",
+              help="Say which versions are current or pending at this time (default: now).")
+@click.option("--timezone", default="Asia/Shanghai", show_default=True,
+              help="Zone of effective times written without one.")
 @json_option
-def tariff_check(files: tuple[str, ...], as_json: bool) -> None:
-    """Validate tariff files; print each error with its location (exit 1 on any error)."""
+def tariff_check(files: tuple[str, ...], at_text: str | None, timezone: str,
+                 as_json: bool) -> None:
+    """Validate tariff files; print each error with its location (exit 1 on any error).
+
+    Versions of one tariff id (`effective_from`) are shown as current, pending or superseded.
+    """
+    tz = ZoneInfo(timezone)
+    now = parse_time(at_text, tz, "--at") if at_text else datetime.now(tz)
     results = []
+    loaded = []
     for path in files:
         try:
             t = load_tariff(path)
+            loaded.append(t)
             results.append({"file": path, "ok": True, "id": t.id, "type": t.kind,
-                            "errors": []})
+                            "effective_from": version_key(t) or None, "errors": []})
         except TariffError as exc:
             results.append({"file": path, "ok": False, "errors": exc.problems})
+    statuses = _statuses(loaded, now, tz, results)
+    for r in results:
+        if r["ok"]:
+            r["status"] = statuses.get((r["id"], r["effective_from"] or ""), "current")
 
     def human() -> None:
         for r in results:
             if r["ok"]:
-                click.echo(f"{r['file']}: ok ({r['type']} tariff {r['id']})")
+                when = f" from {r['effective_from']}" if r["effective_from"] else ""
+                click.echo(f"{r['file']}: ok ({r['type']} tariff {r['id']}) "
+                           f"{r['status']}{when}")
             for problem in r["errors"]:
                 click.echo(problem)
 
@@ -51,6 +77,77 @@ def tariff_check(files: tuple[str, ...], as_json: bool) -> None:
         # The check ran and found the file invalid: an operation failure (exit 1), as for
         # `frame decode` of an invalid frame.
         raise EdgeAgentError(f"{count} error(s) in {len(failed)} file(s)")
+
+
+def _statuses(loaded: list[Tariff], now: datetime, tz: ZoneInfo,
+              results: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """current / pending / superseded per (id, effective_from); two versions of an id with
+    the same effective time are an error of the files that hold them."""
+    try:
+        chains = combine_versions(loaded)
+    except TariffError as exc:
+        for r in results:
+            if r["ok"] and any(f"tariff {r['id']}:" in p for p in exc.problems):
+                r["ok"] = False
+                r["errors"] = [f"{r['file']}: {p}" for p in exc.problems
+                               if f"tariff {r['id']}:" in p]
+        return {}
+    return {(v.id, version_key(v)): status for chain in chains.values()
+            for v, status in version_status(chain, now, tz)}
+
+
+@main.command("tariffs")
+@click.option("--db", "db_path", default=None,
+              help="Database file (default: the one in the configuration).")
+@click.option("--at", "at_text", default=None, metavar="TIMESTAMP",
+              help="Status at this time (default: now).")
+@json_option
+def tariffs_verb(db_path: str | None, at_text: str | None, as_json: bool) -> None:
+    """List tariff versions the daemon uses (its tariff directory and the versions the head
+    end pushed into its database), each current, pending or superseded."""
+    from edge_agent.cli.state import current_config, open_store
+
+    config = current_config() if db_path is None else _optional_config()
+    tz = config.tz if config else ZoneInfo("Asia/Shanghai")
+    now = parse_time(at_text, tz, "--at") if at_text else datetime.now(tz)
+    store = open_store(db_path)
+    found: dict[tuple[str, str], tuple[Tariff, str]] = {}
+    if config is not None and Path(config.tariff_dir).is_dir():
+        for path in sorted(Path(config.tariff_dir).glob("*.toml")):
+            t = load_tariff(path)
+            found[(t.id, version_key(t))] = (t, str(path))
+    for row in store.tariff_versions():
+        t = tariff_from_text(row["body"], f"head-end tariff {row['id']}")
+        found[(t.id, version_key(t))] = (t, "head end")
+    sources = {key: source for key, (_, source) in found.items()}
+    rows = []
+    for chain in combine_versions(t for t, _ in found.values()).values():
+        for version, status in version_status(chain, now, tz):
+            key = (version.id, version_key(version))
+            rows.append({"id": version.id, "type": version.kind,
+                         "effective_from": key[1] or None, "status": status,
+                         "source": sources[key]})
+    rows.sort(key=lambda r: (r["id"], r["effective_from"] or ""))
+
+    def human() -> None:
+        if not rows:
+            click.echo("(none)")
+        for r in rows:
+            when = r["effective_from"] or "-"
+            click.echo(f"{r['id']:<24} {r['type']:<7} {when:<26} {r['status']:<11} "
+                       f"{r['source']}")
+
+    emit(rows, as_json, human)
+
+
+def _optional_config() -> Any:
+    """The configuration if it loads (for `--db` on a machine without one: None)."""
+    from edge_agent.cli.state import current_config
+
+    try:
+        return current_config()
+    except ConfigError:
+        return None
 
 
 @main.group()
@@ -143,4 +240,4 @@ def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str]:
 
 
 
-__all__ = ["bill", "tariff"]
+__all__ = ["bill", "tariff", "tariffs_verb"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -81,8 +81,28 @@ class Tariff:
     critical: tuple[Window, ...] = ()  # month-limited windows laid over the others (TOU)
     window_seasons: tuple[Season, ...] = ()  # seasonal TOU windows
     prorate: bool = False  # yearly tiers scaled to the months left in the first year
-    effective_from: datetime | None = None  # a version waiting for its time
+    effective_from: datetime | None = None  # when this version takes over (naive: local)
+    later: tuple[Tariff, ...] = ()  # the versions that follow, by effective time
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def at(self, moment: datetime, tz: ZoneInfo) -> Tariff:
+        """The version in force at `moment` (the first version also before its time)."""
+        current = replace(self, later=())
+        for version in self.later:
+            if version.effective(tz) <= moment:
+                current = version
+        return current
+
+    def effective(self, tz: ZoneInfo) -> datetime:
+        """The effective time as an aware instant (a time without zone is local in `tz`)."""
+        if self.effective_from is None:
+            return datetime.min.replace(tzinfo=UTC)
+        if self.effective_from.tzinfo is None:
+            return self.effective_from.replace(tzinfo=tz)
+        return self.effective_from
+
+    def versions(self) -> tuple[Tariff, ...]:
+        return (replace(self, later=()), *self.later)
 
     @property
     def tou_tiers(self) -> bool:
@@ -282,7 +302,8 @@ def parse_tariff(data: dict[str, Any], source: str = "tariff") -> Tariff:
         problems.append(f"{source}: [tariff] id is missing")
         head = head if isinstance(head, dict) else {}
     else:
-        _unknown(head, {"id", "name", "description"}, f"{source}: [tariff]", problems)
+        _unknown(head, {"id", "name", "description", "effective_from"}, f"{source}: [tariff]",
+                 problems)
     if not isinstance(energy, dict):
         raise TariffError([*problems, f"{source}: [energy] table is missing"])
     where = f"{source}: [energy]"
@@ -290,7 +311,8 @@ def parse_tariff(data: dict[str, Any], source: str = "tariff") -> Tariff:
     if kind not in KINDS:
         raise TariffError([*problems, f"{where}.type: {kind!r} is not one of {', '.join(KINDS)}"])
     known = {"type"}
-    tariff = Tariff(id=str(head.get("id", "")), kind=kind, source=data)
+    tariff = Tariff(id=str(head.get("id", "")), kind=kind, source=data,
+                    effective_from=_effective(head, f"{source}: [tariff]", problems))
     if kind == "flat":
         known |= {"price"}
         if "price" not in energy:
@@ -490,6 +512,75 @@ def _tiered(energy: dict[str, Any], where: str, problems: list[str],
     return out
 
 
+def _effective(head: dict[str, Any], where: str, problems: list[str]) -> datetime | None:
+    """`effective_from`: a TOML date-time (or ISO text); without a zone it is local time."""
+    value = head.get("effective_from")
+    if value is None:
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            problems.append(f"{where}.effective_from: {value!r} is not a date-time")
+            return None
+    if not isinstance(value, datetime):
+        problems.append(f"{where}.effective_from: {value!r} is not a date-time")
+        return None
+    return value
+
+
+def combine_versions(tariffs: Iterable[Tariff]) -> dict[str, Tariff]:
+    """One `Tariff` per id with its versions chained in effective order.
+
+    A version without `effective_from` is in force from the start; two versions of an id
+    with the same effective time are a mistake (which one wins?), refused with both named.
+    Comparing naive and aware times needs the zone, so naive ones sort as UTC here; they
+    are only resolved in local time when pricing (`Tariff.at`).
+    """
+    by_id: dict[str, list[Tariff]] = {}
+    for tariff in tariffs:
+        for version in tariff.versions():
+            by_id.setdefault(version.id, []).append(version)
+    out = {}
+    problems = []
+    for tariff_id, versions in by_id.items():
+        versions.sort(key=_version_key)
+        for a, b in itertools.pairwise(versions):
+            if _version_key(a) == _version_key(b):
+                problems.append(f"tariff {tariff_id}: two versions take effect at "
+                                f"{version_key(a) or 'the start'}")
+        out[tariff_id] = replace(versions[0], later=tuple(versions[1:]))
+    if problems:
+        raise TariffError(problems)
+    return out
+
+
+def version_status(chain: Tariff, now: datetime, tz: ZoneInfo) -> list[tuple[Tariff, str]]:
+    """Each version of a chained tariff with `superseded`, `current` or `pending` at `now`."""
+    current = chain.at(now, tz)
+    out = []
+    for version in chain.versions():
+        if version.effective_from == current.effective_from:
+            status = "current"
+        elif version.effective(tz) > now:
+            status = "pending"
+        else:
+            status = "superseded"
+        out.append((version, status))
+    return out
+
+
+def version_key(tariff: Tariff) -> str:
+    """How a version is stored: its `effective_from` as written ('' from the start)."""
+    return "" if tariff.effective_from is None else tariff.effective_from.isoformat()
+
+
+def _version_key(tariff: Tariff) -> datetime:
+    return tariff.effective(ZoneInfo("UTC"))
+
+
 def _fmt(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
@@ -628,8 +719,15 @@ def price_interval(
     allowance_enabled: bool = True,
     account: Account = NO_ACCOUNT,
 ) -> PricedInterval:
-    """Price `kwh` used during `[start, end)`; `end <= start` puts it all at `start`."""
+    """Price `kwh` used during `[start, end)`; `end <= start` puts it all at `start`.
+
+    A tariff with later versions is split exactly at each switch inside the interval (energy
+    in proportion to time, as at any price boundary) and each part priced by its version.
+    """
     end = max(end, start)
+    if tariff.later:
+        return _price_versions(tariff, start, end, kwh, tz, tier, allowance, rate_kwh,
+                               allowance_enabled, account)
     pieces: list[Piece] = []
     use_registers = (
         tariff.kind == "tou" and tariff.use_registers and rate_kwh is not None
@@ -670,6 +768,29 @@ def price_interval(
                 free += take
                 credit += take * piece.price
                 allowance = AllowanceState(allowance.month, allowance.used + take)
+    return PricedInterval(tuple(pieces), cost, free, credit, tier, allowance)
+
+
+def _price_versions(tariff: Tariff, start: datetime, end: datetime, kwh: Decimal,
+                    tz: ZoneInfo, tier: TierState, allowance: AllowanceState,
+                    rate_kwh: list[Decimal] | None, allowance_enabled: bool,
+                    account: Account) -> PricedInterval:
+    switches = sorted(t for t in (v.effective(tz) for v in tariff.later) if start < t < end)
+    if not switches:
+        return price_interval(tariff.at(start, tz), start, end, kwh, tz, tier, allowance,
+                              rate_kwh, allowance_enabled, account)
+    # The registers cannot say how much of each rate fell before the switch: split by time.
+    spans = list(itertools.pairwise([start, *switches, end]))
+    pieces: list[Piece] = []
+    cost = free = credit = ZERO
+    for (a, b), part in zip(spans, split_energy(kwh, spans), strict=True):
+        priced = price_interval(tariff.at(a, tz), a, b, part, tz, tier, allowance, None,
+                                allowance_enabled, account)
+        pieces += priced.pieces
+        cost += priced.cost
+        free += priced.free_kwh
+        credit += priced.credit
+        tier, allowance = priced.tier, priced.allowance
     return PricedInterval(tuple(pieces), cost, free, credit, tier, allowance)
 
 

@@ -29,7 +29,13 @@ from edge_agent.field.worker import POLL, RELAY, TECHNICIAN, BusWorker
 from edge_agent.prepaid.enforcement import Decision
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import LedgerEntry
-from edge_agent.prepaid.tariff import Tariff, load_tariff, tariff_from_text
+from edge_agent.prepaid.tariff import (
+    Tariff,
+    combine_versions,
+    load_tariff,
+    tariff_from_text,
+    version_key,
+)
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
 
@@ -40,17 +46,20 @@ RELAY_ORDERS = {"trip": "trip", "keep_power_on": "keep_power",
 
 
 def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff]:
-    """Tariff files from the tariff directory, then those pushed by the head end."""
-    tariffs: dict[str, Tariff] = {}
+    """Tariff files from the tariff directory, then those pushed by the head end; versions of
+    one id (`effective_from`) are chained, a pushed version replacing a file's of the same
+    effective time."""
+    found: dict[tuple[str, str], Tariff] = {}
     directory = Path(config.tariff_dir)
     if directory.is_dir():
         for path in sorted(directory.glob("*.toml")):
             tariff = load_tariff(path)
-            tariffs[tariff.id] = tariff
+            found[(tariff.id, version_key(tariff))] = tariff
     if store is not None:
-        for tariff_id, body in store.tariffs().items():
-            tariffs[tariff_id] = tariff_from_text(body, f"head-end tariff {tariff_id}")
-    return tariffs
+        for row in store.tariff_versions():
+            tariff = tariff_from_text(row["body"], f"head-end tariff {row['id']}")
+            found[(tariff.id, version_key(tariff))] = tariff
+    return combine_versions(found.values())
 
 
 OPERATION_WAIT = 120.0  # seconds an operator request may wait for its bus
@@ -239,8 +248,12 @@ class Agent:
         tariff = tariff_from_text(body, f"head-end tariff {tariff_id}")
         if tariff.id != tariff_id:
             raise TariffError([f"tariff body has id {tariff.id!r}, command says {tariff_id!r}"])
-        self.store.save_tariff(tariff_id, body, self.clock.now())
-        self.on_processor(self.tariffs.__setitem__, tariff_id, tariff)
+        self.store.save_tariff(tariff_id, body, self.clock.now(), version_key(tariff))
+        existing = self.tariffs.get(tariff_id)
+        versions = {version_key(v): v for v in (existing.versions() if existing else ())}
+        versions[version_key(tariff)] = tariff
+        combined = combine_versions(versions.values())[tariff_id]
+        self.on_processor(self.tariffs.__setitem__, tariff_id, combined)
 
     # -- the loop -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
