@@ -85,6 +85,10 @@ class Agent:
                         for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
+        self.processor.started_at = self.started_at  # the start-up keep-power window
+        for account in config.accounts:  # [accounts.NAME]: the configuration wins at start
+            self.processor.set_account_class(account.name, account.policy_class,
+                                             account.tier_bonus_kwh, self.started_at, "config")
         self.progress_at = self.clock.monotonic()  # last time a poll cycle was stored
         self.cycles = 0
         self.services: list[Any] = []  # head-end link, command handler, control socket...
