@@ -179,15 +179,27 @@ def _load_policy(path: str | None) -> Policy:
 @click.option("--timezone", default="Asia/Shanghai", show_default=True)
 @click.option("--multiplier", default=1, show_default=True, type=int)
 @click.option("--allowance/--no-allowance", default=False, help="Meter gets the free allowance.")
+@click.option("--keep-power", "keep_power", multiple=True, metavar="METER",
+              help="A keep-power meter, never tripped (repeat).")
+@click.option("--relay-fail", "relay_fail", multiple=True, metavar="METER=TIMESTAMP",
+              help="The first relay action of METER at or after TIMESTAMP fails (repeat).")
+@click.option("--class", "classes", multiple=True, metavar="METER=CLASS",
+              help="Policy class of the meter's account, from the policy file (repeat).")
+@click.option("--as-given/--sorted", "as_given", default=False,
+              help="Rows in the file's order (arrival order) or sorted by time (default).")
 @json_option
 def bill_replay(readings: str, tariff_file: str, policy_file: str | None, opening: str,
                 topups: tuple[str, ...], timezone: str, multiplier: int, allowance: bool,
-                as_json: bool) -> None:
+                keep_power: tuple[str, ...], relay_fail: tuple[str, ...],
+                classes: tuple[str, ...], as_given: bool, as_json: bool) -> None:
     """Run a CSV of readings (timestamp,meter,kwh[,rate1..rate4]) through a tariff and policy.
 
     Uses the daemon's own billing and enforcement code on a scratch database; relay actions
-    are taken as confirmed.  Prints ledger entries, balances, alerts and relay decisions in
-    time order (JSON lines with --json).
+    are taken as confirmed unless --relay-fail says otherwise.  Rows with one timestamp next
+    to each other are one poll cycle (the trip guard counts them together); an empty kwh is a
+    poll the meter did not answer.  Top-ups apply at their time, also after the last reading
+    (TIMESTAMP=AMOUNT, or TIMESTAMP=AMOUNT@METER with several meters).  Prints ledger
+    entries, balances, alerts and relay decisions in order (JSON lines with --json).
 
     \b
     Example:
@@ -201,10 +213,18 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
         opening_amount = parse_decimal(opening, "--opening", places=4)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    rows = read_readings_csv(Path(readings), tz)
+    rows = read_readings_csv(Path(readings), tz, as_given)
     if not rows:
         raise UsageError(f"{readings}: no readings")
-    result = Replay(tariff_obj, policy, tz, opening_amount, multiplier, allowance).run(
+    failures = tuple((m, parse_time(t, tz, "--relay-fail")) for m, t in
+                     (_pair(spec, "--relay-fail", "METER=TIMESTAMP") for spec in relay_fail))
+    assigned = tuple(_pair(spec, "--class", "METER=CLASS") for spec in classes)
+    for _, name in assigned:
+        if name not in policy.class_names:
+            raise UsageError(f"--class: no class {name!r} in the policy (known: "
+                             f"{', '.join(policy.class_names) or 'none'})")
+    result = Replay(tariff_obj, policy, tz, opening_amount, multiplier, allowance,
+                    frozenset(keep_power), failures, assigned).run(
         rows, sorted(_parse_topup(t, tz) for t in topups))
     timeline, final = result.timeline, result.balances
     if as_json:
@@ -220,15 +240,18 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
         elif item["type"] == "event":
             click.echo(f"{ts}  EVENT {item['event']}  {item['detail']}")
         else:
-            click.echo(f"{ts}  RELAY {item['action']} {item['meter']} ({item['reason']})")
+            failed = "" if item.get("ok", True) else " FAILED"
+            click.echo(f"{ts}  RELAY {item['action']} {item['meter']} ({item['reason']})"
+                       f"{failed}")
     emit(final, False, lambda: click.echo("final balances: " + ", ".join(
         f"{a} {b}" for a, b in final.items())))
 
 
-def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str]:
+def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str, str | None]:
     when, sep, amount = spec.rpartition("=")
     if not sep:
-        raise UsageError(f"--topup {spec!r}: use TIMESTAMP=AMOUNT")
+        raise UsageError(f"--topup {spec!r}: use TIMESTAMP=AMOUNT[@METER]")
+    amount, _, meter = amount.partition("@")
     try:
         value = parse_decimal(amount, "top-up amount", places=4)
     except ValueError as exc:
@@ -236,8 +259,16 @@ def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str]:
     if value <= 0:
         raise UsageError(f"--topup {spec!r}: the amount must be positive")
     moment = parse_time(when, tz, "--topup")
-    return moment, value, f"replay-topup:{moment.isoformat()}:{value}"
+    meter = meter.strip()
+    txn = f"replay-topup:{moment.isoformat()}:{value}" + (f":{meter}" if meter else "")
+    return moment, value, txn, meter or None
 
+
+def _pair(spec: str, option: str, form: str) -> tuple[str, str]:
+    left, sep, right = spec.partition("=")
+    if not sep or not left.strip() or not right.strip():
+        raise UsageError(f"{option} {spec!r}: use {form}")
+    return left.strip(), right.strip()
 
 
 __all__ = ["bill", "tariff", "tariffs_verb"]
