@@ -67,6 +67,7 @@ class Replay:
             raise UsageError("no readings to replay")
         with tempfile.TemporaryDirectory(prefix="edge-agent-replay-") as tmp:
             store = Store(Path(tmp) / "replay.db")
+            store.scratch()
             try:
                 return self._run(store, rows, pending)
             finally:

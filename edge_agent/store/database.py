@@ -153,6 +153,11 @@ class Database:
             self.conn.execute("PRAGMA cache_size=-16384")
             self._local.large_cache = True
 
+    def scratch(self) -> None:
+        """A throw-away database (`bill replay`): commits need not reach the disk, so this
+        thread's connection stops waiting for fsync."""
+        self.conn.execute("PRAGMA synchronous=OFF")
+
     @property
     def db(self) -> sqlite_utils.Database:
         self.conn  # noqa: B018  (creates this thread's connection)
