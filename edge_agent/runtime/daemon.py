@@ -337,6 +337,10 @@ class Agent:
             self.tariffs.update(load_tariffs(new, self.store))
             self.register_meters()
             self.processor.policy = self._policy(new)
+            for account in new.accounts:
+                self.processor.set_account_class(account.name, account.policy_class,
+                                                 account.tier_bonus_kwh, self.clock.now(),
+                                                 "config")
             self.processor.reload()
 
         self.on_processor(apply)
