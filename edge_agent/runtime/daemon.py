@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,22 @@ class Agent:
         self.dispatch(decisions)
         return added
 
+    def apply_topup(self, entry: LedgerEntry, seq: int | None) -> list[dict[str, object]]:
+        """A head-end top-up with its per-account sequence number (None: none given); a gap
+        raises `topup_gap` for the head end to resend what is missing."""
+        added, decisions = self.on_processor(self.processor.apply_topup, entry, seq,
+                                             self.clock.now())
+        self.dispatch(decisions)
+        return added
+
+    def set_account_class(self, account: str, policy_class: str | None,
+                          tier_bonus_kwh: Decimal | None = None,
+                          actor: str = "headend") -> None:
+        """Assign an account's policy class (None: the default policy) and household tier
+        bonus (None: unchanged); an unknown class raises `UnknownPolicyClass`."""
+        self.on_processor(self.processor.set_account_class, account, policy_class,
+                          tier_bonus_kwh, self.clock.now(), actor)
+
     def dispatch(self, decisions: list[Decision], actor: str = "policy") -> list[Future[Any]]:
         futures = []
         for decision in decisions:
@@ -207,9 +224,13 @@ class Agent:
         return futures
 
     def operator_relay(self, meter: str, order: str, actor: str,
-                       reason: str = "") -> dict[str, Any]:
+                       reason: str = "", force: bool = False) -> dict[str, Any]:
         """A relay order from the head end or a technician (trip, close, keep_power_on/off):
-        ahead of polling on the meter's bus, confirmed, recorded as an event with who did it."""
+        ahead of polling on the meter's bus, confirmed, recorded as an event with who did it.
+        A trip of a meter whose account class needs force (hospital) is refused without
+        `force` (`Conflict`)."""
+        if order == "trip":
+            self.on_processor(self.processor.check_operator_trip, meter, force)
         action = RELAY_ORDERS.get(order) or self.processor.policy.close_mode
         worker = self.worker_for(meter)
         try:
