@@ -70,6 +70,7 @@ class Processor:
         self.alerts = self.store.alert_states()
         self.online = self.store.online_states()
         self.account_settings = self.store.account_settings()
+        self._first_commissioned: dict[str, datetime] | None = None
         self.counters: dict[tuple[str, str], str] = {}
         self.day_window: dict[str, list[list[int]]] = getattr(self, "day_window", {})
 
@@ -228,15 +229,26 @@ class Processor:
         self._daily_cost[account] = (now, cost)
         return cost
 
+    def _connected(self) -> dict[str, datetime]:
+        """When each account's first meter was commissioned (cached until `reload`)."""
+        if self._first_commissioned is None:
+            first: dict[str, datetime] = {}
+            for state in self.billing.values():
+                when = state.commissioned_at
+                if when is not None and (state.account not in first
+                                         or when < first[state.account]):
+                    first[state.account] = when
+            self._first_commissioned = first
+        return self._first_commissioned
+
     def _usage_estimate(self, account: str, now: datetime) -> Decimal | None:
         """Spend over the days actually observed: a customer connected yesterday has one day
         of history, not `usage_window_days` (dividing by those would understate the spend)."""
         window = timedelta(days=self.policy_of(account).usage_window_days)
-        connected = [s.commissioned_at for s in self.billing.values()
-                     if s.account == account and s.commissioned_at is not None]
+        connected = self._connected().get(account)
         # Under a day of history counts as one day: the spend so far is then a lower bound of
         # a day's spend, where one evening hour times 24 would overstate it.
-        observed = max(MIN_OBSERVED, min(window, now - min(connected))) if connected else window
+        observed = max(MIN_OBSERVED, min(window, now - connected)) if connected else window
         spent = self.store.charges_since(account, now - observed)
         if spent <= 0:
             return None
