@@ -185,13 +185,18 @@ def _load_policy(path: str | None) -> Policy:
               help="The first relay action of METER at or after TIMESTAMP fails (repeat).")
 @click.option("--class", "classes", multiple=True, metavar="METER=CLASS",
               help="Policy class of the meter's account, from the policy file (repeat).")
+@click.option("--boot", "boot", default=None, metavar="TIMESTAMP",
+              help="The agent started then (startup_keep_power_minutes applies).")
+@click.option("--headend-seen", "headend_seen", default=None, metavar="TIMESTAMP",
+              help="Last heard from the head end then (offline_enforcement_hours applies).")
 @click.option("--as-given/--sorted", "as_given", default=False,
               help="Rows in the file's order (arrival order) or sorted by time (default).")
 @json_option
 def bill_replay(readings: str, tariff_file: str, policy_file: str | None, opening: str,
                 topups: tuple[str, ...], timezone: str, multiplier: int, allowance: bool,
                 keep_power: tuple[str, ...], relay_fail: tuple[str, ...],
-                classes: tuple[str, ...], as_given: bool, as_json: bool) -> None:
+                classes: tuple[str, ...], boot: str | None, headend_seen: str | None,
+                as_given: bool, as_json: bool) -> None:
     """Run a CSV of readings (timestamp,meter,kwh[,rate1..rate4]) through a tariff and policy.
 
     Uses the daemon's own billing and enforcement code on a scratch database; relay actions
@@ -224,7 +229,10 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
             raise UsageError(f"--class: no class {name!r} in the policy (known: "
                              f"{', '.join(policy.class_names) or 'none'})")
     result = Replay(tariff_obj, policy, tz, opening_amount, multiplier, allowance,
-                    frozenset(keep_power), failures, assigned).run(
+                    frozenset(keep_power), failures, assigned,
+                    parse_time(boot, tz, "--boot") if boot else None,
+                    parse_time(headend_seen, tz, "--headend-seen") if headend_seen else None,
+                    ).run(
         rows, sorted(_parse_topup(t, tz) for t in topups))
     timeline, final = result.timeline, result.balances
     if as_json:

@@ -41,7 +41,8 @@ class Replay:
 
     `keep_power`: meters that are never tripped; `relay_failures`: (meter, from) pairs, the
     first relay action of the meter at or after `from` fails (once each); `classes`: meter ->
-    policy class of its account.
+    policy class of its account; `boot`, `headend_seen`: the daemon's start and the last time
+    it heard from the head end, for the start-up and offline holds.
     """
 
     tariff: Tariff
@@ -53,6 +54,8 @@ class Replay:
     keep_power: frozenset[str] = frozenset()
     relay_failures: tuple[tuple[str, datetime], ...] = ()
     classes: tuple[tuple[str, str], ...] = ()
+    boot: datetime | None = None  # the agent started then: the start-up window applies
+    headend_seen: datetime | None = None  # last heard from the head end (offline horizon)
 
     def run(self, rows: list[Row], topups: list[TopUp] | list[AccountTopUp]) -> ReplayResult:
         """Bill `rows` in the order given (`read_readings_csv` sorts them by time unless asked
@@ -86,6 +89,9 @@ class Replay:
                                         keep_power=meter in self.keep_power),
                             first_kwh, meter_ts)
         proc = Processor(store, {self.tariff.id: self.tariff}, self.policy, self.tz, "replay")
+        proc.started_at = self.boot
+        if self.headend_seen is not None:
+            store.set_headend_last_seen(self.headend_seen)
         for meter, name in self.classes:
             proc.set_account_class(f"account-{meter}", name, now=first_ts, actor="replay")
         accounts = [f"account-{m}" for m in meters]

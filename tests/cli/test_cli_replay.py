@@ -101,3 +101,18 @@ def test_topup_needs_a_meter_with_several_and_classes_come_from_the_policy(tmp_p
                    "trips_need_force = true\n")
     assert [a for _, a, _, _ in relays(lines)] == ["alarm"]
     assert events(lines, "cutoff_deferred")[0]["detail"]["reason"] == "force_required"
+
+
+def test_startup_and_offline_holds_in_replay(tmp_path) -> None:
+    rows = ("2026-11-22T08:00,m1,100.00\n2026-11-22T09:00,m1,110.00\n"
+            "2026-11-22T09:05,m1,110.00\n2026-11-22T09:20,m1,110.00\n")
+    lines = replay(tmp_path, rows, "--opening", "1", "--boot", "2026-11-22T09:00",
+                   policy="alarm_grace_minutes = 0\nstartup_keep_power_minutes = 15\n")
+    assert relays(lines) == [("m1", "alarm", "09:00", True), ("m1", "trip", "09:20", True)]
+    assert [x["event"] for x in lines if x["type"] == "event" and
+            x["event"].startswith("enforcement_")] == ["enforcement_suspended",
+                                                        "enforcement_resumed"]
+    lines = replay(tmp_path, rows, "--opening", "1", "--headend-seen", "2026-11-21T08:00",
+                   policy="alarm_grace_minutes = 0\noffline_enforcement_hours = 24\n")
+    assert [a for _, a, _, _ in relays(lines)] == ["alarm"]
+    assert events(lines, "cutoff_deferred")[0]["detail"]["reason"] == "headend_unreachable"
