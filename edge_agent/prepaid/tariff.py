@@ -1,10 +1,13 @@
 """Tariffs: a validated TOML format and the exact pricing of one reading interval.
 
 Pricing is a pure function.  The energy of an interval `[start, end)` is split at every
-boundary that changes its price (a time-of-use window edge, the start of a tier period or a
-season, a month for the free allowance), in proportion to time and in whole 0.01 kWh units
-(largest remainder, so the parts add up exactly), and each part is priced.  A meter that has
-per-rate registers gives its own time-of-use split instead.  See docs/tariffs.md.
+boundary that may change its price (a time-of-use window edge, a critical-peak or season
+edge, the start of a tier period, a month for the free allowance, a tariff version's
+`effective_from`), in proportion to elapsed time and in whole 0.01 kWh units (rounded on
+running totals, so the parts add up exactly and a boundary where nothing changes moves
+nothing), and each part is priced: by its TOU rate, by its tier, or both (tiers on a TOU
+tariff).  A meter that has per-rate registers gives its own time-of-use split instead.  See
+docs/prepaid.md.
 """
 
 from __future__ import annotations
@@ -366,17 +369,16 @@ def _tou(energy: dict[str, Any], where: str, problems: list[str]) -> dict[str, A
     _cover_day(out["windows"], f"{where}.windows", problems)
     _critical_overlaps(critical, f"{where}.windows", problems)
     if "seasons" in energy:
-        seasons = [
-            Season(str(entry.get("name", f"season{index + 1}")),
-                   _md(entry.get("start"), f"{here}.start", problems),
-                   _md(entry.get("end"), f"{here}.end", problems),
-                   windows=_windows(entry.get("windows"), f"{here}.windows", prices, problems))
-            for index, here, entry in _tables(energy["seasons"], f"{where}.seasons",
-                                              {"name", "start", "end", "windows"},
-                                              "{name, start, end, windows} seasons", problems)]
-        for season, (_, here, _) in zip(seasons, _indexed(seasons, f"{where}.seasons"),
-                                        strict=True):
-            _cover_day(season.windows, f"{here}.windows", problems)
+        seasons = []
+        for index, here, entry in _tables(energy["seasons"], f"{where}.seasons",
+                                          {"name", "start", "end", "windows"},
+                                          "{name, start, end, windows} seasons", problems):
+            windows = _windows(entry.get("windows"), f"{here}.windows", prices, problems)
+            _cover_day(windows, f"{here}.windows", problems)
+            seasons.append(Season(str(entry.get("name", f"season{index + 1}")),
+                                  _md(entry.get("start"), f"{here}.start", problems),
+                                  _md(entry.get("end"), f"{here}.end", problems),
+                                  windows=windows))
         _season_overlaps(seasons, f"{where}.seasons", problems)
         out["window_seasons"] = tuple(seasons)
     use_registers = energy.get("use_meter_registers", True)
@@ -392,11 +394,6 @@ def _tou(energy: dict[str, Any], where: str, problems: list[str]) -> dict[str, A
                      problems)
             out |= _tiered(tiers, f"{where}.tiers", problems, prices)
     return out
-
-
-def _indexed(items: list[Any], where: str) -> Iterator[tuple[int, str, Any]]:
-    for index, item in enumerate(items):
-        yield index, f"{where}[{index}]", item
 
 
 def _windows(raw: object, where: str, prices: dict[str, Decimal], problems: list[str],

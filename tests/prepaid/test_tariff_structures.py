@@ -176,3 +176,12 @@ def test_critical_windows_may_not_overlap_in_a_month_and_prorate_needs_a_year() 
     with pytest.raises(TariffError) as info:
         tariff_from_text(text, "y.toml")
     assert any("prorate: only with period" in p for p in info.value.problems)
+
+
+def test_season_windows_must_cover_the_day() -> None:
+    text = (TARIFFS / "seasonal-tou.toml").read_text().replace(
+        '{ start = "17:00", end = "24:00", rate = "flat" },\n]', ']', 1)
+    with pytest.raises(TariffError) as info:
+        tariff_from_text(text, "s.toml")
+    assert info.value.problems == [
+        "s.toml: [energy].seasons[0].windows: 17:00-24:00 is not covered"]
