@@ -648,10 +648,11 @@ def _elapsed(a: datetime, b: datetime) -> int:
 def split_energy(kwh: Decimal, spans: list[tuple[datetime, datetime]]) -> list[Decimal]:
     """Share `kwh` over time spans in proportion to their elapsed time, in 0.01 kWh units.
 
-    Rounded on running totals: the energy used by the end of each span is rounded down to
-    0.01 kWh (as a register advancing in 0.01 kWh steps would show it) and each span gets the
-    difference.  So the shares add up to `kwh`, and a split point where the price does not
-    change moves no energy between prices (docs/prepaid.md, "Rounding").
+    Rounded on running totals: the energy used by the end of each span is rounded to the
+    nearest 0.01 kWh (halves up) and each span gets the difference.  So the shares add up to
+    `kwh`, a split point where the price does not change moves no energy between prices, and
+    an interval with one split point is shared exactly as before (docs/prepaid.md,
+    "Rounding").
     """
     if len(spans) == 1:
         return [kwh]
@@ -664,7 +665,7 @@ def split_energy(kwh: Decimal, spans: list[tuple[datetime, datetime]]) -> list[D
     done = elapsed = 0
     for length in lengths:
         elapsed += length
-        upto = units * elapsed // total
+        upto = (2 * units * elapsed + total) // (2 * total)  # nearest, halves up
         shares.append(upto - done)
         done = upto
     rest = kwh - units * CENT_KWH  # energy finer than 0.01 kWh stays with the last span
