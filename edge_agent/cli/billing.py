@@ -169,8 +169,10 @@ def _load_policy(path: str | None) -> Policy:
 
 @bill.command("replay")
 @click.argument("readings", type=click.Path(exists=True, dir_okay=False))
-@click.option("--tariff", "tariff_file", required=True, type=click.Path(exists=True),
-              help="Tariff file to bill with.")
+@click.option("--tariff", "tariff_files", required=True, multiple=True,
+              type=click.Path(exists=True),
+              help="Tariff file to bill with; repeat for versions of one tariff "
+                   "(effective_from).")
 @click.option("--policy", "policy_file", default=None, type=click.Path(exists=True),
               help="TOML with a [policy] table (default: the built-in policy).")
 @click.option("--opening", default="0", show_default=True, help="Opening balance, yuan.")
@@ -192,7 +194,7 @@ def _load_policy(path: str | None) -> Policy:
 @click.option("--as-given/--sorted", "as_given", default=False,
               help="Rows in the file's order (arrival order) or sorted by time (default).")
 @json_option
-def bill_replay(readings: str, tariff_file: str, policy_file: str | None, opening: str,
+def bill_replay(readings: str, tariff_files: tuple[str, ...], policy_file: str | None, opening: str,
                 topups: tuple[str, ...], timezone: str, multiplier: int, allowance: bool,
                 keep_power: tuple[str, ...], relay_fail: tuple[str, ...],
                 classes: tuple[str, ...], boot: str | None, headend_seen: str | None,
@@ -212,7 +214,10 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
           --topup 2026-12-01T09:00=50
     """
     tz = ZoneInfo(timezone)
-    tariff_obj = load_tariff(tariff_file)
+    chains = combine_versions(load_tariff(path) for path in tariff_files)
+    if len(chains) != 1:
+        raise UsageError(f"--tariff: give versions of one tariff, not {', '.join(chains)}")
+    [tariff_obj] = chains.values()
     policy = _load_policy(policy_file)
     try:
         opening_amount = parse_decimal(opening, "--opening", places=4)

@@ -116,3 +116,19 @@ def test_startup_and_offline_holds_in_replay(tmp_path) -> None:
                    policy="alarm_grace_minutes = 0\noffline_enforcement_hours = 24\n")
     assert [a for _, a, _, _ in relays(lines)] == ["alarm"]
     assert events(lines, "cutoff_deferred")[0]["detail"]["reason"] == "headend_unreachable"
+
+
+def test_replay_with_a_pending_tariff_version(tmp_path) -> None:
+    # 0.56 until 2026-11-22 10:00, then 0.60: 10 kWh 09:30-10:30 split 5 / 5 at the switch:
+    # 2.80 + 3.00 = 5.80.
+    new = tmp_path / "flat-new.toml"
+    new.write_text('[tariff]\nid = "flat"\neffective_from = 2026-11-22T10:00:00\n'
+                   '[energy]\ntype = "flat"\nprice = "0.6000"\n')
+    lines = replay(tmp_path, "2026-11-22T09:30,m1,100.00\n2026-11-22T10:30,m1,110.00\n",
+                   "--tariff", str(new), "--opening", "10", policy="")
+    assert lines[-1]["balances"] == {"account-m1": "4.2000"}
+    csv = tmp_path / "r.csv"
+    result = CliRunner().invoke(main, ["bill", "replay", str(csv), "--tariff",
+                                       str(TARIFFS / "flat.toml"), "--tariff",
+                                       str(TARIFFS / "winter-tiered.toml")])
+    assert result.exit_code == 2 and "versions of one tariff" in result.stderr
