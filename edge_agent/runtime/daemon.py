@@ -64,6 +64,7 @@ def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff
 
 
 OPERATION_WAIT = 120.0  # seconds an operator request may wait for its bus
+HEADEND_NOTE_INTERVAL = 60.0  # seconds between writes of headend_last_seen
 
 
 class Agent:
@@ -98,6 +99,7 @@ class Agent:
         self._polling: dict[str, Future[Any]] = {}
         self.reload_requested = threading.Event()
         self._status_at = float("-inf")
+        self._headend_noted = float("-inf")
 
     # -- set-up ---------------------------------------------------------------------------
     def _policy(self, config: Config) -> Any:
@@ -314,6 +316,7 @@ class Agent:
         try:
             while not self.stop_event.is_set():
                 self.schedule()
+                self.note_headend()
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
@@ -321,6 +324,16 @@ class Agent:
                 self.stop_event.wait(0.2)
         finally:
             self.shutdown()
+
+    def note_headend(self) -> None:
+        """While connected to the head end's broker, record `headend_last_seen` (once a
+        minute): the offline horizon of enforcement counts from it (docs/prepaid.md)."""
+        if self.link is None or not self.link.connected.is_set():
+            return
+        now = self.clock.monotonic()
+        if now - self._headend_noted >= HEADEND_NOTE_INTERVAL:
+            self._headend_noted = now
+            self.store.set_headend_last_seen(self.clock.now())
 
     def feed_watchdog(self) -> None:
         """WATCHDOG=1 only while cycles keep being stored (a stuck bus or DB starves it)."""
