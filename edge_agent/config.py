@@ -86,6 +86,15 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class AccountConfig:
+    """`[accounts.NAME]`: what the gateway knows of a customer beyond its meters."""
+
+    name: str
+    policy_class: str | None = None  # a [policy.classes.NAME]; None: the default policy
+    tier_bonus_kwh: Decimal = Decimal(0)  # household bonus on every tier threshold
+
+
+@dataclass(frozen=True)
 class Config:
     gateway_id: str = "gw1"
     database: str = "/var/lib/edge-agent/agent.db"
@@ -99,6 +108,7 @@ class Config:
     meters: tuple[MeterConfig, ...] = ()
     policy: Policy = field(default_factory=Policy)
     policy_raw: dict[str, Any] = field(default_factory=dict)
+    accounts: tuple[AccountConfig, ...] = ()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
@@ -130,7 +140,8 @@ _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "us
               "reconnect_max": (int, float), "status_interval": (int, float)}
 _KEYS_KEYS = {"directory": str, "headend_keys": str, "clock_skew": int}
 _RETENTION_KEYS = {"outbox_max_messages": int, "outbox_max_age_days": int}
-_TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention"}
+_TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention", "accounts"}
+_ACCOUNT_KEYS = {"policy_class": str, "tier_bonus_kwh": str}
 
 
 class _Locator:
@@ -236,6 +247,8 @@ def parse_config(text: str, source: str = "agent.toml") -> Config:
                 key = part.split(":")[0].removeprefix("[policy].").removeprefix("[policy]")
                 line = check.locate.line("policy", None, key or None)
                 check.problems.append(f"{source}:{line}: {part}" if line else f"{source}: {part}")
+    values["accounts"] = _accounts(check, data.get("accounts", {}),
+                                   values.get("policy", Policy()))
     mqtt = check.table(data.get("mqtt", {}), _MQTT_KEYS, "mqtt")
     if mqtt:
         if "protocol" in mqtt and mqtt["protocol"] not in ("3.1.1", "5"):
@@ -336,6 +349,33 @@ def _meters(check: _Checker, raw: Any, buses: dict[str, BusConfig]) -> list[Mete
         if not missing:
             meters.append(MeterConfig(**meter))
     return meters
+
+
+def _accounts(check: _Checker, raw: Any, policy: Policy) -> tuple[AccountConfig, ...]:
+    """`[accounts.NAME]` tables: policy class (must exist) and household tier bonus."""
+    if not isinstance(raw, dict):
+        check.add("accounts", None, None, "must be [accounts.NAME] tables")
+        return ()
+    out = []
+    for name, entry in raw.items():
+        table = f"accounts.{name}"
+        values = check.table(entry, _ACCOUNT_KEYS, table)
+        policy_class = values.get("policy_class")
+        if policy_class is not None and policy_class not in policy.class_names:
+            check.add(table, None, "policy_class", f"no [policy.classes.{policy_class}] "
+                      f"(known: {', '.join(policy.class_names) or 'none'})")
+        bonus = Decimal(0)
+        if "tier_bonus_kwh" in values:
+            try:
+                bonus = Decimal(values["tier_bonus_kwh"])
+                if bonus < 0 or bonus != bonus.quantize(Decimal("0.01")):
+                    raise ValueError
+            except (ArithmeticError, ValueError):
+                check.add(table, None, "tier_bonus_kwh",
+                          f"{values['tier_bonus_kwh']!r} is not kWh >= 0 (2 decimals at most)")
+                bonus = Decimal(0)
+        out.append(AccountConfig(str(name), policy_class, bonus))
+    return tuple(out)
 
 
 def load_config(path: str | Path) -> Config:

@@ -105,6 +105,10 @@ class UnknownBus(NotFound):
     kind = "unknown_bus"
 
 
+class UnknownPolicyClass(NotFound):
+    kind = "unknown_policy_class"
+
+
 class Conflict(EdgeAgentError):
     """The thing exists already, or is in a state the operation cannot start from."""
 

@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 from edge_agent.prepaid.money import ZERO, format_money
 from edge_agent.prepaid.records import Event, LedgerEntry, MeterBilling, RegisterReading
 from edge_agent.prepaid.tariff import (
+    NO_ACCOUNT,
+    Account,
     Tariff,
     daily_charge_days,
     price_interval,
@@ -33,8 +35,8 @@ class BillResult:
 
 
 def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: ZoneInfo,
-         gateway: str) -> BillResult:
-    """Bill one reading of one meter."""
+         gateway: str, tier_bonus: Decimal = ZERO) -> BillResult:
+    """Bill one reading of one meter (`tier_bonus`: the account's household tier bonus)."""
     entries: list[LedgerEntry] = []
     events: list[Event] = []
     if state.last_kwh is None or state.last_ts is None:
@@ -59,8 +61,12 @@ def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: Zone
                     for new, old in zip(reading.rates, state.last_rates, strict=True)]
         if any(part < 0 for part in rate_kwh):
             rate_kwh = None
+    account = NO_ACCOUNT
+    if tier_bonus or tariff.prorate or tariff.later:
+        since = state.commissioned_at.astimezone(tz).date() if state.commissioned_at else None
+        account = Account(since, tier_bonus)
     priced = price_interval(tariff, state.last_ts, when, kwh, tz, state.tier,
-                            state.allowance_state, rate_kwh, state.allowance)
+                            state.allowance_state, rate_kwh, state.allowance, account)
     seq = state.charge_seq + 1
     if priced.cost:
         detail = {
@@ -87,13 +93,18 @@ def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: Zone
 
 def _daily(state: MeterBilling, when: datetime, tariff: Tariff, tz: ZoneInfo,
            gateway: str) -> list[LedgerEntry]:
-    if not tariff.daily_charge:
+    if not (tariff.daily_charge or any(v.daily_charge for v in tariff.later)):
         return []
     start = (state.commissioned_at or state.last_ts or when).astimezone(tz).date()
     days = daily_charge_days(state.last_daily, when.astimezone(tz).date(), start)
-    return [
-        LedgerEntry(f"{gateway}:daily:{state.meter}:{day.isoformat()}", state.account, "charge",
-                    -tariff.daily_charge, when, state.meter,
-                    {"fixed": "daily", "day": day.isoformat(), "tariff": tariff.id})
-        for day in days
-    ]
+    entries = []
+    for day in days:
+        # The version of the tariff in force at the start of the day sets the day's charge.
+        charge = tariff.at(datetime(day.year, day.month, day.day, tzinfo=tz), tz).daily_charge \
+            if tariff.later else tariff.daily_charge
+        if charge:
+            entries.append(LedgerEntry(
+                f"{gateway}:daily:{state.meter}:{day.isoformat()}", state.account, "charge",
+                -charge, when, state.meter,
+                {"fixed": "daily", "day": day.isoformat(), "tariff": tariff.id}))
+    return entries

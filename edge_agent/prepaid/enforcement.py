@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,11 +49,13 @@ class Decision:
 
 
 def protection(policy: Policy, now: datetime, tz: ZoneInfo, keep_power: bool) -> str | None:
-    """Why a trip must wait now, or None."""
+    """Why a trip must wait now, or None (this meter's reasons; see `gateway_hold`)."""
     if keep_power:
         return "keep_power"
     if policy.no_cutoff:
         return "no_cutoff"
+    if policy.trips_need_force:
+        return "force_required"  # hospital / VIP class: only an operator's forced trip
     local = now.astimezone(tz)
     if local.date() in policy.holidays:
         return "holiday"
@@ -65,8 +67,34 @@ def protection(policy: Policy, now: datetime, tz: ZoneInfo, keep_power: bool) ->
     return None
 
 
+def gateway_hold(policy: Policy, now: datetime, started_at: datetime | None,
+                 headend_last_seen: datetime | None) -> str | None:
+    """Why no meter may be tripped now, whatever its balance, or None.
+
+    - `startup`: the agent started less than `startup_keep_power_minutes` ago; top-ups queued
+      while it was down have not arrived yet, and the relays' state is not yet confirmed.
+    - `headend_unreachable`: nothing heard from the head end for `offline_enforcement_hours`;
+      a customer who pays now cannot be restored, so no new trips.  A gateway that has never
+      heard from a head end (none configured) enforces as before.
+    """
+    if (started_at is not None and policy.startup_keep_power_minutes
+            and now - started_at < timedelta(minutes=policy.startup_keep_power_minutes)):
+        return "startup"
+    if (headend_last_seen is not None and policy.offline_enforcement_hours
+            and now - headend_last_seen >= timedelta(hours=policy.offline_enforcement_hours)):
+        return "headend_unreachable"
+    return None
+
+
+def trip_hold(policy: Policy, now: datetime, tz: ZoneInfo, keep_power: bool,
+              hold: str | None) -> str | None:
+    """Every reason a trip must wait: the meter's protections, then the gateway's hold."""
+    return protection(policy, now, tz, keep_power) or hold
+
+
 def decide(state: MeterEnforcement, balance: Decimal, policy: Policy, now: datetime,
-           tz: ZoneInfo, online: bool = True, consumed_kwh: Decimal = ZERO) -> Decision:
+           tz: ZoneInfo, online: bool = True, consumed_kwh: Decimal = ZERO,
+           hold: str | None = None) -> Decision:
     """The relay decision for one meter in this cycle."""
     events: list[Event] = []
 
@@ -107,7 +135,7 @@ def decide(state: MeterEnforcement, balance: Decimal, policy: Policy, now: datet
     since = state.alarm_since or now
     if now - since < policy.alarm_grace:
         return Decision(state.meter, None, state, events, "within alarm grace")
-    reason = protection(policy, now, tz, state.keep_power)
+    reason = trip_hold(policy, now, tz, state.keep_power, hold)
     if reason is not None:
         if state.deferred != reason:
             event("cutoff_deferred", "info", reason=reason)

@@ -6,6 +6,7 @@ a head-end `set_policy`) and names every wrong key; the rest of `prepaid/` only 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -33,17 +34,41 @@ class Policy:
     trip_guard_min: int = 3
     relay_confirm_attempts: int = 3
     relay_backoff: float = 1.0
+    trips_need_force: bool = False  # hospital / VIP: the policy never trips, an operator may
+    offline_enforcement_hours: int = 24  # 0: trip however long the head end is silent
+    startup_keep_power_minutes: int = 0  # no policy trips this long after the agent starts
+    classes: tuple[tuple[str, Policy], ...] = ()  # named policies (defaults overridden)
 
     @property
     def cutoff_level(self) -> Decimal:
         return -self.overdraft
+
+    def for_class(self, name: str | None) -> Policy:
+        """The policy of an account's class; the default for None or a class since removed
+        (an account is never left without a policy)."""
+        if name is None:
+            return self
+        for class_name, policy in self.classes:
+            if class_name == name:
+                return policy
+        return self
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.classes)
 
 
 POLICY_KEYS = {
     "alert_levels", "alert_days_left", "usage_window_days", "overdraft", "restore_level",
     "alarm_grace_minutes", "close_mode", "protected_hours", "holidays", "no_cutoff",
     "max_trip_share", "trip_guard_min", "relay_confirm_attempts", "relay_backoff_seconds",
+    "trips_need_force", "offline_enforcement_hours", "startup_keep_power_minutes", "classes",
 }
+# Settings of the whole gateway, not of a customer: a class may not change them.
+GATEWAY_KEYS = {"max_trip_share", "trip_guard_min", "relay_confirm_attempts",
+                "relay_backoff_seconds", "offline_enforcement_hours",
+                "startup_keep_power_minutes", "classes"}
+CLASS_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
@@ -85,6 +110,8 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
                 problems.append(f"{where}.alert_levels[{index}]: {exc}")
         out["alert_levels"] = tuple(sorted(levels, reverse=True))
     integer("usage_window_days", "usage_window_days", 1, 90)
+    integer("offline_enforcement_hours", "offline_enforcement_hours", 0, 24 * 365)
+    integer("startup_keep_power_minutes", "startup_keep_power_minutes", 0, 24 * 60)
     integer("trip_guard_min", "trip_guard_min", 0, 100000)
     integer("relay_confirm_attempts", "relay_confirm_attempts", 1, 20)
     if "alarm_grace_minutes" in raw:
@@ -106,11 +133,12 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
                             f"{', '.join(CLOSE_MODES)}")
         else:
             out["close_mode"] = raw["close_mode"]
-    if "no_cutoff" in raw:
-        if not isinstance(raw["no_cutoff"], bool):
-            problems.append(f"{where}.no_cutoff: must be true or false")
-        else:
-            out["no_cutoff"] = raw["no_cutoff"]
+    for flag in ("no_cutoff", "trips_need_force"):
+        if flag in raw:
+            if not isinstance(raw[flag], bool):
+                problems.append(f"{where}.{flag}: must be true or false")
+            else:
+                out[flag] = raw[flag]
     if "max_trip_share" in raw:
         try:
             share = parse_decimal(raw["max_trip_share"], "max_trip_share")
@@ -124,9 +152,16 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
         for index, text in enumerate(raw["protected_hours"]):
             try:
                 start, end = (_minutes(p) for p in str(text).split("-"))
-                windows.append((start, end))
             except ValueError:
                 problems.append(f"{where}.protected_hours[{index}]: {text!r} is not HH:MM-HH:MM")
+                continue
+            if start == end:
+                # Empty or the whole day?  Either reading surprises someone: refuse it, and
+                # name the setting that protects all day.
+                problems.append(f"{where}.protected_hours[{index}]: {text!r} starts and ends "
+                                "at the same time (to protect all day use no_cutoff = true)")
+                continue
+            windows.append((start, end))
         out["protected_hours"] = tuple(windows)
     if "holidays" in raw:
         days = set()
@@ -136,6 +171,8 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
             except ValueError:
                 problems.append(f"{where}.holidays[{index}]: {text!r} is not a date YYYY-MM-DD")
         out["holidays"] = frozenset(days)
+    if "classes" in raw:
+        out["classes"] = _classes(raw, where, problems)
     policy = Policy(**out)
     if policy.restore_level < policy.cutoff_level:
         problems.append(f"{where}.restore_level: {policy.restore_level} is below the cutoff "
@@ -143,6 +180,33 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
     if problems:
         raise ConfigError("; ".join(problems))
     return policy
+
+
+def _classes(raw: dict[str, Any], where: str,
+             problems: list[str]) -> tuple[tuple[str, Policy], ...]:
+    """`[policy.classes.NAME]`: each class is the default policy with its own keys on top."""
+    table = raw["classes"]
+    if not isinstance(table, dict):
+        problems.append(f"{where}.classes: must be a table of [policy.classes.NAME] tables")
+        return ()
+    base = {k: v for k, v in raw.items() if k != "classes"}
+    out = []
+    for name, overrides in table.items():
+        here = f"{where}.classes.{name}"
+        if not CLASS_NAME.fullmatch(name):
+            problems.append(f"{here}: a class name is 1-32 letters, digits, '_' or '-'")
+            continue
+        if not isinstance(overrides, dict):
+            problems.append(f"{here}: must be a table of policy settings")
+            continue
+        for key in sorted(overrides.keys() & GATEWAY_KEYS):
+            problems.append(f"{here}.{key}: a setting of the whole gateway, not of a class")
+        try:
+            out.append((name, parse_policy({**base, **{k: v for k, v in overrides.items()
+                                                        if k not in GATEWAY_KEYS}}, here)))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return tuple(out)
 
 
 def _minutes(text: str) -> int:

@@ -8,13 +8,18 @@ back as `Decision`s; the caller carries them out, confirms them, and reports the
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from edge_agent.errors import TariffError, UnknownMeter
+from edge_agent.errors import (
+    Conflict,
+    Malformed,
+    TariffError,
+    UnknownMeter,
+    UnknownPolicyClass,
+)
 from edge_agent.prepaid.billing import BillResult, bill
 from edge_agent.prepaid.enforcement import (
     AlertState,
@@ -22,6 +27,7 @@ from edge_agent.prepaid.enforcement import (
     MeterEnforcement,
     check_alerts,
     decide,
+    gateway_hold,
     guard,
 )
 from edge_agent.prepaid.money import ZERO, from_micro
@@ -30,7 +36,9 @@ from edge_agent.prepaid.records import Event, LedgerEntry, Poll
 from edge_agent.prepaid.tariff import Tariff
 from edge_agent.store import Store
 
-DAILY_COST_REFRESH = 3600.0  # seconds a cached usage estimate stays good
+DAILY_COST_REFRESH = timedelta(hours=1)  # how long a usage estimate stays good
+MIN_OBSERVED = timedelta(days=1)  # the shortest history a daily spend is divided by
+DAY_SECONDS = Decimal(86400)
 
 
 TAMPER_COUNTERS = ("cover_open_count", "terminal_cover_open_count",
@@ -50,7 +58,9 @@ class Processor:
         self.policy = policy
         self.tz = tz
         self.gateway = gateway
-        self._daily_cost: dict[str, tuple[float, Decimal | None]] = {}
+        self._daily_cost: dict[str, tuple[datetime, Decimal | None]] = {}
+        self.started_at: datetime | None = None  # set by the daemon: the start-up window
+        self.hold: str | None = None  # the gateway-wide trip hold in force (audited)
         self.reload()
 
     def reload(self) -> None:
@@ -59,6 +69,8 @@ class Processor:
         self.enforcement = self.store.enforcement_states()
         self.alerts = self.store.alert_states()
         self.online = self.store.online_states()
+        self.account_settings = self.store.account_settings()
+        self._first_commissioned: dict[str, datetime] | None = None
         self.counters: dict[tuple[str, str], str] = {}
         self.day_window: dict[str, list[list[int]]] = getattr(self, "day_window", {})
 
@@ -93,7 +105,8 @@ class Processor:
             if state is None:
                 raise UnknownMeter(f"meter {poll.meter} is not registered")
             tariff = self._tariff(state.tariff)
-            result = bill(state, poll.energy, tariff, self.tz, self.gateway)
+            result = bill(state, poll.energy, tariff, self.tz, self.gateway,
+                          self._tier_bonus(state.account))
             billed[poll.meter] = result
             entries += result.entries
             events += result.events
@@ -107,14 +120,16 @@ class Processor:
         missing = accounts - balances.keys()
         balances.update((a, from_micro(m)) for a, m in store.balances_micro(missing).items())
         events += self._alerts(balances, now)
+        hold = self._gateway_hold(now, events)
         decisions = []
         for poll in polls:
             state = self.enforcement.get(poll.meter)
             if state is None:
                 continue
             consumed = billed[poll.meter].kwh if poll.meter in billed else ZERO
-            decisions.append(decide(state, balances[state.account], self.policy, now, self.tz,
-                                    poll.ok, consumed))
+            decisions.append(decide(state, balances[state.account],
+                                    self.policy_of(state.account), now, self.tz, poll.ok,
+                                    consumed, hold))
         decisions, guard_events = guard(decisions, len(self.enforcement), self.policy, now)
         events += guard_events
         quiet = []
@@ -194,7 +209,8 @@ class Processor:
         for account, balance in balances.items():
             state = self.alerts.get(account) or AlertState()
             new, raised = check_alerts(account, state, balance,
-                                       self._daily_cost_of(account, now), self.policy, now)
+                                       self._daily_cost_of(account, now),
+                                       self.policy_of(account), now)
             if new is not state:
                 changed[account] = new
                 self.alerts[account] = new
@@ -204,14 +220,102 @@ class Processor:
         return events
 
     def _daily_cost_of(self, account: str, now: datetime) -> Decimal | None:
+        """Average daily spend over the usage window, cached for an hour of the processor's
+        clock (`now`), so a replay refreshes it as the daemon does."""
         cached = self._daily_cost.get(account)
-        if cached and time.monotonic() - cached[0] < DAILY_COST_REFRESH:
+        if cached and timedelta(0) <= now - cached[0] < DAILY_COST_REFRESH:
             return cached[1]
-        days = self.policy.usage_window_days
-        spent = self.store.charges_since(account, now - timedelta(days=days))
-        cost = spent / days if spent > 0 else None
-        self._daily_cost[account] = (time.monotonic(), cost)
+        cost = self._usage_estimate(account, now)
+        self._daily_cost[account] = (now, cost)
         return cost
+
+    def _connected(self) -> dict[str, datetime]:
+        """When each account's first meter was commissioned (cached until `reload`)."""
+        if self._first_commissioned is None:
+            first: dict[str, datetime] = {}
+            for state in self.billing.values():
+                when = state.commissioned_at
+                if when is not None and (state.account not in first
+                                         or when < first[state.account]):
+                    first[state.account] = when
+            self._first_commissioned = first
+        return self._first_commissioned
+
+    def _usage_estimate(self, account: str, now: datetime) -> Decimal | None:
+        """Spend over the days actually observed: a customer connected yesterday has one day
+        of history, not `usage_window_days` (dividing by those would understate the spend)."""
+        window = timedelta(days=self.policy_of(account).usage_window_days)
+        connected = self._connected().get(account)
+        # Under a day of history counts as one day: the spend so far is then a lower bound of
+        # a day's spend, where one evening hour times 24 would overstate it.
+        observed = max(MIN_OBSERVED, min(window, now - connected)) if connected else window
+        spent = self.store.charges_since(account, now - observed)
+        if spent <= 0:
+            return None
+        return spent * DAY_SECONDS / Decimal(int(observed.total_seconds()))
+
+    # -- policy classes, gateway holds (issue 14) ------------------------------------------
+    def policy_of(self, account: str) -> Policy:
+        """The policy of the account's class (the default policy without one)."""
+        settings = self.account_settings.get(account)
+        return self.policy.for_class(settings[0] if settings else None)
+
+    def _tier_bonus(self, account: str) -> Decimal:
+        settings = self.account_settings.get(account)
+        return settings[1] if settings else ZERO
+
+    def _gateway_hold(self, now: datetime, events: list[Event]) -> str | None:
+        """The gateway-wide trip hold now; its start and end are audited as events."""
+        hold = gateway_hold(self.policy, now, self.started_at, self.store.headend_last_seen())
+        if hold != self.hold:
+            if self.hold is not None:
+                events.append(Event("enforcement_resumed", "info", now, None, None,
+                                    {"reason": self.hold}))
+            if hold is not None:
+                detail: dict[str, object] = {"reason": hold}
+                if hold == "startup":
+                    detail["minutes"] = self.policy.startup_keep_power_minutes
+                else:
+                    detail["hours"] = self.policy.offline_enforcement_hours
+                    last = self.store.headend_last_seen()
+                    detail["headend_last_seen"] = last.isoformat() if last else None
+                events.append(Event("enforcement_suspended", "warning", now, None, None,
+                                    detail))
+            self.hold = hold
+        return hold
+
+    def set_account_class(self, account: str, policy_class: str | None,
+                          tier_bonus_kwh: Decimal | None = None, now: datetime | None = None,
+                          actor: str = "config") -> None:
+        """Assign an account's policy class (None: the default) and household tier bonus.
+
+        The operation the head end's command and the configuration both call; an unknown
+        class is refused (`UnknownPolicyClass`), since a typo must not silently leave a
+        hospital on the default policy.
+        """
+        if policy_class is not None and policy_class not in self.policy.class_names:
+            raise UnknownPolicyClass(f"no policy class {policy_class!r} (known: "
+                                     f"{', '.join(self.policy.class_names) or 'none'})")
+        before = self.account_settings.get(account, (None, ZERO))
+        bonus = before[1] if tier_bonus_kwh is None else tier_bonus_kwh
+        if before == (policy_class, bonus):
+            return
+        with self.store.transaction():
+            self.store.set_account_settings(account, policy_class, bonus)
+            if now is not None:
+                self.store.record_events([Event(
+                    "policy_class_set", "info", now, None, account,
+                    {"class": policy_class, "tier_bonus_kwh": str(bonus), "by": actor})])
+        self.account_settings[account] = (policy_class, bonus)
+
+    def check_operator_trip(self, meter: str, force: bool) -> None:
+        """Refuse an operator's trip of a meter whose class needs `force` (hospital/VIP)."""
+        state = self.enforcement.get(meter)
+        if state is None:
+            raise UnknownMeter(f"unknown meter {meter}")
+        if self.policy_of(state.account).trips_need_force and not force:
+            raise Conflict(f"meter {meter}: account {state.account} is in a class whose trips "
+                           "need force")
 
     # -- relay outcomes, top-ups ----------------------------------------------------------
     def relay_done(self, decision: Decision, ok: bool, now: datetime, relay: str | None = None,
@@ -254,8 +358,8 @@ class Processor:
             # in which the meter is seen to answer (a silent meter is never cut off).
             decisions = [
                 d for d in (
-                    decide(state, balances[state.account], self.policy, now, self.tz,
-                           online=self._online(state.meter))
+                    decide(state, balances[state.account], self.policy_of(state.account),
+                           now, self.tz, online=self._online(state.meter))
                     for state in self.enforcement.values() if state.account in accounts)
                 if d.action in RESTORING
             ]
@@ -267,6 +371,46 @@ class Processor:
             self.store.save_enforcement_states(quiet)
             self.store.record_events(events)
         return added, [d for d in decisions if d.action is not None]
+
+    def apply_topup(self, entry: LedgerEntry, seq: int | None, now: datetime,
+                    origin: str = "headend") -> tuple[list[dict[str, object]], list[Decision]]:
+        """A head-end top-up with its per-account sequence number (`seq`, 1, 2, ...).
+
+        The money goes by the entry id as always (a repeat is a no-op).  The sequence only
+        shows what is missing: a number beyond the next expected raises `topup_gap` naming
+        the missing numbers, so the head end can resend them; the top-up itself is applied
+        at once (the customer paid).  When the gap fills, `topup_gap_closed`.
+        """
+        if seq is None:
+            return self.apply_entries([entry], now, origin)
+        if seq < 1:
+            raise Malformed(f"top-up seq {seq} must be 1 or more")
+        with self.store.transaction():
+            added, decisions = self.apply_entries([entry], now, origin)
+            last, ahead = self.store.topup_sequence(entry.account)
+            if seq <= last or seq in ahead:
+                return added, decisions  # this number was seen: nothing to account
+            events = []
+            had_gap = bool(ahead)
+            if seq == last + 1:
+                last = seq
+                while last + 1 in ahead:
+                    last += 1
+                    ahead -= {last}
+                if had_gap and not ahead:
+                    events.append(Event("topup_gap_closed", "info", now, None, entry.account,
+                                        {"last_seq": last}))
+            elif not ahead or seq > max(ahead):  # new numbers are missing: say which
+                ahead |= {seq}
+                missing = [n for n in range(last + 1, seq) if n not in ahead]
+                events.append(Event("topup_gap", "warning", now, None, entry.account,
+                                    {"missing": missing, "last_seq": last, "seq": seq,
+                                     "txn_id": entry.id}))
+            else:  # inside a gap already announced
+                ahead |= {seq}
+            self.store.set_topup_sequence(entry.account, last, frozenset(ahead))
+            self.store.record_events(events)
+        return added, decisions
 
     def _online(self, meter: str) -> bool:
         return self.store.is_online(meter)

@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ from edge_agent.field.worker import POLL, RELAY, TECHNICIAN, BusWorker
 from edge_agent.prepaid.enforcement import Decision
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import LedgerEntry
-from edge_agent.prepaid.tariff import Tariff, load_tariff, tariff_from_text
+from edge_agent.prepaid.tariff import (
+    Tariff,
+    combine_versions,
+    load_tariff,
+    tariff_from_text,
+    version_key,
+)
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
 
@@ -40,20 +47,24 @@ RELAY_ORDERS = {"trip": "trip", "keep_power_on": "keep_power",
 
 
 def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff]:
-    """Tariff files from the tariff directory, then those pushed by the head end."""
-    tariffs: dict[str, Tariff] = {}
+    """Tariff files from the tariff directory, then those pushed by the head end; versions of
+    one id (`effective_from`) are chained, a pushed version replacing a file's of the same
+    effective time."""
+    found: dict[tuple[str, str], Tariff] = {}
     directory = Path(config.tariff_dir)
     if directory.is_dir():
         for path in sorted(directory.glob("*.toml")):
             tariff = load_tariff(path)
-            tariffs[tariff.id] = tariff
+            found[(tariff.id, version_key(tariff))] = tariff
     if store is not None:
-        for tariff_id, body in store.tariffs().items():
-            tariffs[tariff_id] = tariff_from_text(body, f"head-end tariff {tariff_id}")
-    return tariffs
+        for row in store.tariff_versions():
+            tariff = tariff_from_text(row["body"], f"head-end tariff {row['id']}")
+            found[(tariff.id, version_key(tariff))] = tariff
+    return combine_versions(found.values())
 
 
 OPERATION_WAIT = 120.0  # seconds an operator request may wait for its bus
+HEADEND_NOTE_INTERVAL = 60.0  # seconds between writes of headend_last_seen
 
 
 class Agent:
@@ -76,6 +87,10 @@ class Agent:
                         for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
+        self.processor.started_at = self.started_at  # the start-up keep-power window
+        for account in config.accounts:  # [accounts.NAME]: the configuration wins at start
+            self.processor.set_account_class(account.name, account.policy_class,
+                                             account.tier_bonus_kwh, self.started_at, "config")
         self.progress_at = self.clock.monotonic()  # last time a poll cycle was stored
         self.cycles = 0
         self.services: list[Any] = []  # head-end link, command handler, control socket...
@@ -84,6 +99,7 @@ class Agent:
         self._polling: dict[str, Future[Any]] = {}
         self.reload_requested = threading.Event()
         self._status_at = float("-inf")
+        self._headend_noted = float("-inf")
 
     # -- set-up ---------------------------------------------------------------------------
     def _policy(self, config: Config) -> Any:
@@ -183,6 +199,22 @@ class Agent:
         self.dispatch(decisions)
         return added
 
+    def apply_topup(self, entry: LedgerEntry, seq: int | None) -> list[dict[str, object]]:
+        """A head-end top-up with its per-account sequence number (None: none given); a gap
+        raises `topup_gap` for the head end to resend what is missing."""
+        added, decisions = self.on_processor(self.processor.apply_topup, entry, seq,
+                                             self.clock.now())
+        self.dispatch(decisions)
+        return added
+
+    def set_account_class(self, account: str, policy_class: str | None,
+                          tier_bonus_kwh: Decimal | None = None,
+                          actor: str = "headend") -> None:
+        """Assign an account's policy class (None: the default policy) and household tier
+        bonus (None: unchanged); an unknown class raises `UnknownPolicyClass`."""
+        self.on_processor(self.processor.set_account_class, account, policy_class,
+                          tier_bonus_kwh, self.clock.now(), actor)
+
     def dispatch(self, decisions: list[Decision], actor: str = "policy") -> list[Future[Any]]:
         futures = []
         for decision in decisions:
@@ -194,9 +226,13 @@ class Agent:
         return futures
 
     def operator_relay(self, meter: str, order: str, actor: str,
-                       reason: str = "") -> dict[str, Any]:
+                       reason: str = "", force: bool = False) -> dict[str, Any]:
         """A relay order from the head end or a technician (trip, close, keep_power_on/off):
-        ahead of polling on the meter's bus, confirmed, recorded as an event with who did it."""
+        ahead of polling on the meter's bus, confirmed, recorded as an event with who did it.
+        A trip of a meter whose account class needs force (hospital) is refused without
+        `force` (`Conflict`)."""
+        if order == "trip":
+            self.on_processor(self.processor.check_operator_trip, meter, force)
         action = RELAY_ORDERS.get(order) or self.processor.policy.close_mode
         worker = self.worker_for(meter)
         try:
@@ -239,8 +275,12 @@ class Agent:
         tariff = tariff_from_text(body, f"head-end tariff {tariff_id}")
         if tariff.id != tariff_id:
             raise TariffError([f"tariff body has id {tariff.id!r}, command says {tariff_id!r}"])
-        self.store.save_tariff(tariff_id, body, self.clock.now())
-        self.on_processor(self.tariffs.__setitem__, tariff_id, tariff)
+        self.store.save_tariff(tariff_id, body, self.clock.now(), version_key(tariff))
+        existing = self.tariffs.get(tariff_id)
+        versions = {version_key(v): v for v in (existing.versions() if existing else ())}
+        versions[version_key(tariff)] = tariff
+        combined = combine_versions(versions.values())[tariff_id]
+        self.on_processor(self.tariffs.__setitem__, tariff_id, combined)
 
     # -- the loop -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -276,6 +316,7 @@ class Agent:
         try:
             while not self.stop_event.is_set():
                 self.schedule()
+                self.note_headend()
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
@@ -283,6 +324,16 @@ class Agent:
                 self.stop_event.wait(0.2)
         finally:
             self.shutdown()
+
+    def note_headend(self) -> None:
+        """While connected to the head end's broker, record `headend_last_seen` (once a
+        minute): the offline horizon of enforcement counts from it (docs/prepaid.md)."""
+        if self.link is None or not self.link.connected.is_set():
+            return
+        now = self.clock.monotonic()
+        if now - self._headend_noted >= HEADEND_NOTE_INTERVAL:
+            self._headend_noted = now
+            self.store.set_headend_last_seen(self.clock.now())
 
     def feed_watchdog(self) -> None:
         """WATCHDOG=1 only while cycles keep being stored (a stuck bus or DB starves it)."""
@@ -320,6 +371,10 @@ class Agent:
             self.tariffs.update(load_tariffs(new, self.store))
             self.register_meters()
             self.processor.policy = self._policy(new)
+            for account in new.accounts:
+                self.processor.set_account_class(account.name, account.policy_class,
+                                                 account.tier_bonus_kwh, self.clock.now(),
+                                                 "config")
             self.processor.reload()
 
         self.on_processor(apply)

@@ -37,7 +37,7 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
 
 sqlite_utils = _import_sqlite_utils()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -82,7 +82,22 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["tariffs"].create({"id": str, "body": str, "updated_at": str}, pk="id")
 
 
-MIGRATIONS = [_migration_1]
+def _migration_policy_classes(db: sqlite_utils.Database) -> None:
+    """Issue 14: per-account policy class, household tier bonus and top-up sequence; tariff
+    versions (an id may have versions waiting for their `effective_from`)."""
+    db.execute("ALTER TABLE accounts ADD COLUMN policy_class TEXT")
+    db.execute("ALTER TABLE accounts ADD COLUMN tier_bonus_kwh TEXT")
+    db.execute("ALTER TABLE accounts ADD COLUMN topup_seq INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE accounts ADD COLUMN topup_ahead TEXT NOT NULL DEFAULT '[]'")
+    db.execute("""CREATE TABLE tariff_versions (id TEXT NOT NULL,
+                  effective_from TEXT NOT NULL DEFAULT '', body TEXT NOT NULL,
+                  updated_at TEXT, PRIMARY KEY (id, effective_from))""")
+    db.execute("INSERT INTO tariff_versions (id, effective_from, body, updated_at) "
+               "SELECT id, '', body, updated_at FROM tariffs")
+    db.execute("DROP TABLE tariffs")
+
+
+MIGRATIONS = [_migration_1, _migration_policy_classes]
 
 
 def to_iso(moment: datetime | None) -> str | None:
@@ -137,6 +152,11 @@ class Database:
         if not getattr(self._local, "large_cache", False):
             self.conn.execute("PRAGMA cache_size=-16384")
             self._local.large_cache = True
+
+    def scratch(self) -> None:
+        """A throw-away database (`bill replay`): commits need not reach the disk, so this
+        thread's connection stops waiting for fsync."""
+        self.conn.execute("PRAGMA synchronous=OFF")
 
     @property
     def db(self) -> sqlite_utils.Database:

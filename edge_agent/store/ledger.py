@@ -182,3 +182,32 @@ class Ledger(Database):
         self.conn.executemany("UPDATE accounts SET alerts=? WHERE id=?", [
             (json.dumps({"levels": sorted(s.levels), "days": s.days}), a)
             for a, s in states.items()])
+
+    # -- per-account settings (issue 14) --------------------------------------------------
+    def account_settings(self) -> dict[str, tuple[str | None, Decimal]]:
+        """Per account: its policy class (None: the default policy) and tier bonus kWh."""
+        return {row[0]: (row[1], Decimal(row[2] or "0")) for row in self.conn.execute(
+            "SELECT id, policy_class, tier_bonus_kwh FROM accounts")}
+
+    def set_account_settings(self, account: str, policy_class: str | None,
+                             tier_bonus_kwh: Decimal | None = None) -> None:
+        """Assign an account's policy class (None: the default) and household tier bonus."""
+        with self.transaction():
+            self.ensure_account(account)
+            self.conn.execute("UPDATE accounts SET policy_class=?, tier_bonus_kwh=? WHERE id=?",
+                              (policy_class, None if not tier_bonus_kwh else str(tier_bonus_kwh),
+                               account))
+
+    def topup_sequence(self, account: str) -> tuple[int, frozenset[int]]:
+        """The last top-up sequence number applied without a gap, and those received beyond
+        a gap."""
+        row = self.conn.execute("SELECT topup_seq, topup_ahead FROM accounts WHERE id=?",
+                                (account,)).fetchone()
+        if row is None:
+            return 0, frozenset()
+        return int(row[0]), frozenset(json.loads(row[1]))
+
+    def set_topup_sequence(self, account: str, last: int, ahead: frozenset[int]) -> None:
+        self.ensure_account(account)
+        self.conn.execute("UPDATE accounts SET topup_seq=?, topup_ahead=? WHERE id=?",
+                          (last, json.dumps(sorted(ahead)), account))

@@ -26,10 +26,31 @@ class Settings(Database):
         self.conn.execute("INSERT OR IGNORE INTO commands_seen (id, ts, status) VALUES (?,?,?)",
                           (command_id, to_iso(at), status))
 
-    def save_tariff(self, tariff_id: str, body: str, at: datetime) -> None:
+    def save_tariff(self, tariff_id: str, body: str, at: datetime,
+                    effective_from: str = "") -> None:
+        """Keep a pushed tariff; a version with the same effective time replaces the old."""
         with self.transaction():
-            self.db["tariffs"].upsert({"id": tariff_id, "body": body, "updated_at": to_iso(at)},
-                                      pk="id")
+            self.conn.execute(
+                "INSERT INTO tariff_versions (id, effective_from, body, updated_at) VALUES "
+                "(?,?,?,?) ON CONFLICT(id, effective_from) DO UPDATE SET body=excluded.body, "
+                "updated_at=excluded.updated_at", (tariff_id, effective_from, body, to_iso(at)))
 
     def tariffs(self) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT id, body FROM tariffs"))
+        """The pushed tariffs in force from the start (one body per id)."""
+        return dict(self.conn.execute(
+            "SELECT id, body FROM tariff_versions WHERE effective_from='' ORDER BY id"))
+
+    def tariff_versions(self) -> list[dict[str, str]]:
+        """Every pushed tariff version: id, effective_from ('' from the start), body,
+        updated_at."""
+        return [dict(row) for row in self.conn.execute(
+            "SELECT id, effective_from, body, updated_at FROM tariff_versions "
+            "ORDER BY id, effective_from")]
+
+    def headend_last_seen(self) -> datetime | None:
+        """When the head end was last heard from (the link sets it on every message)."""
+        text = self.setting("headend_last_seen")
+        return None if text is None else datetime.fromisoformat(text)
+
+    def set_headend_last_seen(self, at: datetime) -> None:
+        self.set_setting("headend_last_seen", to_iso(at) or "")

@@ -93,8 +93,9 @@ def test_split_energy_is_exact() -> None:
              (at("2026-01-01 00:07"), at("2026-01-01 00:10")),
              (at("2026-01-01 00:10"), at("2026-01-01 00:11"))]
     parts = split_energy(D("0.05"), spans)
-    # exact shares are 3.18, 1.36 and 0.45 units: the spare unit goes to the largest remainder
-    assert sum(parts) == D("0.05") and parts == [D("0.03"), D("0.01"), D("0.01")]
+    # exact running totals 3.18, 4.55, 5 units round to 3, 5, 5: shares 3, 2, 0 (rounding
+    # each part, as before issue 14, gave 3, 1, 1; see docs/prepaid.md "Rounding")
+    assert sum(parts) == D("0.05") and parts == [D("0.03"), D("0.02"), D("0.00")]
 
 
 def test_tariff_check_reports_every_error_with_location() -> None:

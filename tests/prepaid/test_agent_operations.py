@@ -1,0 +1,51 @@
+"""The operations the head end's command table calls (issue 14): class, top-up seq, force."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from edge_agent.config import parse_config
+from edge_agent.errors import Conflict, UnknownMeter, UnknownPolicyClass
+from edge_agent.prepaid.enforcement import MeterEnforcement
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.runtime.daemon import Agent
+from tests.helpers import REPO, at
+
+
+def test_agent_operations(tmp_path) -> None:
+    config = parse_config(f"""
+[agent]
+database = "{tmp_path / 'agent.db'}"
+tariff_dir = "{REPO / 'config' / 'tariffs'}"
+[policy]
+[policy.classes.hospital]
+trips_need_force = true
+[accounts.A1]
+policy_class = "hospital"
+""")
+    agent = Agent(config)
+    try:
+        assert agent.store.account_settings()["A1"] == ("hospital", D(0))
+        assert agent.processor.policy_of("A1").trips_need_force
+        [event] = agent.store.events(types=["policy_class_set"])
+        assert event["detail"]["by"] == "config"
+        agent.set_account_class("A2", None, D("100"))
+        assert agent.store.account_settings()["A2"] == (None, D("100"))
+        with pytest.raises(UnknownPolicyClass):
+            agent.set_account_class("A2", "vip")
+        entry = LedgerEntry("t5", "A2", "topup", D("10"), at("2026-11-22 09:00"))
+        assert agent.apply_topup(entry, 2)
+        assert agent.store.events(types=["topup_gap"])[0]["detail"]["missing"] == [1]
+        # A hospital account's meter (its enforcement state is all the check reads): a trip
+        # without force is refused before any bus is touched; with force it goes on (and
+        # here finds no bus for the meter).
+        agent.processor.enforcement["m"] = MeterEnforcement("m", "A1")
+        with pytest.raises(Conflict, match="need force"):
+            agent.operator_relay("m", "trip", "test")
+        with pytest.raises(UnknownMeter):
+            agent.operator_relay("m", "trip", "test", force=True)
+    finally:
+        agent.processing.shutdown()
+        agent.store.close()
