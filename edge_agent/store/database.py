@@ -37,7 +37,7 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
 
 sqlite_utils = _import_sqlite_utils()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -82,7 +82,13 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["tariffs"].create({"id": str, "body": str, "updated_at": str}, pk="id")
 
 
-MIGRATIONS = [_migration_1]
+def _migration_grid(db: sqlite_utils.Database) -> None:
+    from edge_agent.store.grid import migration_grid
+
+    migration_grid(db)
+
+
+MIGRATIONS = [_migration_1, _migration_grid]
 
 
 def to_iso(moment: datetime | None) -> str | None:
