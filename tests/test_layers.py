@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PURE_PREPAID = ("money", "records", "tariff", "billing", "policy", "enforcement")
-PURE_GRID = ("lineloss", "anomaly", "clocksync", "backfill")
+PURE_GRID = ("lineloss", "anomaly", "clocksync", "backfill", "usage")
 SQL_CALLS = {"execute", "executemany", "executescript"}
 
 

@@ -1,0 +1,237 @@
+"""The concentrator over simulated meters on a real pty: backfill after an outage, clock sync,
+line loss with theft, a negative loss, an incomplete day.
+
+The gateway's clock follows the simulators' world clock (speed 0: time moves only when the test
+moves it), real SQLite, real bus workers; jobs are run the way `tick` queues them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge_agent.clock import Clock
+from edge_agent.config import BusConfig, ConcentratorConfig, Config, MeterConfig
+from edge_agent.field.drivers import open_driver
+from edge_agent.field.transport import LineSettings
+from edge_agent.field.worker import BusWorker
+from edge_agent.prepaid.policy import Policy
+from edge_agent.prepaid.processor import Processor
+from edge_agent.prepaid.tariff import tariff_from_text
+from edge_agent.runtime.concentrator import Concentrator
+from edge_agent.store import MeterRecord, Store
+from firmware_sim.bus import SimBus, make_meters
+from firmware_sim.clock import SimClock
+from firmware_sim.total_meter import make_total_meter
+
+TZ = ZoneInfo("Asia/Shanghai")
+TOTAL = "000000000099"
+TARIFF = tariff_from_text("""
+[tariff]
+id = "monthly-tiers"
+[energy]
+type = "tiered"
+period = "month"
+blocks = [ { up_to = "50", price = "0.50" }, { price = "0.80" } ]
+""")
+
+
+class SimGatewayClock(Clock):
+    """The gateway's wall clock is the simulators' world clock (local time)."""
+
+    def __init__(self, world: SimClock) -> None:
+        self.world = world
+
+    def now(self) -> datetime:
+        return self.world.now().replace(tzinfo=TZ).astimezone(UTC)
+
+
+@dataclass
+class Site:
+    sim: SimBus
+    world: SimClock
+    store: Store
+    processor: Processor
+    worker: BusWorker
+    conc: Concentrator
+    events_seen: list[str] = field(default_factory=list)
+
+    def run(self, futures: list[Any]) -> list[Any]:
+        return [f.result(60) for f in futures]
+
+    def poll(self, meter: str) -> None:
+        now = self.conc.clock.now()
+        poll = self.worker.submit(lambda d: d.poll(meter, (), now)).result(30)
+        self.processor.process([poll], now)
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return self.store.events(limit=1000, types=[kind])
+
+
+@pytest.fixture
+def site_factory(tmp_path: Path) -> Iterator[Any]:
+    made: list[Site] = []
+
+    def make(meters: list, customers: list[str], start: datetime, totals: tuple = (),
+             ntp: bool | None = True, **settings: Any) -> Site:
+        world = meters[0].clock
+        sim = SimBus(meters, baud=9600).start()
+        store = Store(tmp_path / f"agent{len(made)}.db")
+        gw_clock = SimGatewayClock(world)
+        for address in customers:
+            store.add_meter(MeterRecord(address, "b1", f"acct-{address[-2:]}", TARIFF.id),
+                            D(0), start.replace(tzinfo=TZ))
+        processor = Processor(store, {TARIFF.id: TARIFF}, Policy(), TZ, "gw")
+        driver = open_driver("dlt645-2007", LineSettings(sim.port, baud=9600,
+                                                         response_timeout=0.15, gap=0))
+        worker = BusWorker("b1", driver)
+        worker.start()
+        config = Config(timezone="Asia/Shanghai", buses=(BusConfig("b1", sim.port),),
+                        meters=tuple(MeterConfig(a, "b1", f"acct-{a[-2:]}", TARIFF.id,
+                                                 behind=TOTAL if totals else None)
+                                     for a in customers),
+                        total_meters=totals,
+                        concentrator=ConcentratorConfig(enabled=True, **settings))
+        conc = Concentrator(config, store, processor, {"b1": worker}, gw_clock,
+                            lambda fn, *args: fn(*args), ntp=lambda: ntp)
+        site = Site(sim, world, store, processor, worker, conc)
+        made.append(site)
+        return site
+
+    yield make
+    for site in made:
+        site.worker.stop()
+        site.sim.stop()
+        site.store.close()
+
+
+def charges(site: Site, account: str) -> list[dict[str, Any]]:
+    return [e for e in site.store.ledger(account) if e["kind"] == "charge"]
+
+
+def test_two_day_outage_is_billed_from_the_freezes_across_the_tier_and_month(
+        site_factory: Any) -> None:
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)  # baseline: 0 kWh on 28 March
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)  # 40 kWh billed, all in the first block
+    # the gateway goes down; the customer's load triples from 31 March
+    site.sim.advance_to(datetime(2026, 3, 31))
+    meters[0].load_kw = D("3")
+    site.sim.advance_to(datetime(2026, 4, 1, 10))  # back up 54 hours later
+    site.run(site.conc.backfill_all(3))  # `tick` queues this ahead of the first poll
+    site.poll(a1)
+    billed = charges(site, "acct-01")[1:]
+    assert [(D(e["amount"]), e["ts"], e["detail"]["register"]) for e in billed] == [
+        (D("-13.00"), "2026-03-30T16:00:00+00:00", "60.00"),  # 10 x 0.5 + 10 x 0.8 to 31 Mar
+        (D("-57.60"), "2026-03-31T16:00:00+00:00", "132.00"),  # 72 x 0.8 on 31 March
+        (D("-15.00"), "2026-04-01T02:00:00+00:00", "162.00"),  # April: first block again
+    ]
+    assert len({e["id"] for e in billed}) == 3
+    (backfill,) = site.events("frozen_backfill")
+    assert backfill["detail"]["days"] == ["2026-03-30", "2026-03-31"]
+    # the 00:05 read and a second backfill find nothing new and bill nothing
+    site.run(site.conc.backfill_all(3))
+    site.run(site.conc.backfill_all(1))
+    assert len(charges(site, "acct-01")) == 4
+    assert site.store.freeze_days(a1, date(2026, 3, 1)) >= {date(2026, 3, 30),
+                                                            date(2026, 3, 31)}
+
+
+def test_drifting_meter_is_synced_and_the_event_raised_once(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 14, 20)
+    meters = make_meters(3, clock=SimClock(start, speed=0))
+    drifting, far, good = meters
+    drifting.drift_ppm = 500.0  # gains 43 s a day
+    far.clock_offset = timedelta(minutes=-20)  # beyond what a broadcast may move
+    far.broadcast_max_shift = timedelta(minutes=5)
+    site = site_factory(meters, [m.address for m in meters], start)
+    site.sim.advance(timedelta(days=3))  # 14:20 three days later: 130 s ahead
+    deviations = site.run(site.conc.clocks_all(sync=False))[0]
+    assert round(deviations[drifting.address]) == 129 and deviations[good.address] == 0
+    assert {e["meter"] for e in site.events("clock_deviation")} == {drifting.address,
+                                                                    far.address}
+    site.run(site.conc.clocks_all(sync=True))
+    for meter in meters:
+        off = meter.now() - site.world.now()
+        assert abs(off) < timedelta(seconds=2), (meter.address, off)
+    site.run(site.conc.clocks_all(sync=False))
+    site.run(site.conc.clocks_all(sync=True))
+    assert len(site.events("clock_deviation")) == 2  # once per meter, not per read
+    assert {e["meter"] for e in site.events("clock_ok")} == {drifting.address, far.address}
+    assert site.store.setting(f"clock_broadcast:{site.sim.port}") == "2026-04-04"
+
+
+def test_no_sync_while_the_gateway_clock_is_untrusted(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 14, 20)
+    meters = make_meters(1, clock=SimClock(start, speed=0))
+    meters[0].clock_offset = timedelta(seconds=90)
+    site = site_factory(meters, [meters[0].address], start, ntp=False)
+    site.run(site.conc.clocks_all(sync=True))
+    site.run(site.conc.clocks_all(sync=True))
+    assert meters[0].now() - site.world.now() == timedelta(seconds=90)
+    (refused,) = site.events("clock_sync_refused")
+    assert "not NTP-synchronised" in refused["detail"]["reason"]
+
+
+def area(site_factory: Any, theft_kw: D = D(0), sim_ct: int = 1, ct: int = 1,
+         silent: bool = False) -> tuple[Site, list[dict[str, Any]]]:
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("1"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=theft_kw,
+                             ct_ratio=sim_ct)
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total", ct_ratio=ct),)
+    site = site_factory([*customers, total], [c.address for c in customers],
+                        start, totals=totals)
+    if silent:
+        customers[2].fault = "silent"
+    site.sim.advance_to(datetime(2026, 4, 3, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))
+    return site, site.store.line_losses(period="day")
+
+
+def test_normal_area_loss_is_computed_from_the_freezes(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory)
+    assert (loss["supply_kwh"], loss["sales_kwh"], loss["rate"]) == ("74.16", "72.00",
+                                                                     "0.0291")
+    assert not (loss["incomplete"] or loss["negative"] or loss["over_threshold"])
+    assert site.events("line_loss_high") == []
+    assert [k for _, k, _ in site.store.pending(100) if k == "lineloss"] == ["lineloss"]
+
+
+def test_theft_load_raises_the_line_loss_event(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory, theft_kw=D("0.5"))
+    assert loss["over_threshold"] and D(loss["rate"]) > D("0.08")
+    (event,) = site.events("line_loss_high")
+    assert event["meter"] == TOTAL and event["detail"]["start"].startswith("2026-04-02")
+
+
+def test_multiplier_error_is_flagged_as_negative_loss(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory, sim_ct=2, ct=1)  # the CT is 2, the config says 1
+    assert loss["negative"] and D(loss["loss_kwh"]) < 0
+    assert [e["type"] for e in site.events("line_loss_negative")] == ["line_loss_negative"]
+
+
+def test_missing_customer_makes_the_day_incomplete(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory, theft_kw=D("3"), silent=True)
+    assert loss["incomplete"] and loss["missing"] == 1 and loss["rate"] is None
+    assert site.events("line_loss_high") == []  # never judged on partial data
+
+
+def test_daily_usage_per_account(site_factory: Any) -> None:
+    site, _ = area(site_factory)
+    (day,) = site.store.usage("acct-01")
+    assert (day["day"], day["kwh"], day["tier"]["block"]) == ("2026-04-02", "24.00", 1)
+    assert sum(D(v) for v in day["rates"].values()) == D("24.00")
