@@ -106,7 +106,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-collection-"))
     store = Store(workdir / "agent.db")
     clock = WorldClock(world)
-    before = datetime(2026, 4, 7)  # the freeze closing D-3, read before the outage
+    before = datetime(2026, 4, 8)  # the freeze closing D-3 (7 April), read before the outage
     with store.transaction():
         for b, sim in enumerate(sims):
             for meter in sim.meters:

@@ -33,19 +33,23 @@ def _hours(start: datetime, end: datetime) -> Decimal:
 
 def register_rate(meter: str, start: datetime, end: datetime, kwh_start: Decimal,
                   kwh_end: Decimal, power_kw: Decimal, th: Thresholds = Thresholds(),
-                  multiplier: int = 1) -> list[Event]:
-    """Too fast (飞走) or stopped (停走), from two register readings and the highest active
-    power measured across the interval (kW, secondary side like the register)."""
+                  multiplier: int = 1, power_min_kw: Decimal | None = None) -> list[Event]:
+    """Too fast (飞走) or stopped (停走), from two register readings and the active power
+    measured at both ends (kW, secondary side like the register): too fast is judged against
+    the higher power (`power_kw`), stopped against the lower (`power_min_kw`, default the
+    same), so a load switched on or off between the readings raises neither."""
     if end <= start or kwh_end < kwh_start:
         return []  # a decrease is billing's `register_decrease`
     counted = kwh_end - kwh_start
-    expected = max(power_kw, Decimal(0)) * _hours(start, end)
+    hours = _hours(start, end)
+    expected = max(power_kw, Decimal(0)) * hours
+    low = max(power_kw if power_min_kw is None else power_min_kw, Decimal(0)) * hours
     detail = {"from": start.isoformat(), "to": end.isoformat(), "kwh": str(counted * multiplier),
               "expected_kwh": str((expected * multiplier).quantize(Decimal("0.001"))),
               "power_kw": str(power_kw)}
     if counted > th.fast_floor_kwh and counted > th.fast_factor * expected:
         return [Event("register_too_fast", "warning", end, meter, None, detail)]
-    if counted == 0 and expected >= th.stopped_kwh:
+    if counted == 0 and low >= th.stopped_kwh:
         return [Event("register_stopped", "warning", end, meter, None, detail)]
     return []
 

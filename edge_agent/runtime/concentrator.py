@@ -24,6 +24,7 @@ import subprocess
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from edge_agent.store import Store
 log = logging.getLogger(__name__)
 
 NTP_FLAG = Path("/run/systemd/timesync/synchronized")
+WATCH_INTERVAL = 5.0  # seconds between two looks at what the polls stored
+WATCHED = ("forward_active_total", "active_power_total", "status_word_3")
 
 
 def ntp_synchronized(flag: Path = NTP_FLAG) -> bool | None:
@@ -92,6 +95,11 @@ class Concentrator:
         self._next_clock = 0.0
         self._clock_raised: dict[str, bool] | None = None
         self.totals = {m.address: m for m in config.total_meters}
+        self._next_watch = 0.0
+        self._seen: dict[str, dict[str, tuple[int, str]]] = {}
+        self._counters: dict[str, tuple[int, int]] = {}
+        self._streaks: dict[str, int] = {}
+        self._raised: set[tuple[str, str]] = set()
 
     @classmethod
     def for_agent(cls, agent: Any) -> Concentrator:
@@ -124,6 +132,9 @@ class Concentrator:
             sync = now.time() >= self.policy.broadcast_at and self._due("clock_sync", today,
                                                                          mark=False)
             self.clocks_all(sync)
+        if self.clock.monotonic() >= self._next_watch:
+            self._next_watch = self.clock.monotonic() + WATCH_INTERVAL
+            self.on_processor(self.watch)
 
     def _due(self, job: str, today: date, mark: bool = True) -> bool:
         if self._ran.get(job) == today:
@@ -230,6 +241,69 @@ class Concentrator:
             body = usage.daily_usage(day, opening[meter], closing[meter], cost, state,
                                      self.processor._tariff(state.tariff))
             self.store.save_usage(state.account, day, body, self.settings.publish)
+
+    # -- anomalies over what the polls stored -----------------------------------------------
+    def watch(self) -> None:
+        """Compare what the polls stored since the last look: register too fast or stopped,
+        status word 3 bit changes, read-failure streaks (processing thread)."""
+        latest = self.store.latest_values(WATCHED)
+        counters = self.store.poll_counters()
+        multipliers = {m: s.multiplier for m, s in self.processor.billing.items()}
+        events: list[Event] = []
+        for meter, values in latest.items():
+            before = self._seen.get(meter)
+            self._seen[meter] = values
+            if before is not None:
+                events += self._compare(meter, before, values, multipliers.get(meter, 1))
+        for meter, (polls, replies) in counters.items():
+            events += self._failures(meter, polls, replies)
+        if events:
+            with self.store.transaction():
+                self.store.record_events(events)
+
+    def _compare(self, meter: str, before: dict[str, tuple[int, str]],
+                 now: dict[str, tuple[int, str]], multiplier: int) -> list[Event]:
+        events: list[Event] = []
+        energy, old = now.get("forward_active_total"), before.get("forward_active_total")
+        power, old_power = now.get("active_power_total"), before.get("active_power_total")
+        if energy and old and power and old_power and energy[0] > old[0]:
+            start, end = (datetime.fromtimestamp(t, self.tz) for t in (old[0], energy[0]))
+            watts = (Decimal(power[1]), Decimal(old_power[1]))
+            found = anomaly.register_rate(meter, start, end, Decimal(old[1]),
+                                          Decimal(energy[1]), max(watts), self.thresholds,
+                                          multiplier, min(watts))
+            events += self._once(meter, ("register_too_fast", "register_stopped"), found)
+        word, old_word = now.get("status_word_3"), before.get("status_word_3")
+        if word and old_word and word[1] != old_word[1]:
+            events += anomaly.status_changes(meter, 3, int(old_word[1], 16), int(word[1], 16),
+                                             datetime.fromtimestamp(word[0], self.tz))
+        return events
+
+    def _once(self, meter: str, kinds: tuple[str, ...], found: list[Event]) -> list[Event]:
+        """Raise each condition once while it lasts; it may be raised again once it cleared."""
+        raised = {e.type for e in found}
+        for kind in kinds:
+            if kind not in raised:
+                self._raised.discard((meter, kind))
+        fresh = [e for e in found if (meter, e.type) not in self._raised]
+        self._raised |= {(meter, e.type) for e in fresh}
+        return fresh
+
+    def _failures(self, meter: str, polls: int, replies: int) -> list[Event]:
+        before = self._counters.get(meter)
+        self._counters[meter] = (polls, replies)
+        if before is None or polls == before[0]:
+            return []
+        streak, events = self._streaks.get(meter, 0), []
+        if replies > before[1]:
+            streak = 0
+        else:
+            for _ in range(polls - before[0]):
+                streak, raised = anomaly.read_failures(meter, streak, False, self.clock.now(),
+                                                       self.thresholds)
+                events += raised
+        self._streaks[meter] = streak
+        return events
 
     # -- meter clocks ----------------------------------------------------------------------
     def clocks_all(self, sync: bool) -> list[Future[Any]]:

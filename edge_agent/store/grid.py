@@ -106,6 +106,22 @@ class GridRecords(Database):
     def meter_clocks(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM meter_clocks ORDER BY meter")]
 
+    # -- what the anomaly watch compares ---------------------------------------------------
+    def latest_values(self, names: Iterable[str]) -> dict[str, dict[str, tuple[int, str]]]:
+        """meter -> name -> (epoch seconds, value) of the newest readings of `names`."""
+        wanted = list(names)
+        rows = self.conn.execute(f"SELECT meter, name, ts, value FROM latest WHERE name IN "
+                                 f"({','.join('?' * len(wanted))})", wanted)
+        out: dict[str, dict[str, tuple[int, str]]] = {}
+        for r in rows:
+            out.setdefault(r["meter"], {})[r["name"]] = (r["ts"], r["value"])
+        return out
+
+    def poll_counters(self) -> dict[str, tuple[int, int]]:
+        """meter -> (polls, replies) since commissioning."""
+        return {r["address"]: (r["polls"] or 0, r["replies"] or 0) for r in self.conn.execute(
+            "SELECT address, polls, replies FROM meter_state")}
+
     # -- daily usage -----------------------------------------------------------------------
     def save_usage(self, account: str, day: date, body: dict[str, Any],
                    publish: bool = True) -> None:

@@ -136,3 +136,9 @@ def test_sync_plan() -> None:
     assert not near_hour.broadcast and near_hour.set_meters == ()
     refused = clocksync.plan_sync(off, now, (False, "no NTP"), False)
     assert refused.refused == "no NTP" and not refused.broadcast and not refused.set_meters
+
+
+def test_load_switched_between_readings_is_not_a_stopped_register() -> None:
+    start, end = T0, T0 + timedelta(hours=1)
+    assert anomaly.register_rate("m", start, end, D("5"), D("5"), D("2"),
+                                 power_min_kw=D("0")) == []

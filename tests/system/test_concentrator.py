@@ -66,9 +66,9 @@ class Site:
     def run(self, futures: list[Any]) -> list[Any]:
         return [f.result(60) for f in futures]
 
-    def poll(self, meter: str) -> None:
+    def poll(self, meter: str, quantities: tuple[str, ...] = ()) -> None:
         now = self.conc.clock.now()
-        poll = self.worker.submit(lambda d: d.poll(meter, (), now)).result(30)
+        poll = self.worker.submit(lambda d: d.poll(meter, quantities, now)).result(30)
         self.processor.process([poll], now)
 
     def events(self, kind: str) -> list[dict[str, Any]]:
@@ -235,3 +235,35 @@ def test_daily_usage_per_account(site_factory: Any) -> None:
     (day,) = site.store.usage("acct-01")
     assert (day["day"], day["kwh"], day["tier"]["block"]) == ("2026-04-02", "24.00", 1)
     assert sum(D(v) for v in day["rates"].values()) == D("24.00")
+
+
+def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 9)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    meter, a1 = meters[0], meters[0].address
+    site = site_factory(meters, [a1], start)
+
+    def cycle(hours: float = 1) -> list[str]:
+        site.sim.advance(timedelta(hours=hours))
+        site.poll(a1, ("active_power_total",))
+        seen = len(site.store.events(limit=1000))
+        site.conc.watch()
+        return [e["type"] for e in site.store.events(limit=1000)[seen:]]
+
+    assert cycle() == [] and cycle() == []  # 1 kWh an hour at 1 kW: normal
+    meter.add_energy(D("15"))  # the register jumps: 16 kWh in an hour at 1 kW
+    assert cycle() == ["register_too_fast"]
+    assert cycle() == []  # back to normal
+    meter.time_scale = 0.0  # the register stops while 1 kW flows
+    assert cycle() == ["register_stopped"]
+    assert cycle() == []  # raised once while it lasts
+    meter.alarm = True
+    changes = cycle()
+    assert changes[-1] == "status_change"
+    (status,) = site.events("status_change")
+    assert status["detail"] == {"bit": 7, "name": "pretrip_alarm", "value": 1, "word": 3}
+    meter.fault = "silent"
+    site.worker.driver.client.bus.settings = LineSettings(site.sim.port, baud=9600,
+                                                          response_timeout=0.05, retries=0)
+    raised = [kind for _ in range(4) for kind in cycle(0.25)]
+    assert raised.count("read_failures") == 1
