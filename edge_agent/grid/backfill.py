@@ -7,21 +7,23 @@ at the freeze times, through the same `prepaid.billing.bill` as every poll: so a
 tier block, a season and a TOU rate split fall where the meter froze them, not where a
 proportional split of the whole gap would put them.  A freeze is billed only when it lies after
 the last billed reading (billing follows the register and never bills a span twice); a gap
-that was already billed in proportion to time is left as billed and reported, never edited (a
-correction would be a new ledger entry with its own id).
+that was already billed in proportion to time (the freezes could not be read first) is never
+edited: `correct_gap` reprices it from the freezes and the difference is a new `adjustment`
+entry with its own id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.prepaid.billing import bill
 from edge_agent.prepaid.records import Event, LedgerEntry, MeterBilling, RegisterReading
-from edge_agent.prepaid.tariff import Tariff
+from edge_agent.prepaid.tariff import AllowanceState, Tariff, TierState
 
 DEFAULT_DAYS = 3
 MAX_DAYS = 7
@@ -93,3 +95,94 @@ def needs_backfill(state: MeterBilling, last_freeze: datetime, tz: ZoneInfo) -> 
     to that freeze has not been billed yet, so it can still be billed from frozen data."""
     at = last_freeze if last_freeze.tzinfo else last_freeze.replace(tzinfo=tz)
     return state.last_ts is not None and state.last_ts < at
+
+
+GAP = timedelta(hours=24)  # a span billed from one reading this long is worth correcting
+
+
+def is_gap(before: MeterBilling, after: MeterBilling) -> bool:
+    """True when `after` billed one reading over a day or more since `before` (an outage)."""
+    return (before.last_ts is not None and after.last_ts is not None
+            and after.charge_seq == before.charge_seq + 1
+            and after.last_ts - before.last_ts >= GAP)
+
+
+@dataclass(frozen=True)
+class Correction:
+    entry: LedgerEntry | None  # None: the freezes change nothing
+    repriced: MeterBilling  # the state at the span's end, billed from the freezes
+    freezes: list[FrozenDay]
+
+
+def correct_gap(before: MeterBilling, after: MeterBilling, billed: Decimal,
+                freezes: Iterable[FrozenDay], tariff: Tariff, tz: ZoneInfo, gateway: str,
+                now: datetime) -> Correction | None:
+    """Reprice a span that was billed in proportion to time (`before` -> `after`, `billed`:
+    the signed sum of its charge and allowance entries) as a chain of readings at the freezes
+    inside it.  The difference is a new `adjustment` entry with its own id
+    (`<gw>:frozen-correction:<meter>:<seq of the gap's charge>`); nothing billed is edited.
+    None when no freeze lies inside the span."""
+    assert before.last_ts is not None and after.last_ts is not None
+    assert after.last_kwh is not None
+    inside = [f for f in freezes if before.last_ts < f.reading(tz).ts < after.last_ts]
+    if not inside:
+        return None
+    chain = bill_frozen(before, inside, tariff, tz, gateway)
+    end = bill(chain.state, RegisterReading(after.meter, after.last_ts, after.last_kwh,
+                                            after.last_rates), tariff, tz, gateway)
+    repriced = sum((e.amount for e in chain.entries + end.entries
+                    if e.kind in ("charge", "allowance") and ":daily:" not in e.id), Decimal(0))
+    amount = repriced - billed
+    entry = None
+    if amount:
+        entry = LedgerEntry(
+            f"{gateway}:frozen-correction:{after.meter}:{after.charge_seq}", after.account,
+            "adjustment", amount, now, after.meter,
+            {"reason": "frozen_correction", "from": before.last_ts.isoformat(),
+             "to": after.last_ts.isoformat(), "billed": str(billed), "repriced": str(repriced),
+             "freezes": [f.at.isoformat() for f in chain.billed]})
+    return Correction(entry, end.state, chain.billed)
+
+
+def reconcile(current: MeterBilling, after: MeterBilling, repriced: MeterBilling) -> MeterBilling:
+    """Carry the repriced tier and allowance positions into the meter's current state: what
+    the correction moved between periods moves in the running counters too."""
+    tier, allowance = current.tier, current.allowance_state
+    if repriced.tier.period == after.tier.period == tier.period:
+        tier = replace(tier, used=tier.used + repriced.tier.used - after.tier.used)
+    elif repriced.tier.period == tier.period != after.tier.period:
+        tier = replace(tier, used=tier.used + repriced.tier.used)
+    if repriced.allowance_state.month == after.allowance_state.month == allowance.month:
+        allowance = replace(allowance, used=allowance.used + repriced.allowance_state.used
+                            - after.allowance_state.used)
+    return replace(current, tier=tier, allowance_state=allowance)
+
+
+def state_to_dict(state: MeterBilling) -> dict[str, object]:
+    """A billing state as JSON-able data (the concentrator keeps a gap's start with it)."""
+    return {"meter": state.meter, "account": state.account, "tariff": state.tariff,
+            "multiplier": state.multiplier, "allowance": state.allowance,
+            "commissioned_at": state.commissioned_at and state.commissioned_at.isoformat(),
+            "last_kwh": None if state.last_kwh is None else str(state.last_kwh),
+            "last_rates": None if state.last_rates is None else [str(r) for r in
+                                                                  state.last_rates],
+            "last_ts": state.last_ts and state.last_ts.isoformat(),
+            "charge_seq": state.charge_seq,
+            "tier": [state.tier.period, str(state.tier.used)],
+            "allowance_state": [state.allowance_state.month, str(state.allowance_state.used)],
+            "last_daily": state.last_daily and state.last_daily.isoformat()}
+
+
+def state_from_dict(data: dict[str, Any]) -> MeterBilling:
+    def when(text: str | None) -> datetime | None:
+        return None if text is None else datetime.fromisoformat(text)
+
+    return MeterBilling(
+        data["meter"], data["account"], data["tariff"], data["multiplier"], data["allowance"],
+        when(data["commissioned_at"]),
+        None if data["last_kwh"] is None else Decimal(data["last_kwh"]),
+        None if data["last_rates"] is None else tuple(Decimal(r) for r in data["last_rates"]),
+        when(data["last_ts"]), data["charge_seq"],
+        TierState(data["tier"][0], Decimal(data["tier"][1])),
+        AllowanceState(data["allowance_state"][0], Decimal(data["allowance_state"][1])),
+        None if data["last_daily"] is None else date.fromisoformat(data["last_daily"]))

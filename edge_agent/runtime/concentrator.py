@@ -19,6 +19,7 @@ DL/T 645-1997 and Modbus meters have no frozen data or clock here and keep today
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from collections.abc import Callable
@@ -34,7 +35,16 @@ from edge_agent.errors import EXPECTED_ERRORS, MeterAbnormalReply
 from edge_agent.field import collection
 from edge_agent.field.worker import POLL, BusWorker
 from edge_agent.grid import anomaly, clocksync, lineloss, usage
-from edge_agent.grid.backfill import FrozenDay, bill_frozen, freezes_to_read
+from edge_agent.grid.backfill import (
+    FrozenDay,
+    bill_frozen,
+    correct_gap,
+    freezes_to_read,
+    is_gap,
+    reconcile,
+    state_from_dict,
+    state_to_dict,
+)
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import Event
 from edge_agent.store import Store
@@ -100,6 +110,7 @@ class Concentrator:
         self._counters: dict[str, tuple[int, int]] = {}
         self._streaks: dict[str, int] = {}
         self._raised: set[tuple[str, str]] = set()
+        self._states: dict[str, Any] = {}  # billing states at the last look (gap detection)
 
     @classmethod
     def for_agent(cls, agent: Any) -> Concentrator:
@@ -190,7 +201,38 @@ class Concentrator:
                 store.save_billing_states([done.state], previous=processor.billing)
             store.record_freezes(freezes, self.clock.now())
             store.record_events(done.events)
-        processor.billing[meter] = done.state
+            state = self._correct(done.state, freezes)
+        processor.billing[meter] = state
+        self._states[meter] = state  # billed from freezes: not a gap for `watch`
+
+    def _correct(self, state: Any, freezes: list[FrozenDay]) -> Any:
+        """A gap billed in proportion to time that these freezes fall inside gets its
+        correction entry, and the running tier and allowance counters follow it."""
+        key = f"billed_gap:{state.meter}"
+        pending = self.store.setting(key)
+        if not pending:
+            return state
+        gap = json.loads(pending)
+        before, after = state_from_dict(gap["before"]), state_from_dict(gap["after"])
+        ids = [f"{self.processor.gateway}:{kind}:{state.meter}:{after.charge_seq}"
+               for kind in ("charge", "allowance")]
+        billed = sum((Decimal(r["amount"]) for r in self.store.ledger_entries_by_id(ids)),
+                     Decimal(0))
+        fix = correct_gap(before, after, billed, freezes,
+                          self.processor._tariff(state.tariff), self.tz,
+                          self.processor.gateway, self.clock.now())
+        if fix is None:
+            return state
+        self.store.set_setting(key, "")
+        if fix.entry is not None:
+            self.store.append_ledger_entries([fix.entry])
+            self.store.record_events([Event("frozen_correction", "info", fix.entry.ts,
+                                            state.meter, state.account,
+                                            {"entry": fix.entry.id,
+                                             "amount": str(fix.entry.amount)})])
+        new = reconcile(state, after, fix.repriced)
+        self.store.save_billing_states([new], previous={state.meter: state})
+        return new
 
     # -- the day closed: line loss and usage -----------------------------------------------
     def close_day(self, day: date) -> None:
@@ -249,6 +291,7 @@ class Concentrator:
         latest = self.store.latest_values(WATCHED)
         counters = self.store.poll_counters()
         multipliers = {m: s.multiplier for m, s in self.processor.billing.items()}
+        gaps = self._gaps()
         events: list[Event] = []
         for meter, values in latest.items():
             before = self._seen.get(meter)
@@ -257,9 +300,23 @@ class Concentrator:
                 events += self._compare(meter, before, values, multipliers.get(meter, 1))
         for meter, (polls, replies) in counters.items():
             events += self._failures(meter, polls, replies)
-        if events:
+        if events or gaps:
             with self.store.transaction():
                 self.store.record_events(events)
+                for meter, body in gaps.items():
+                    self.store.set_setting(f"billed_gap:{meter}", body)
+
+    def _gaps(self) -> dict[str, str]:
+        """Spans of a day or more billed from one reading since the last look (the freezes
+        could not be read first): kept until a backfill corrects them."""
+        gaps = {}
+        for meter, state in self.processor.billing.items():
+            before = self._states.get(meter)
+            self._states[meter] = state
+            if before is not None and is_gap(before, state):
+                gaps[meter] = json.dumps({"before": state_to_dict(before),
+                                          "after": state_to_dict(state)})
+        return gaps
 
     def _compare(self, meter: str, before: dict[str, tuple[int, str]],
                  now: dict[str, tuple[int, str]], multiplier: int) -> list[Event]:

@@ -87,3 +87,31 @@ def test_freezes_before_the_last_billed_reading_are_skipped() -> None:
     assert not needs_backfill(state, datetime(2026, 3, 30), TZ)
     again = bill_frozen(done.state, [freeze(31, 3, "52")], MONTHLY_TIERS, TZ, "gw")
     assert again.entries == [] and again.events == []  # idempotent
+
+
+def test_gap_billed_in_proportion_is_corrected_by_a_new_entry() -> None:
+    from edge_agent.grid.backfill import (
+        correct_gap,
+        is_gap,
+        reconcile,
+        state_from_dict,
+        state_to_dict,
+    )
+
+    before = billed_state()
+    one = bill(before, RegisterReading(M, at(2026, 4, 1, 12), D(160)), MONTHLY_TIERS, TZ, "gw")
+    assert is_gap(before, one.state)
+    billed = sum(e.amount for e in one.entries)
+    assert billed == D("-84.00")
+    fix = correct_gap(state_from_dict(state_to_dict(before)), one.state, billed,
+                      [freeze(1, 4, "124"), freeze(31, 3, "52"), freeze(30, 3, "28")],
+                      MONTHLY_TIERS, TZ, "gw", at(2026, 4, 2, 0, 5))
+    assert fix is not None and fix.entry is not None
+    assert (fix.entry.id, fix.entry.kind, fix.entry.amount) == (
+        "gw:frozen-correction:000000000001:2", "adjustment", D("1.80"))  # 84.00 -> 82.20
+    assert len(fix.freezes) == 2  # the freeze before the span is not inside it
+    assert one.state.tier.used == D(30)  # April's share in proportion to time
+    assert reconcile(one.state, one.state, fix.repriced).tier.used == D(36)  # as frozen
+    assert correct_gap(before, one.state, billed, [], MONTHLY_TIERS, TZ, "gw",
+                       at(2026, 4, 2)) is None
+    assert state_from_dict(state_to_dict(one.state)) == one.state

@@ -148,6 +148,35 @@ def test_two_day_outage_is_billed_from_the_freezes_across_the_tier_and_month(
                                                             date(2026, 3, 31)}
 
 
+def test_gap_billed_before_the_freezes_were_read_is_corrected_by_a_new_entry(
+        site_factory: Any) -> None:
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)
+    site.conc.watch()
+    site.sim.advance_to(datetime(2026, 3, 31))
+    meters[0].load_kw = D("3")
+    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site.poll(a1)  # the freezes were not read first: 122 kWh billed in proportion to time
+    site.conc.watch()  # sees the gap
+    (gap_charge,) = charges(site, "acct-01")[1:]
+    site.run(site.conc.backfill_all(3))
+    ledger = site.store.ledger("acct-01")
+    (fix,) = [e for e in ledger if e["kind"] == "adjustment"]
+    assert fix["id"] == "gw:frozen-correction:000000000001:2"
+    assert D(gap_charge["amount"]) + D(fix["amount"]) == D("-85.60")  # 13.00 + 57.60 + 15.00
+    assert [e for e in ledger if e["id"] == gap_charge["id"]] == [gap_charge]  # not edited
+    assert site.processor.billing[a1].tier.used == D(30)  # April's 30 kWh, as frozen
+    site.run(site.conc.backfill_all(3))
+    assert len(site.store.ledger("acct-01")) == len(ledger)  # corrected once
+    (event,) = site.events("frozen_correction")
+    assert event["detail"]["amount"] == fix["amount"]
+
+
 def test_drifting_meter_is_synced_and_the_event_raised_once(site_factory: Any) -> None:
     start = datetime(2026, 4, 1, 14, 20)
     meters = make_meters(3, clock=SimClock(start, speed=0))
