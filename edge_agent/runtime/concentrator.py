@@ -103,6 +103,7 @@ class Concentrator:
         self._ran: dict[str, date] = {}  # job -> local day it last ran
         self._frozen: tuple[date, list[Future[Any]]] | None = None
         self._next_clock = 0.0
+        self._sync_retry = 0.0
         self._clock_raised: dict[str, bool] | None = None
         self.totals = {m.address: m for m in config.total_meters}
         self._next_watch = 0.0
@@ -138,14 +139,23 @@ class Concentrator:
             day = self._frozen[0] - timedelta(days=1)
             self._frozen = None
             self.on_processor(self.close_day, day)
-        if self.clock.monotonic() >= self._next_clock:
-            self._next_clock = self.clock.monotonic() + self.settings.clock_read_interval
-            sync = now.time() >= self.policy.broadcast_at and self._due("clock_sync", today,
-                                                                         mark=False)
-            self.clocks_all(sync)
+        self._clocks(now)
         if self.clock.monotonic() >= self._next_watch:
             self._next_watch = self.clock.monotonic() + WATCH_INTERVAL
             self.on_processor(self.watch)
+
+    def _clocks(self, now: datetime) -> None:
+        """The daily sync as soon as it is due and the moment is safe (away from the hour and
+        midnight), else the periodic clock read; a refused sync is tried again an interval
+        later (the gateway's clock may have synchronised by then)."""
+        mono, interval = self.clock.monotonic(), self.settings.clock_read_interval
+        if (now.time() >= self.policy.broadcast_at and mono >= self._sync_retry
+                and clocksync.away_from_hour(now) and self._due("clock_sync", now.date())):
+            self._next_clock = self._sync_retry = mono + interval
+            self.clocks_all(sync=True)
+        elif mono >= self._next_clock:
+            self._next_clock = mono + interval
+            self.clocks_all(sync=False)
 
     def _due(self, job: str, today: date, mark: bool = True) -> bool:
         if self._ran.get(job) == today:
@@ -414,8 +424,8 @@ class Concentrator:
         trusted = clocksync.gateway_trusted(self.policy.trust, self.ntp())
         done_today = self.store.setting(f"clock_broadcast:{client.bus.settings.port}") == today
         plan = clocksync.plan_sync(deviations, now, trusted, done_today, self.policy)
-        self._ran["clock_sync"] = now.date()
         if plan.refused:
+            self._ran.pop("clock_sync", None)  # try again at the next retry
             self.on_processor(self._refused, plan.refused, today)
             return
         to_set = list(plan.set_meters)

@@ -52,6 +52,9 @@ class SimGatewayClock(Clock):
     def now(self) -> datetime:
         return self.world.now().replace(tzinfo=TZ).astimezone(UTC)
 
+    def monotonic(self) -> float:
+        return (self.world.now() - datetime(2026, 1, 1)).total_seconds()
+
 
 @dataclass
 class Site:
@@ -296,3 +299,37 @@ def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
                                                           response_timeout=0.05, retries=0)
     raised = [kind for _ in range(4) for kind in cycle(0.25)]
     assert raised.count("read_failures") == 1
+
+
+def settle(site: Site) -> None:
+    """Tick until the bus is idle and nothing more is queued."""
+    import time
+
+    quiet = 0
+    while quiet < 3:
+        site.conc.tick()
+        idle = site.worker.pending() == 0 and not site.worker.busy.is_set()
+        quiet = quiet + 1 if idle else 0
+        time.sleep(0.1)
+
+
+def test_tick_backfills_closes_the_day_and_syncs_only_away_from_the_hour(
+        site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 12)
+    meters = make_meters(2, clock=SimClock(start, speed=0), load_kw=D("1"))
+    site = site_factory(meters, [m.address for m in meters], start)
+    site.sim.advance_to(datetime(2026, 4, 3, 14, 58))
+    meters[1].clock_offset = timedelta(seconds=90)
+    settle(site)  # start: backfill, the 00:05 read, the 00:15 backfill, a clock read
+    assert site.store.freeze_days(meters[0].address, date(2026, 3, 1)) == {
+        date(2026, 4, 1), date(2026, 4, 2)}
+    assert [u["day"] for u in site.store.usage("acct-01")] == ["2026-04-02"]  # day closed
+    assert meters[1].now() - site.world.now() == timedelta(seconds=90)  # 14:58: no sync
+    assert len(site.events("clock_deviation")) == 1
+    site.sim.advance_to(datetime(2026, 4, 3, 15, 10))
+    settle(site)
+    assert abs(meters[1].now() - site.world.now()) < timedelta(seconds=2)  # synced at 15:10
+    assert len(site.events("clock_ok")) == 1
+    site.sim.advance_to(datetime(2026, 4, 3, 15, 20))
+    settle(site)  # nothing due: no more clock reads within the hour
+    assert len(site.store.meter_clocks()) == 2 and len(site.events("clock_ok")) == 1
