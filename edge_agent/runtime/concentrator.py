@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 NTP_FLAG = Path("/run/systemd/timesync/synchronized")
 WATCH_INTERVAL = 5.0  # seconds between two looks at what the polls stored
+QUARTER_LATE = timedelta(minutes=2)  # a quarter's reads start at most this late
 WATCHED = ("forward_active_total", "active_power_total", "status_word_3")
 
 
@@ -112,6 +113,7 @@ class Concentrator:
         self._streaks: dict[str, int] = {}
         self._raised: set[tuple[str, str]] = set()
         self._states: dict[str, Any] = {}  # billing states at the last look (gap detection)
+        self._quarter: datetime | None = None
 
     @classmethod
     def for_agent(cls, agent: Any) -> Concentrator:
@@ -140,6 +142,7 @@ class Concentrator:
             self._frozen = None
             self.on_processor(self.close_day, day)
         self._clocks(now)
+        self._quarters(now)
         if self.clock.monotonic() >= self._next_watch:
             self._next_watch = self.clock.monotonic() + WATCH_INTERVAL
             self.on_processor(self.watch)
@@ -243,6 +246,73 @@ class Concentrator:
         new = reconcile(state, after, fix.repriced)
         self.store.save_billing_states([new], previous={state.meter: state})
         return new
+
+    # -- 15-minute line loss ------------------------------------------------------------------
+    def _quarters(self, now: datetime) -> None:
+        """At each quarter hour: read the registers of every area's meters, and compute the
+        loss of the quarter before last (its closing reads are finished by then)."""
+        if not self.totals:
+            return
+        quarter = lineloss.quarter_start(now)
+        if quarter == self._quarter:
+            return
+        self._quarter = quarter
+        if now - quarter > QUARTER_LATE:
+            return  # started mid-quarter: a read now is not the quarter's opening register
+        for name in self.workers:
+            self.workers[name].submit(self._quarter_job(name, quarter), POLL)
+        self.on_processor(self.quarter_loss, quarter - timedelta(minutes=30))
+
+    def _area_meters(self, bus: str) -> list[str]:
+        """Meters of line-loss areas on one bus: total meters first, then their customers."""
+        totals = [a for a, m in sorted(self.totals.items()) if m.bus == bus]
+        customers = sorted(m.address for m in self.config.meters
+                           if m.bus == bus and m.behind in self.totals)
+        return totals + customers
+
+    def _quarter_job(self, bus: str, quarter: datetime) -> Callable[[Any], int]:
+        def job(driver: Any) -> int:
+            client = collection.client_of(driver)
+            if client is None:
+                return 0
+            values = {}
+            for meter in self._area_meters(bus):
+                try:
+                    values[meter] = Decimal(str(client.read(meter, "energy").value))
+                except EXPECTED_ERRORS:
+                    continue
+            self.on_processor(self._record_quarter, quarter, values)
+            return len(values)
+        return job
+
+    def _record_quarter(self, quarter: datetime, values: dict[str, Decimal]) -> None:
+        with self.store.transaction():
+            self.store.record_quarter(quarter, values)
+
+    def quarter_loss(self, start: datetime) -> None:
+        """The loss of [start, start + 15 min) of every area (processing thread); its
+        `line_loss_high` / `line_loss_negative` are raised once while they last."""
+        end = start + timedelta(minutes=15)
+        opening, closing = self.store.quarter_values(start), self.store.quarter_values(end)
+        if not opening or not closing:
+            return  # the concentrator was not running at one of the quarter's ends
+        events: list[Event] = []
+        with self.store.transaction():
+            for area, total in sorted(self.totals.items()):
+                def energy(meter: str, multiplier: int) -> Decimal | None:
+                    return lineloss.energy_between(opening.get(meter), closing.get(meter),
+                                                   multiplier)
+
+                sales = {m.address: energy(m.address, m.multiplier)
+                         for m in self.config.meters if m.behind == area}
+                result = lineloss.line_loss(area, "15min", start, end,
+                                            energy(area, total.ct_ratio * total.pt_ratio),
+                                            sales, self.settings.loss_threshold)
+                self.store.save_line_loss(result, self.settings.publish)
+                if not result.incomplete:
+                    events += self._once(area, ("line_loss_high", "line_loss_negative"),
+                                         lineloss.loss_events(result))
+            self.store.record_events(events)
 
     # -- the day closed: line loss and usage -----------------------------------------------
     def close_day(self, day: date) -> None:

@@ -29,6 +29,8 @@ def migration_grid(db: Any) -> None:
     db.execute("""CREATE TABLE meter_clocks (meter TEXT PRIMARY KEY, read_at TEXT NOT NULL,
                   meter_time TEXT NOT NULL, deviation REAL NOT NULL, raised INTEGER NOT NULL,
                   set_at TEXT)""")
+    db.execute("""CREATE TABLE quarter_readings (meter TEXT NOT NULL, quarter TEXT NOT NULL,
+                  kwh TEXT NOT NULL, PRIMARY KEY (meter, quarter)) WITHOUT ROWID""")
     db.execute("""CREATE TABLE daily_usage (account TEXT NOT NULL, day TEXT NOT NULL,
                   body TEXT NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID""")
 
@@ -64,6 +66,17 @@ class GridRecords(Database):
     def freeze_count(self, day: date) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM frozen_days WHERE day=?",
                                      (day.isoformat(),)).fetchone()[0])
+
+    # -- 15-minute registers of line-loss areas ----------------------------------------------
+    def record_quarter(self, quarter: datetime, values: dict[str, Decimal]) -> None:
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO quarter_readings (meter, quarter, kwh) VALUES (?,?,?)",
+            [(m, to_iso(quarter), str(v)) for m, v in values.items()])
+
+    def quarter_values(self, quarter: datetime) -> dict[str, Decimal]:
+        rows = self.conn.execute("SELECT meter, kwh FROM quarter_readings WHERE quarter=?",
+                                 (to_iso(quarter),))
+        return {r["meter"]: Decimal(r["kwh"]) for r in rows}
 
     # -- line loss -------------------------------------------------------------------------
     def save_line_loss(self, result: LineLoss, publish: bool = True) -> None:

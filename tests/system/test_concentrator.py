@@ -333,3 +333,24 @@ def test_tick_backfills_closes_the_day_and_syncs_only_away_from_the_hour(
     site.sim.advance_to(datetime(2026, 4, 3, 15, 20))
     settle(site)  # nothing due: no more clock reads within the hour
     assert len(site.store.meter_clocks()) == 2 and len(site.events("clock_ok")) == 1
+
+
+def test_quarter_hour_line_loss_and_theft_raised_once(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 10, 0)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("2"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=D("1"),
+                             ct_ratio=5)
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total", ct_ratio=5),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals)
+    for minutes in (0, 15, 30, 45):
+        site.sim.advance_to(start + timedelta(minutes=minutes))
+        settle(site)
+    first, second = sorted(site.store.line_losses(period="15min"), key=lambda r: r["start"])
+    assert first["start"] == "2026-04-01T10:00:00+08:00" and not first["incomplete"]
+    # 3 x 2 kW x 1.03 + 1 kW theft over 15 minutes = 1.795 kWh primary, 0.359 on the register
+    # (CT 5), shown as 0.35 (0.01 kWh resolution): supply 1.75 kWh; sales 1.5 kWh
+    assert D(first["supply_kwh"]) == D("1.75") and first["sales_kwh"] == "1.50"
+    assert first["over_threshold"] and second["over_threshold"]
+    assert len(site.events("line_loss_high")) == 1  # raised once while it lasts
