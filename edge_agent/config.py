@@ -81,6 +81,8 @@ class ConcentratorConfig:
     stopped_kwh: Decimal = Decimal("0.1")
     failure_streak: int = 3
     publish: bool = True  # queue `lineloss` and `usage` messages for the head end
+    settlement_day: int = 1  # the meters' settlement day and hour (04000B01), for 0001FFNN
+    settlement_hour: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ _CONCENTRATOR_KEYS = {"enabled": bool, "frozen_read_at": str, "backfill_at": str
                       "backfill_days": int, "clock_read_interval": (int, float),
                       "broadcast_at": str, "clock_threshold": int, "clock_trust": str,
                       "loss_threshold": str, "fast_factor": str, "stopped_kwh": str,
-                      "failure_streak": int, "publish": bool}
+                      "failure_streak": int, "publish": bool, "settlement_day": int,
+                      "settlement_hour": int}
 _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "username": str,
               "password": str, "ca_file": str, "cert_file": str, "key_file": str,
               "keepalive": int, "batch_size": int, "reconnect_min": (int, float),
@@ -419,6 +422,10 @@ def _concentrator(check: _Checker, raw: Any) -> ConcentratorConfig:
         if not away_from_hour(time(hour, minute)):
             check.add("concentrator", None, "broadcast_at", "must be more than 5 minutes from "
                       "any hour and 30 minutes from midnight")
+    if not 1 <= values.get("settlement_day", 1) <= 28:
+        check.add("concentrator", None, "settlement_day", "must be 1..28")
+    if not 0 <= values.get("settlement_hour", 0) <= 23:
+        check.add("concentrator", None, "settlement_hour", "must be 0..23")
     if not 1 <= values.get("backfill_days", 3) <= 7:
         check.add("concentrator", None, "backfill_days", "must be 1..7")
     if values.get("clock_trust", "auto") not in ("auto", "trust", "distrust"):

@@ -49,6 +49,14 @@ def read_freezes(client: Dlt645Client, meter: str, ns: list[int]) -> list[Frozen
     return out
 
 
+def read_settlement(client: Dlt645Client, meter: str, n: int, at: datetime) -> FrozenDay:
+    """The NNth last settlement-day freeze of the forward active block (0001FFNN); the meter
+    sends no time with it, so `at` is the settlement moment its parameters say."""
+    block = client.read(meter, 0x0001FF00 + n).value
+    assert isinstance(block, list)
+    return FrozenDay(meter, at, tuple(Decimal(str(v)) for v in block))
+
+
 def read_clock(client: Dlt645Client, meter: str) -> datetime:
     """The meter's date and time (04000101, 04000102), read so a midnight between the two
     reads cannot pair today's time with yesterday's date."""

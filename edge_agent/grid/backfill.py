@@ -49,6 +49,29 @@ class FrozenDay:
         return RegisterReading(self.meter, at, self.forward[0], rates)
 
 
+def settlements(now: datetime, day: int = 1, hour: int = 0, count: int = 12) -> list[datetime]:
+    """The meter's settlement-day freeze moments at or before `now` (local, naive), newest
+    first: the NNth is what `0001FF<NN>` holds.  `day`/`hour` must match the meter's
+    settlement-day parameter (04000B01)."""
+    moments = []
+    year, month = now.year, now.month
+    while len(moments) < count:
+        moment = datetime(year, month, day, hour)
+        if moment <= now:
+            moments.append(moment)
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return moments
+
+
+def settlements_to_read(now: datetime, last_billed: datetime, earliest_daily: datetime,
+                        day: int = 1, hour: int = 0) -> list[tuple[int, datetime]]:
+    """(NN, moment) of the settlement freezes a backfill needs: those after the last billed
+    reading and before the oldest daily freeze it could read (a gap longer than the daily
+    freezes kept or configured still gets its month boundaries where the meter froze them)."""
+    return [(n, moment) for n, moment in enumerate(settlements(now, day, hour), 1)
+            if last_billed < moment < earliest_daily]
+
+
 def freezes_to_read(today: date, have: Iterable[date], days: int = DEFAULT_DAYS) -> list[int]:
     """The NN (1 = last freeze, this midnight) of the daily freezes still missing, for the
     days that ended before `today`; `have` holds the days already on record."""

@@ -42,6 +42,7 @@ from edge_agent.grid.backfill import (
     freezes_to_read,
     is_gap,
     reconcile,
+    settlements_to_read,
     state_from_dict,
     state_to_dict,
 )
@@ -190,6 +191,7 @@ class Concentrator:
                     continue
                 try:
                     freezes = collection.read_freezes(client, meter, wanted)
+                    freezes += self._settlements(client, meter, freezes)
                 except EXPECTED_ERRORS as exc:
                     log.info("frozen data of %s not read: %s", meter, exc)
                     continue
@@ -197,6 +199,24 @@ class Concentrator:
                 read += len(freezes)
             return read
         return job
+
+    def _settlements(self, client: Any, meter: str, daily: list[FrozenDay]) -> list[FrozenDay]:
+        """Settlement-day freezes inside a gap older than the daily freezes read."""
+        state = self.processor.billing.get(meter)
+        if state is None or state.last_ts is None:
+            return []
+        now = self._gateway_local()
+        earliest = min((f.at for f in daily), default=now)
+        last = state.last_ts.astimezone(self.tz).replace(tzinfo=None)
+        wanted = settlements_to_read(now, last, earliest, self.settings.settlement_day,
+                                     self.settings.settlement_hour)
+        out = []
+        for n, moment in wanted:
+            try:
+                out.append(collection.read_settlement(client, meter, n, moment))
+            except MeterAbnormalReply:
+                break  # not kept that far back
+        return out
 
     def apply_freezes(self, meter: str, freezes: list[FrozenDay]) -> None:
         """Keep the freezes; bill those after the meter's last billed reading (processing

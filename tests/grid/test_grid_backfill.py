@@ -115,3 +115,16 @@ def test_gap_billed_in_proportion_is_corrected_by_a_new_entry() -> None:
     assert correct_gap(before, one.state, billed, [], MONTHLY_TIERS, TZ, "gw",
                        at(2026, 4, 2)) is None
     assert state_from_dict(state_to_dict(one.state)) == one.state
+
+
+def test_settlement_moments_for_a_gap_longer_than_the_daily_freezes() -> None:
+    from edge_agent.grid.backfill import settlements, settlements_to_read
+
+    now = datetime(2026, 4, 6, 10)
+    assert settlements(now, count=3) == [datetime(2026, 4, 1), datetime(2026, 3, 1),
+                                         datetime(2026, 2, 1)]
+    assert settlements(datetime(2026, 1, 1), count=2) == [datetime(2026, 1, 1),
+                                                          datetime(2025, 12, 1)]
+    assert settlements_to_read(now, datetime(2026, 2, 20), datetime(2026, 4, 4)) == [
+        (1, datetime(2026, 4, 1)), (2, datetime(2026, 3, 1))]
+    assert settlements_to_read(now, datetime(2026, 4, 2), datetime(2026, 4, 4)) == []

@@ -151,6 +151,25 @@ def test_two_day_outage_is_billed_from_the_freezes_across_the_tier_and_month(
                                                             date(2026, 3, 31)}
 
 
+def test_long_outage_bills_the_month_boundary_from_the_settlement_freeze(
+        site_factory: Any) -> None:
+    start = datetime(2026, 3, 20, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 25, 12))
+    site.poll(a1)  # 120 kWh: 50 x 0.5 + 70 x 0.8
+    site.sim.advance_to(datetime(2026, 4, 6, 10))  # 12 days down; 3 daily freezes kept
+    site.run(site.conc.backfill_all(3))
+    stamps = [e["ts"][:16] for e in charges(site, "acct-01")]
+    assert stamps == ["2026-03-25T04:00", "2026-03-31T16:00",  # the 1 April settlement
+                      "2026-04-03T16:00", "2026-04-04T16:00", "2026-04-05T16:00"]
+    march, april = charges(site, "acct-01")[1:3]
+    assert D(march["amount"]) == D("-124.80")  # 156 kWh of March, all above the block
+    assert D(april["amount"]) == D("-42.60")  # 72 kWh: 50 x 0.5 + 22 x 0.8, from 1 April
+
+
 def test_gap_billed_before_the_freezes_were_read_is_corrected_by_a_new_entry(
         site_factory: Any) -> None:
     start = datetime(2026, 3, 28, 12)
