@@ -126,9 +126,16 @@ class Concentrator:
         return self.clock.now().astimezone(self.tz)
 
     def tick(self) -> None:
-        """Queue what is due (cheap when nothing is); never blocks on a bus."""
+        """Queue what is due (cheap when nothing is); never blocks on a bus.  A failure here
+        is logged and never stops the daemon's polling, billing and enforcement."""
         if not self.settings.enabled:
             return
+        try:
+            self._tick()
+        except Exception:  # the book of record must not take prepaid enforcement down
+            log.exception("concentrator: a scheduled job failed")
+
+    def _tick(self) -> None:
         now = self.local_now()
         today = now.date()
         if not self._started:
