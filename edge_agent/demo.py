@@ -291,7 +291,7 @@ class Demo:
         conc.close_day(datetime(2026, 4, 3).date())
         theft, normal = store.line_losses("day")[:2]
         for loss in (normal, theft):
-            self.say(f"    line loss {loss['start'][:10]}: supply {loss['supply_kwh']} kWh, "
+            self.say(f"    line loss {loss['label']}: supply {loss['supply_kwh']} kWh, "
                      f"sales {loss['sales_kwh']} kWh, rate {loss['rate']}")
         high = store.events(types=["line_loss_high"])
         self.say(f"    line_loss_high raised: {len(high)} (threshold 0.08)")

@@ -28,7 +28,7 @@ def lineloss(period: str, area: str | None, limit: int, db_path: str | None,
         shown = [{**r, "rate": "incomplete" if r["incomplete"] else _percent(r["rate"]),
                   "flags": ",".join(f for f in ("negative", "over_threshold") if r[f]),
                   "missing": r["missing"] or ""} for r in rows]
-        _table(shown, ["area", "start", "supply_kwh", "sales_kwh", "loss_kwh", "rate",
+        _table(shown, ["area", "label", "supply_kwh", "sales_kwh", "loss_kwh", "rate",
                        "missing", "flags"])
 
     emit(rows, as_json, human)

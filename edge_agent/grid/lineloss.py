@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -40,17 +40,32 @@ class LineLoss:
     negative: bool = False
     over_threshold: bool = False
 
+    @property
+    def label(self) -> str:
+        """The period in the area's local time: `2026-04-02`, `2026-04`, `2026-04-02T10:15`."""
+        if self.period == "day":
+            return self.start.date().isoformat()
+        if self.period == "month":
+            return self.start.strftime("%Y-%m")
+        return self.start.strftime("%Y-%m-%dT%H:%M")
+
     def as_dict(self) -> dict[str, object]:
+        """The `lineloss` message body (times in UTC with Z, as the MQTT contract wants)."""
         def text(value: Decimal | None) -> str | None:
             return None if value is None else str(value)
 
-        return {"area": self.area, "period": self.period, "start": self.start.isoformat(),
-                "end": self.end.isoformat(), "supply_kwh": text(self.supply_kwh),
+        return {"area": self.area, "period": self.period, "label": self.label,
+                "start": utc(self.start), "end": utc(self.end),
+                "supply_kwh": text(self.supply_kwh),
                 "sales_kwh": text(self.sales_kwh), "loss_kwh": text(self.loss_kwh),
                 "rate": text(self.rate), "customers": self.customers,
                 "missing": len(self.missing), "missing_meters": list(self.missing),
                 "incomplete": self.incomplete, "negative": self.negative,
                 "over_threshold": self.over_threshold}
+
+
+def utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def energy_between(first: Decimal | None, last: Decimal | None,
