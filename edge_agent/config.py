@@ -52,6 +52,37 @@ class MeterConfig:
     initial_kwh: Decimal | None = None
     unit: int | None = None  # Modbus unit id
     model: str | None = None  # Modbus register map
+    # -- field data and line loss (issue 13); all optional -----------------------------------
+    lat: float | None = None
+    lon: float | None = None
+    pole: str | None = None
+    phase: str | None = None  # A | B | C | ABC
+    customer_class: str | None = None
+    role: str = "customer"  # or "total": a transformer area's total meter (总表), not billed
+    behind: str | None = None  # the total meter this customer meter is behind
+    ct_ratio: int = 1  # total meters: CT and PT ratios (primary energy = register x CT x PT)
+    pt_ratio: int = 1
+
+
+@dataclass(frozen=True)
+class ConcentratorConfig:
+    """`[concentrator]`: frozen data, backfill, meter clocks, anomalies, line loss."""
+
+    enabled: bool = False
+    frozen_read_at: str = "00:05"
+    backfill_at: str = "00:15"
+    backfill_days: int = 3  # 1..7
+    clock_read_interval: float = 3600.0  # seconds
+    broadcast_at: str = "14:20"  # away from the hour and midnight
+    clock_threshold: int = 60  # seconds
+    clock_trust: str = "auto"  # auto (NTP state) | trust | distrust
+    loss_threshold: Decimal = Decimal("0.08")
+    fast_factor: Decimal = Decimal(10)
+    stopped_kwh: Decimal = Decimal("0.1")
+    failure_streak: int = 3
+    publish: bool = True  # queue `lineloss` and `usage` messages for the head end
+    settlement_day: int = 1  # the meters' settlement day and hour (04000B01), for 0001FFNN
+    settlement_hour: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +143,8 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    concentrator: ConcentratorConfig = field(default_factory=ConcentratorConfig)
+    total_meters: tuple[MeterConfig, ...] = ()  # role = "total": read, never billed
     source: str = "<defaults>"
 
     @property
@@ -133,14 +166,23 @@ _BUS_KEYS = {"name": str, "port": str, "protocol": str, "baud": int, "parity": s
              "retries": int, "poll_interval": (int, float), "quantities": list}
 _METER_KEYS = {"address": str, "bus": str, "account": str, "tariff": str, "multiplier": int,
                "keep_power": bool, "allowance": bool, "initial_kwh": str, "unit": int,
-               "model": str}
+               "model": str, "lat": (int, float), "lon": (int, float), "pole": str,
+               "phase": str, "customer_class": str, "role": str, "behind": str,
+               "ct_ratio": int, "pt_ratio": int}
+_CONCENTRATOR_KEYS = {"enabled": bool, "frozen_read_at": str, "backfill_at": str,
+                      "backfill_days": int, "clock_read_interval": (int, float),
+                      "broadcast_at": str, "clock_threshold": int, "clock_trust": str,
+                      "loss_threshold": str, "fast_factor": str, "stopped_kwh": str,
+                      "failure_streak": int, "publish": bool, "settlement_day": int,
+                      "settlement_hour": int}
 _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "username": str,
               "password": str, "ca_file": str, "cert_file": str, "key_file": str,
               "keepalive": int, "batch_size": int, "reconnect_min": (int, float),
               "reconnect_max": (int, float), "status_interval": (int, float)}
 _KEYS_KEYS = {"directory": str, "headend_keys": str, "clock_skew": int}
 _RETENTION_KEYS = {"outbox_max_messages": int, "outbox_max_age_days": int}
-_TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention", "accounts"}
+_TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention", "accounts",
+        "concentrator"}
 _ACCOUNT_KEYS = {"policy_class": str, "tier_bonus_kwh": str}
 
 
@@ -237,7 +279,12 @@ def parse_config(text: str, source: str = "agent.toml") -> Config:
                   "(it is part of MQTT topics and ledger ids)")
     buses = _buses(check, data.get("bus", []))
     values["buses"] = tuple(buses)
-    values["meters"] = tuple(_meters(check, data.get("meter", []), {b.name: b for b in buses}))
+    every = _meters(check, data.get("meter", []), {b.name: b for b in buses})
+    values["meters"] = tuple(m for m in every if m.role != "total")
+    values["total_meters"] = tuple(m for m in every if m.role == "total")
+    _areas(check, every)
+    if "concentrator" in data:
+        values["concentrator"] = _concentrator(check, data["concentrator"])
     if "policy" in data:
         try:
             values["policy"] = parse_policy(data["policy"], "[policy]")
@@ -318,7 +365,9 @@ def _meters(check: _Checker, raw: Any, buses: dict[str, BusConfig]) -> list[Mete
     seen: set[str] = set()
     for index, entry in enumerate(raw if isinstance(raw, list) else []):
         meter = check.table(entry, _METER_KEYS, "meter", index)
-        missing = [k for k in ("address", "bus", "account", "tariff") if k not in meter]
+        required = ("address", "bus") if meter.get("role") == "total" else (
+            "address", "bus", "account", "tariff")
+        missing = [k for k in required if k not in meter]
         for key in missing:
             check.add("meter", index, None, f"{key} is missing")
         address = meter.get("address", "")
@@ -347,6 +396,8 @@ def _meters(check: _Checker, raw: Any, buses: dict[str, BusConfig]) -> list[Mete
                           f"{entry['initial_kwh']!r} is not a reading in kWh")
                 meter.pop("initial_kwh")
         if not missing:
+            meter.setdefault("account", "")
+            meter.setdefault("tariff", "")
             meters.append(MeterConfig(**meter))
     return meters
 
@@ -376,6 +427,58 @@ def _accounts(check: _Checker, raw: Any, policy: Policy) -> tuple[AccountConfig,
                 bonus = Decimal(0)
         out.append(AccountConfig(str(name), policy_class, bonus))
     return tuple(out)
+
+
+def _areas(check: _Checker, meters: list[MeterConfig]) -> None:
+    """Field data and line-loss areas: roles, phases, coordinates, `behind` a total meter."""
+    totals = {m.address for m in meters if m.role == "total"}
+    for index, m in enumerate(meters):
+        if m.role not in ("customer", "total"):
+            check.add("meter", index, "role", f"{m.role!r} is not customer or total")
+        if m.phase is not None and m.phase not in ("A", "B", "C", "ABC"):
+            check.add("meter", index, "phase", f"{m.phase!r} is not A, B, C or ABC")
+        if m.lat is not None and not -90 <= m.lat <= 90:
+            check.add("meter", index, "lat", f"{m.lat} is not a latitude")
+        if m.lon is not None and not -180 <= m.lon <= 180:
+            check.add("meter", index, "lon", f"{m.lon} is not a longitude")
+        if m.behind is not None and m.behind not in totals:
+            check.add("meter", index, "behind", f"{m.behind} is not a meter with role = total")
+        for key in ("ct_ratio", "pt_ratio"):
+            if getattr(m, key) < 1:
+                check.add("meter", index, key, "must be a whole number >= 1")
+
+
+def _concentrator(check: _Checker, raw: Any) -> ConcentratorConfig:
+    values = check.table(raw, _CONCENTRATOR_KEYS, "concentrator")
+    for key in ("frozen_read_at", "backfill_at", "broadcast_at"):
+        if key in values and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", values[key]):
+            check.add("concentrator", None, key, f"{values[key]!r} is not HH:MM")
+            values.pop(key)
+    if "broadcast_at" in values:
+        from edge_agent.grid.clocksync import away_from_hour
+
+        hour, minute = map(int, values["broadcast_at"].split(":"))
+        from datetime import time
+
+        if not away_from_hour(time(hour, minute)):
+            check.add("concentrator", None, "broadcast_at", "must be more than 5 minutes from "
+                      "any hour and 30 minutes from midnight")
+    if not 1 <= values.get("settlement_day", 1) <= 28:
+        check.add("concentrator", None, "settlement_day", "must be 1..28")
+    if not 0 <= values.get("settlement_hour", 0) <= 23:
+        check.add("concentrator", None, "settlement_hour", "must be 0..23")
+    if not 1 <= values.get("backfill_days", 3) <= 7:
+        check.add("concentrator", None, "backfill_days", "must be 1..7")
+    if values.get("clock_trust", "auto") not in ("auto", "trust", "distrust"):
+        check.add("concentrator", None, "clock_trust", "is not auto, trust or distrust")
+    for key in ("loss_threshold", "fast_factor", "stopped_kwh"):
+        if key in values:
+            try:
+                values[key] = Decimal(values[key])
+            except ArithmeticError:
+                check.add("concentrator", None, key, f"{values[key]!r} is not a number")
+                values.pop(key)
+    return ConcentratorConfig(**values)
 
 
 def load_config(path: str | Path) -> Config:

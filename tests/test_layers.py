@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PURE_PREPAID = ("money", "records", "tariff", "billing", "policy", "enforcement")
+PURE_GRID = ("lineloss", "anomaly", "clocksync", "backfill", "usage")
 SQL_CALLS = {"execute", "executemany", "executescript"}
 
 
@@ -61,6 +62,18 @@ def test_pure_prepaid_modules_import_only_the_standard_library(module: str) -> N
     assert bad == []
 
 
+@pytest.mark.parametrize("module", PURE_GRID)
+def test_pure_grid_modules_import_only_the_standard_library_and_prepaid(module: str) -> None:
+    path = ROOT / "edge_agent" / "grid" / f"{module}.py"
+    allowed_agent = ("edge_agent.grid.", "edge_agent.prepaid.", "edge_agent.errors")
+    bad = [imp for imp in imported(path)
+           if (imp.split(".")[0] == "edge_agent" and not imp.startswith(allowed_agent))
+           or (imp.split(".")[0] not in ("edge_agent", "__future__")
+               and imp.split(".")[0] not in sys.stdlib_module_names)
+           or imp.startswith("edge_agent.prepaid.processor")]
+    assert bad == []
+
+
 def test_only_the_store_executes_sql() -> None:
     offenders = []
     for path in modules("edge_agent"):
@@ -85,6 +98,7 @@ FORBIDDEN = {
     "field": ("headend", "runtime", "cli", "demo", "store"),
     "headend": ("cli", "demo", "field"),
     "runtime": ("cli", "demo"),
+    "grid": ("field", "headend", "runtime", "cli", "demo", "store"),
 }
 
 

@@ -42,6 +42,10 @@ def demo(offline: bool, pause: bool, as_json: bool) -> None:
         click.echo("  events: " + ", ".join(f"{k} {v}" for k, v in summary["events"].items()))
         click.echo("  balances: " + ", ".join(f"{k} {v}" for k, v in
                                              summary["balances"].items()))
+        if "concentrator" in summary:
+            c = summary["concentrator"]
+            click.echo(f"  concentrator: {c['backfill_charges']} charges from freezes, line "
+                       f"loss {c['normal_rate']} -> {c['theft_rate']} with theft")
         if "head_end" in summary:
             h = summary["head_end"]
             click.echo(f"  head end received {h['readings_received']} readings, "

@@ -313,8 +313,12 @@ class Agent:
         self.notifier.ready(f"polling {len(self.workers)} bus(es)")
         log.info("edge-agent %s started: gateway %s, %d bus(es), %d meter(s)", __version__,
                  self.config.gateway_id, len(self.workers), len(self.store.meters()))
+        from edge_agent.runtime.concentrator import Concentrator  # issue 13
+
+        concentrator = Concentrator.for_agent(self)
         try:
             while not self.stop_event.is_set():
+                concentrator.tick()  # frozen data, backfill, clocks, line loss: before polls
                 self.schedule()
                 self.note_headend()
                 if self.reload_requested.is_set():

@@ -7,6 +7,7 @@ and events), `outbox` (store and forward), `settings` (key/value, command ids, p
 """
 
 from edge_agent.store.database import SCHEMA_VERSION
+from edge_agent.store.grid import GridRecords
 from edge_agent.store.ledger import LEDGER_KINDS, Ledger
 from edge_agent.store.meters import MeterRecord, Meters
 from edge_agent.store.outbox import Outbox
@@ -15,7 +16,7 @@ from edge_agent.store.settings import Settings
 from edge_agent.store.state import BillingState
 
 
-class Store(Meters, Ledger, BillingState, Readings, Outbox, Settings):
+class Store(Meters, Ledger, BillingState, Readings, Outbox, Settings, GridRecords):
     """The agent's database: open once per process; thread-safe for one writer at a time."""
 
 

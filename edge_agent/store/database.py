@@ -37,7 +37,7 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
 
 sqlite_utils = _import_sqlite_utils()
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -97,7 +97,13 @@ def _migration_policy_classes(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE tariffs")
 
 
-MIGRATIONS = [_migration_1, _migration_policy_classes]
+def _migration_grid(db: sqlite_utils.Database) -> None:
+    from edge_agent.store.grid import migration_grid
+
+    migration_grid(db)
+
+
+MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid]
 
 
 def to_iso(moment: datetime | None) -> str | None:

@@ -26,6 +26,9 @@ def test_demo_summary(mode: str) -> None:
                                  "relay_closed": 1}
     assert summary["readings"] > 0 and summary["ledger_entries"] > 0
     assert "[5] credit exhausted" in done.stderr  # progress went to stderr
+    area = summary["concentrator"]  # issue 13: backfill after an outage, theft on the line
+    assert area["backfill_charges"] == 6 and area["line_loss_high"] == 1
+    assert float(area["theft_rate"]) > 0.08 > float(area["normal_rate"])
     if mode == "mqtt":
         head = summary["head_end"]
         assert head["readings_received"] == summary["readings"]

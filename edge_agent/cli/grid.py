@@ -1,0 +1,86 @@
+"""The concentrator's book of record, for people: line loss, a customer's daily usage, and the
+meters as GeoJSON for a technician's map app (`edge-agent map`; kept out of `meters` so the
+state verbs stay as they are)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .root import emit, json_option, main
+from .state import _table, current_config, db_option, open_store
+
+
+@main.command()
+@click.option("--period", type=click.Choice(["day", "month", "15min"]), default="day",
+              show_default=True)
+@click.option("--area", default=None, help="A total meter's address (default: every area).")
+@click.option("--limit", default=14, show_default=True, help="Periods to show.")
+@db_option
+@json_option
+def lineloss(period: str, area: str | None, limit: int, db_path: str | None,
+             as_json: bool) -> None:
+    """Line loss (台区线损) per area: supply, sales, loss, rate and flags, newest first."""
+    rows = open_store(db_path).line_losses(period, area, limit)
+
+    def human() -> None:
+        shown = [{**r, "rate": "incomplete" if r["incomplete"] else _percent(r["rate"]),
+                  "flags": ",".join(f for f in ("negative", "over_threshold") if r[f]),
+                  "missing": r["missing"] or ""} for r in rows]
+        _table(shown, ["area", "label", "supply_kwh", "sales_kwh", "loss_kwh", "rate",
+                       "missing", "flags"])
+
+    emit(rows, as_json, human)
+
+
+def _percent(rate: str | None) -> str:
+    return "-" if rate is None else f"{float(rate) * 100:.2f}%"
+
+
+@main.command()
+@click.argument("account")
+@click.option("--days", default=31, show_default=True, help="Days to show.")
+@db_option
+@json_option
+def usage(account: str, days: int, db_path: str | None, as_json: bool) -> None:
+    """A customer's daily history: kWh per rate, cost, tier position, allowance used."""
+    rows = open_store(db_path).usage(account, days)
+
+    def human() -> None:
+        shown = [{"day": r["day"], "meter": r["meter"], "kwh": r["kwh"], "cost": r["cost"],
+                  **{k: v for k, v in r["rates"].items()},
+                  "tier": _tier(r["tier"])} for r in rows]
+        _table(shown, ["day", "meter", "kwh", "sharp", "peak", "flat", "valley", "cost",
+                       "tier"])
+
+    emit(rows, as_json, human)
+
+
+def _tier(tier: dict[str, Any] | None) -> str:
+    if not tier:
+        return ""
+    left = tier["block_remaining"]
+    return f"block {tier['block']}" + (f", {left} kWh left" if left is not None else "")
+
+
+@main.command("map")
+@db_option
+def map_(db_path: str | None) -> None:
+    """Meters with a configured location as GeoJSON (problem meters carry `problem`)."""
+    config = current_config()
+    status = {r["meter"]: r for r in open_store(db_path).meter_status()}
+    features = []
+    for meter in (*config.meters, *config.total_meters):
+        if meter.lat is None or meter.lon is None:
+            continue
+        row = status.get(meter.address, {})
+        props = {"meter": meter.address, "role": meter.role, "account": meter.account or None,
+                 "pole": meter.pole, "phase": meter.phase,
+                 "customer_class": meter.customer_class, "behind": meter.behind,
+                 "online": row.get("online"), "relay": row.get("relay"),
+                 "balance": row.get("balance")}
+        props["problem"] = row.get("online") in (0, False) or row.get("relay") == "open"
+        features.append({"type": "Feature", "properties": props,
+                         "geometry": {"type": "Point", "coordinates": [meter.lon, meter.lat]}})
+    emit({"type": "FeatureCollection", "features": features}, True)

@@ -1,0 +1,159 @@
+"""The concentrator's book of record: daily freezes, line loss, meter clocks, daily usage.
+
+Freezes are kept once per meter and day (a later read of the same freeze changes nothing), so
+backfill can ask which days are missing; line-loss periods and daily usage are upserted per key
+and queued for the head end (`lineloss`, `usage`) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from edge_agent.grid.backfill import FrozenDay
+from edge_agent.grid.lineloss import LineLoss
+from edge_agent.store.database import Database, to_iso
+
+
+def migration_grid(db: Any) -> None:
+    """Tables of the concentrator (called from `database._migration_grid`)."""
+    db.execute("""CREATE TABLE frozen_days (meter TEXT NOT NULL, day TEXT NOT NULL,
+                  at TEXT NOT NULL, forward TEXT NOT NULL, read_at TEXT NOT NULL,
+                  billed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (meter, day)) WITHOUT ROWID""")
+    db.execute("""CREATE TABLE line_loss (area TEXT NOT NULL, period TEXT NOT NULL,
+                  start TEXT NOT NULL, body TEXT NOT NULL, incomplete INTEGER NOT NULL,
+                  PRIMARY KEY (area, period, start)) WITHOUT ROWID""")
+    db.execute("""CREATE TABLE meter_clocks (meter TEXT PRIMARY KEY, read_at TEXT NOT NULL,
+                  meter_time TEXT NOT NULL, deviation REAL NOT NULL, raised INTEGER NOT NULL,
+                  set_at TEXT)""")
+    db.execute("""CREATE TABLE quarter_readings (meter TEXT NOT NULL, quarter TEXT NOT NULL,
+                  kwh TEXT NOT NULL, PRIMARY KEY (meter, quarter)) WITHOUT ROWID""")
+    db.execute("""CREATE TABLE daily_usage (account TEXT NOT NULL, day TEXT NOT NULL,
+                  body TEXT NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID""")
+
+
+class GridRecords(Database):
+    """Daily freezes, line loss, meter clocks and daily usage."""
+
+    # -- freezes ---------------------------------------------------------------------------
+    def record_freezes(self, freezes: Iterable[FrozenDay], read_at: datetime,
+                       billed: bool = False) -> None:
+        self.conn.executemany(
+            "INSERT INTO frozen_days (meter, day, at, forward, read_at, billed) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(meter, day) DO UPDATE SET "
+            "billed=MAX(billed, excluded.billed)",
+            [(f.meter, f.day.isoformat(), f.at.isoformat(),
+              json.dumps([str(v) for v in f.forward]), to_iso(read_at), int(billed))
+             for f in freezes])
+
+    def freeze_days(self, meter: str, since: date) -> set[date]:
+        """Days (each closed by a freeze) on record for a meter, from `since` on."""
+        rows = self.conn.execute("SELECT day FROM frozen_days WHERE meter=? AND day >= ?",
+                                 (meter, since.isoformat()))
+        return {date.fromisoformat(r["day"]) for r in rows}
+
+    def freezes_of_day(self, day: date) -> dict[str, FrozenDay]:
+        """Every meter's freeze closing `day`, by meter."""
+        rows = self.conn.execute("SELECT meter, at, forward FROM frozen_days WHERE day=?",
+                                 (day.isoformat(),))
+        return {r["meter"]: FrozenDay(r["meter"], datetime.fromisoformat(r["at"]),
+                                      tuple(Decimal(v) for v in json.loads(r["forward"])))
+                for r in rows}
+
+    def freeze_count(self, day: date) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM frozen_days WHERE day=?",
+                                     (day.isoformat(),)).fetchone()[0])
+
+    # -- 15-minute registers of line-loss areas ----------------------------------------------
+    def record_quarter(self, quarter: datetime, values: dict[str, Decimal]) -> None:
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO quarter_readings (meter, quarter, kwh) VALUES (?,?,?)",
+            [(m, to_iso(quarter), str(v)) for m, v in values.items()])
+
+    def quarter_values(self, quarter: datetime) -> dict[str, Decimal]:
+        rows = self.conn.execute("SELECT meter, kwh FROM quarter_readings WHERE quarter=?",
+                                 (to_iso(quarter),))
+        return {r["meter"]: Decimal(r["kwh"]) for r in rows}
+
+    # -- line loss -------------------------------------------------------------------------
+    def save_line_loss(self, result: LineLoss, publish: bool = True) -> None:
+        body = result.as_dict()
+        self.conn.execute(
+            "INSERT INTO line_loss (area, period, start, body, incomplete) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(area, period, start) DO UPDATE SET body=excluded.body, "
+            "incomplete=excluded.incomplete",
+            (result.area, result.period, result.start.isoformat(), json.dumps(body),
+             int(result.incomplete)))
+        if publish:
+            self.enqueue("lineloss", body)  # type: ignore[attr-defined]
+
+    def line_losses(self, period: str | None = None, area: str | None = None,
+                    limit: int = 50) -> list[dict[str, Any]]:
+        """Stored periods, newest first."""
+        sql, params = "SELECT body FROM line_loss WHERE 1=1", []
+        for column, value in (("period", period), ("area", area)):
+            if value:
+                sql += f" AND {column}=?"
+                params.append(value)
+        rows = self.conn.execute(sql + " ORDER BY start DESC LIMIT ?", (*params, limit))
+        return [json.loads(r["body"]) for r in rows]
+
+    # -- meter clocks ----------------------------------------------------------------------
+    def clock_raised(self) -> dict[str, bool]:
+        return {r["meter"]: bool(r["raised"])
+                for r in self.conn.execute("SELECT meter, raised FROM meter_clocks")}
+
+    def save_clock(self, meter: str, read_at: datetime, meter_time: datetime, deviation: float,
+                   raised: bool, set_at: datetime | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO meter_clocks (meter, read_at, meter_time, deviation, raised, set_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(meter) DO UPDATE SET read_at=excluded.read_at, "
+            "meter_time=excluded.meter_time, deviation=excluded.deviation, "
+            "raised=excluded.raised, set_at=COALESCE(excluded.set_at, set_at)",
+            (meter, to_iso(read_at), meter_time.isoformat(), deviation, int(raised),
+             to_iso(set_at)))
+
+    def meter_clocks(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM meter_clocks ORDER BY meter")]
+
+    # -- what the anomaly watch compares ---------------------------------------------------
+    def latest_values(self, names: Iterable[str]) -> dict[str, dict[str, tuple[int, str]]]:
+        """meter -> name -> (epoch seconds, value) of the newest readings of `names`."""
+        wanted = list(names)
+        rows = self.conn.execute(f"SELECT meter, name, ts, value FROM latest WHERE name IN "
+                                 f"({','.join('?' * len(wanted))})", wanted)
+        out: dict[str, dict[str, tuple[int, str]]] = {}
+        for r in rows:
+            out.setdefault(r["meter"], {})[r["name"]] = (r["ts"], r["value"])
+        return out
+
+    def poll_counters(self) -> dict[str, tuple[int, int]]:
+        """meter -> (polls, replies) since commissioning."""
+        return {r["address"]: (r["polls"] or 0, r["replies"] or 0) for r in self.conn.execute(
+            "SELECT address, polls, replies FROM meter_state")}
+
+    # -- daily usage -----------------------------------------------------------------------
+    def save_usage(self, account: str, day: date, body: dict[str, Any],
+                   publish: bool = True) -> None:
+        self.conn.execute(
+            "INSERT INTO daily_usage (account, day, body) VALUES (?,?,?) "
+            "ON CONFLICT(account, day) DO UPDATE SET body=excluded.body",
+            (account, day.isoformat(), json.dumps(body, default=str)))
+        if publish:
+            self.enqueue("usage", body)  # type: ignore[attr-defined]
+
+    def usage(self, account: str, limit: int = 31) -> list[dict[str, Any]]:
+        """Daily usage of an account, newest first."""
+        rows = self.conn.execute("SELECT body FROM daily_usage WHERE account=? ORDER BY day "
+                                 "DESC LIMIT ?", (account, limit))
+        return [json.loads(r["body"]) for r in rows]
+
+    def charges_of_day(self, account: str, start: datetime, end: datetime) -> Decimal:
+        """Charges (as a positive amount) of an account in [start, end)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(amount_micro), 0) FROM ledger WHERE account=? AND "
+            "kind='charge' AND ts >= ? AND ts < ?", (account, to_iso(start), to_iso(end)))
+        return Decimal(-int(row.fetchone()[0])) / Decimal(1_000_000)

@@ -1,0 +1,54 @@
+"""The `lineloss` and `usage` bodies the concentrator queues match their schemas (issue 13)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from decimal import Decimal as D
+from zoneinfo import ZoneInfo
+
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+from test_schemas import EXAMPLES, REGISTRY, SCHEMAS
+
+from edge_agent.grid.backfill import FrozenDay
+from edge_agent.grid.lineloss import day_window, line_loss
+from edge_agent.grid.usage import daily_usage
+from edge_agent.prepaid.records import MeterBilling
+from edge_agent.prepaid.tariff import TierState, tariff_from_text
+
+TZ = ZoneInfo("Asia/Shanghai")
+HEADER = {"v": 1, "gw": "gw1", "seq": 7}
+
+
+def errors(name: str, message: object) -> list[str]:
+    schema = json.loads((SCHEMAS / f"{name}.json").read_text())
+    validator = Draft202012Validator(schema, registry=REGISTRY, format_checker=FormatChecker())
+    return [e.message for e in validator.iter_errors(message)]
+
+
+@pytest.mark.parametrize("name", ["lineloss", "usage"])
+def test_examples_validate(name: str) -> None:
+    assert errors(name, json.loads((EXAMPLES / f"{name}.json").read_text())) == []
+
+
+def test_line_loss_bodies_validate() -> None:
+    start, end = day_window(date(2026, 4, 2), TZ)
+    for sales in ({"000000000001": D("50.00")}, {"000000000001": None}):
+        body = line_loss("000000000099", "day", start, end, D("60.00"), sales,
+                         D("0.08")).as_dict()
+        assert errors("lineloss", {**HEADER, **body}) == []
+    assert errors("lineloss", {**HEADER, **body, "rate": 0.1}) != []  # never a float
+
+
+def test_usage_body_validates() -> None:
+    tariff = tariff_from_text('[tariff]\nid = "t"\n[energy]\ntype = "tiered"\nperiod = '
+                              '"month"\nblocks = [ { up_to = "50", price = "0.5" }, '
+                              '{ price = "0.8" } ]\n')
+    state = MeterBilling("000000000001", "ACC-1", "t", tier=TierState("2026-04", D("24")))
+    first = FrozenDay("000000000001", datetime(2026, 4, 2), (D(0),) * 5)
+    last = FrozenDay("000000000001", datetime(2026, 4, 3),
+                     (D(24), D(0), D(6), D(12), D(6)))
+    body = daily_usage(date(2026, 4, 2), first, last, D("12.00"), state, tariff)
+    assert body["tier"]["block_remaining"] == "26"
+    assert errors("usage", {**HEADER, **body}) == []

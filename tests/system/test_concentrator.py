@@ -1,0 +1,376 @@
+"""The concentrator over simulated meters on a real pty: backfill after an outage, clock sync,
+line loss with theft, a negative loss, an incomplete day.
+
+The gateway's clock follows the simulators' world clock (speed 0: time moves only when the test
+moves it), real SQLite, real bus workers; jobs are run the way `tick` queues them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge_agent.clock import Clock
+from edge_agent.config import BusConfig, ConcentratorConfig, Config, MeterConfig
+from edge_agent.field.drivers import open_driver
+from edge_agent.field.transport import LineSettings
+from edge_agent.field.worker import BusWorker
+from edge_agent.prepaid.policy import Policy
+from edge_agent.prepaid.processor import Processor
+from edge_agent.prepaid.tariff import tariff_from_text
+from edge_agent.runtime.concentrator import Concentrator
+from edge_agent.store import MeterRecord, Store
+from firmware_sim.bus import SimBus, make_meters
+from firmware_sim.clock import SimClock
+from firmware_sim.total_meter import make_total_meter
+
+TZ = ZoneInfo("Asia/Shanghai")
+TOTAL = "000000000099"
+TARIFF = tariff_from_text("""
+[tariff]
+id = "monthly-tiers"
+[energy]
+type = "tiered"
+period = "month"
+blocks = [ { up_to = "50", price = "0.50" }, { price = "0.80" } ]
+""")
+
+
+class SimGatewayClock(Clock):
+    """The gateway's wall clock is the simulators' world clock (local time)."""
+
+    def __init__(self, world: SimClock) -> None:
+        self.world = world
+
+    def now(self) -> datetime:
+        return self.world.now().replace(tzinfo=TZ).astimezone(UTC)
+
+    def monotonic(self) -> float:
+        return (self.world.now() - datetime(2026, 1, 1)).total_seconds()
+
+
+@dataclass
+class Site:
+    sim: SimBus
+    world: SimClock
+    store: Store
+    processor: Processor
+    worker: BusWorker
+    conc: Concentrator
+    events_seen: list[str] = field(default_factory=list)
+
+    def run(self, futures: list[Any]) -> list[Any]:
+        return [f.result(60) for f in futures]
+
+    def poll(self, meter: str, quantities: tuple[str, ...] = ()) -> None:
+        now = self.conc.clock.now()
+        poll = self.worker.submit(lambda d: d.poll(meter, quantities, now)).result(30)
+        self.processor.process([poll], now)
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return self.store.events(limit=1000, types=[kind])
+
+
+@pytest.fixture
+def site_factory(tmp_path: Path) -> Iterator[Any]:
+    made: list[Site] = []
+
+    def make(meters: list, customers: list[str], start: datetime, totals: tuple = (),
+             ntp: bool | None = True, **settings: Any) -> Site:
+        world = meters[0].clock
+        sim = SimBus(meters, baud=9600).start()
+        store = Store(tmp_path / f"agent{len(made)}.db")
+        gw_clock = SimGatewayClock(world)
+        for address in customers:
+            store.add_meter(MeterRecord(address, "b1", f"acct-{address[-2:]}", TARIFF.id),
+                            D(0), start.replace(tzinfo=TZ))
+        processor = Processor(store, {TARIFF.id: TARIFF}, Policy(), TZ, "gw")
+        driver = open_driver("dlt645-2007", LineSettings(sim.port, baud=9600,
+                                                         response_timeout=0.15, gap=0))
+        worker = BusWorker("b1", driver)
+        worker.start()
+        config = Config(timezone="Asia/Shanghai", buses=(BusConfig("b1", sim.port),),
+                        meters=tuple(MeterConfig(a, "b1", f"acct-{a[-2:]}", TARIFF.id,
+                                                 behind=TOTAL if totals else None)
+                                     for a in customers),
+                        total_meters=totals,
+                        concentrator=ConcentratorConfig(enabled=True, **settings))
+        conc = Concentrator(config, store, processor, {"b1": worker}, gw_clock,
+                            lambda fn, *args: fn(*args), ntp=lambda: ntp)
+        site = Site(sim, world, store, processor, worker, conc)
+        made.append(site)
+        return site
+
+    yield make
+    for site in made:
+        site.worker.stop()
+        site.sim.stop()
+        site.store.close()
+
+
+def charges(site: Site, account: str) -> list[dict[str, Any]]:
+    return [e for e in site.store.ledger(account) if e["kind"] == "charge"]
+
+
+def test_two_day_outage_is_billed_from_the_freezes_across_the_tier_and_month(
+        site_factory: Any) -> None:
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)  # baseline: 0 kWh on 28 March
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)  # 40 kWh billed, all in the first block
+    # the gateway goes down; the customer's load triples from 31 March
+    site.sim.advance_to(datetime(2026, 3, 31))
+    meters[0].load_kw = D("3")
+    site.sim.advance_to(datetime(2026, 4, 1, 10))  # back up 54 hours later
+    site.run(site.conc.backfill_all(3))  # `tick` queues this ahead of the first poll
+    site.poll(a1)
+    billed = charges(site, "acct-01")[1:]
+    assert [(D(e["amount"]), e["ts"], e["detail"]["register"]) for e in billed] == [
+        (D("-13.00"), "2026-03-30T16:00:00+00:00", "60.00"),  # 10 x 0.5 + 10 x 0.8 to 31 Mar
+        (D("-57.60"), "2026-03-31T16:00:00+00:00", "132.00"),  # 72 x 0.8 on 31 March
+        (D("-15.00"), "2026-04-01T02:00:00+00:00", "162.00"),  # April: first block again
+    ]
+    assert len({e["id"] for e in billed}) == 3
+    (backfill,) = site.events("frozen_backfill")
+    assert backfill["detail"]["days"] == ["2026-03-30", "2026-03-31"]
+    # the 00:05 read and a second backfill find nothing new and bill nothing
+    site.run(site.conc.backfill_all(3))
+    site.run(site.conc.backfill_all(1))
+    assert len(charges(site, "acct-01")) == 4
+    assert site.store.freeze_days(a1, date(2026, 3, 1)) >= {date(2026, 3, 30),
+                                                            date(2026, 3, 31)}
+
+
+def test_long_outage_bills_the_month_boundary_from_the_settlement_freeze(
+        site_factory: Any) -> None:
+    start = datetime(2026, 3, 20, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 25, 12))
+    site.poll(a1)  # 120 kWh: 50 x 0.5 + 70 x 0.8
+    site.sim.advance_to(datetime(2026, 4, 6, 10))  # 12 days down; 3 daily freezes kept
+    site.run(site.conc.backfill_all(3))
+    stamps = [e["ts"][:16] for e in charges(site, "acct-01")]
+    assert stamps == ["2026-03-25T04:00", "2026-03-31T16:00",  # the 1 April settlement
+                      "2026-04-03T16:00", "2026-04-04T16:00", "2026-04-05T16:00"]
+    march, april = charges(site, "acct-01")[1:3]
+    assert D(march["amount"]) == D("-124.80")  # 156 kWh of March, all above the block
+    assert D(april["amount"]) == D("-42.60")  # 72 kWh: 50 x 0.5 + 22 x 0.8, from 1 April
+
+
+def test_gap_billed_before_the_freezes_were_read_is_corrected_by_a_new_entry(
+        site_factory: Any) -> None:
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)
+    site.conc.watch()
+    site.sim.advance_to(datetime(2026, 3, 31))
+    meters[0].load_kw = D("3")
+    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site.poll(a1)  # the freezes were not read first: 122 kWh billed in proportion to time
+    site.conc.watch()  # sees the gap
+    (gap_charge,) = charges(site, "acct-01")[1:]
+    site.run(site.conc.backfill_all(3))
+    ledger = site.store.ledger("acct-01")
+    (fix,) = [e for e in ledger if e["kind"] == "adjustment"]
+    assert fix["id"] == "gw:frozen-correction:000000000001:2"
+    assert D(gap_charge["amount"]) + D(fix["amount"]) == D("-85.60")  # 13.00 + 57.60 + 15.00
+    assert [e for e in ledger if e["id"] == gap_charge["id"]] == [gap_charge]  # not edited
+    assert site.processor.billing[a1].tier.used == D(30)  # April's 30 kWh, as frozen
+    site.run(site.conc.backfill_all(3))
+    assert len(site.store.ledger("acct-01")) == len(ledger)  # corrected once
+    (event,) = site.events("frozen_correction")
+    assert event["detail"]["amount"] == fix["amount"]
+
+
+def test_drifting_meter_is_synced_and_the_event_raised_once(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 14, 20)
+    meters = make_meters(3, clock=SimClock(start, speed=0))
+    drifting, far, good = meters
+    drifting.drift_ppm = 500.0  # gains 43 s a day
+    far.clock_offset = timedelta(minutes=-20)  # beyond what a broadcast may move
+    far.broadcast_max_shift = timedelta(minutes=5)
+    site = site_factory(meters, [m.address for m in meters], start)
+    site.sim.advance(timedelta(days=3))  # 14:20 three days later: 130 s ahead
+    deviations = site.run(site.conc.clocks_all(sync=False))[0]
+    assert round(deviations[drifting.address]) == 129 and deviations[good.address] == 0
+    assert {e["meter"] for e in site.events("clock_deviation")} == {drifting.address,
+                                                                    far.address}
+    site.run(site.conc.clocks_all(sync=True))
+    for meter in meters:
+        off = meter.now() - site.world.now()
+        assert abs(off) < timedelta(seconds=2), (meter.address, off)
+    site.run(site.conc.clocks_all(sync=False))
+    site.run(site.conc.clocks_all(sync=True))
+    assert len(site.events("clock_deviation")) == 2  # once per meter, not per read
+    assert {e["meter"] for e in site.events("clock_ok")} == {drifting.address, far.address}
+    assert site.store.setting(f"clock_broadcast:{site.sim.port}") == "2026-04-04"
+
+
+def test_no_sync_while_the_gateway_clock_is_untrusted(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 14, 20)
+    meters = make_meters(1, clock=SimClock(start, speed=0))
+    meters[0].clock_offset = timedelta(seconds=90)
+    site = site_factory(meters, [meters[0].address], start, ntp=False)
+    site.run(site.conc.clocks_all(sync=True))
+    site.run(site.conc.clocks_all(sync=True))
+    assert meters[0].now() - site.world.now() == timedelta(seconds=90)
+    (refused,) = site.events("clock_sync_refused")
+    assert "not NTP-synchronised" in refused["detail"]["reason"]
+
+
+def area(site_factory: Any, theft_kw: D = D(0), sim_ct: int = 1, ct: int = 1,
+         silent: bool = False) -> tuple[Site, list[dict[str, Any]]]:
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("1"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=theft_kw,
+                             ct_ratio=sim_ct)
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total", ct_ratio=ct),)
+    site = site_factory([*customers, total], [c.address for c in customers],
+                        start, totals=totals)
+    if silent:
+        customers[2].fault = "silent"
+    site.sim.advance_to(datetime(2026, 4, 3, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))
+    return site, site.store.line_losses(period="day")
+
+
+def test_normal_area_loss_is_computed_from_the_freezes(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory)
+    assert (loss["supply_kwh"], loss["sales_kwh"], loss["rate"]) == ("74.16", "72.00",
+                                                                     "0.0291")
+    assert not (loss["incomplete"] or loss["negative"] or loss["over_threshold"])
+    assert site.events("line_loss_high") == []
+    assert [k for _, k, _ in site.store.pending(100) if k == "lineloss"] == ["lineloss"]
+
+
+def test_theft_load_raises_the_line_loss_event(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory, theft_kw=D("0.5"))
+    assert loss["over_threshold"] and D(loss["rate"]) > D("0.08")
+    (event,) = site.events("line_loss_high")
+    assert event["meter"] == TOTAL and event["detail"]["label"] == "2026-04-02"
+    assert event["detail"]["start"] == "2026-04-01T16:00:00Z"
+
+
+def test_multiplier_error_is_flagged_as_negative_loss(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory, sim_ct=2, ct=1)  # the CT is 2, the config says 1
+    assert loss["negative"] and D(loss["loss_kwh"]) < 0
+    assert [e["type"] for e in site.events("line_loss_negative")] == ["line_loss_negative"]
+
+
+def test_missing_customer_makes_the_day_incomplete(site_factory: Any) -> None:
+    site, (loss,) = area(site_factory, theft_kw=D("3"), silent=True)
+    assert loss["incomplete"] and loss["missing"] == 1 and loss["rate"] is None
+    assert site.events("line_loss_high") == []  # never judged on partial data
+
+
+def test_daily_usage_per_account(site_factory: Any) -> None:
+    site, _ = area(site_factory)
+    (day,) = site.store.usage("acct-01")
+    assert (day["day"], day["kwh"], day["tier"]["block"]) == ("2026-04-02", "24.00", 1)
+    assert sum(D(v) for v in day["rates"].values()) == D("24.00")
+
+
+def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 9)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    meter, a1 = meters[0], meters[0].address
+    site = site_factory(meters, [a1], start)
+
+    def cycle(hours: float = 1) -> list[str]:
+        site.sim.advance(timedelta(hours=hours))
+        site.poll(a1, ("active_power_total",))
+        seen = len(site.store.events(limit=1000))
+        site.conc.watch()
+        return [e["type"] for e in site.store.events(limit=1000)[seen:]]
+
+    assert cycle() == [] and cycle() == []  # 1 kWh an hour at 1 kW: normal
+    meter.add_energy(D("15"))  # the register jumps: 16 kWh in an hour at 1 kW
+    assert cycle() == ["register_too_fast"]
+    assert cycle() == []  # back to normal
+    meter.time_scale = 0.0  # the register stops while 1 kW flows
+    assert cycle() == ["register_stopped"]
+    assert cycle() == []  # raised once while it lasts
+    meter.alarm = True
+    changes = cycle()
+    assert changes[-1] == "status_change"
+    (status,) = site.events("status_change")
+    assert status["detail"] == {"bit": 7, "name": "pretrip_alarm", "value": 1, "word": 3}
+    meter.fault = "silent"
+    site.worker.driver.client.bus.settings = LineSettings(site.sim.port, baud=9600,
+                                                          response_timeout=0.05, retries=0)
+    raised = [kind for _ in range(4) for kind in cycle(0.25)]
+    assert raised.count("read_failures") == 1
+
+
+def settle(site: Site) -> None:
+    """Tick until the bus is idle and nothing more is queued."""
+    import time
+
+    quiet = 0
+    while quiet < 3:
+        site.conc.tick()
+        idle = site.worker.pending() == 0 and not site.worker.busy.is_set()
+        quiet = quiet + 1 if idle else 0
+        time.sleep(0.1)
+
+
+def test_tick_backfills_closes_the_day_and_syncs_only_away_from_the_hour(
+        site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 12)
+    meters = make_meters(2, clock=SimClock(start, speed=0), load_kw=D("1"))
+    site = site_factory(meters, [m.address for m in meters], start)
+    site.sim.advance_to(datetime(2026, 4, 3, 14, 58))
+    meters[1].clock_offset = timedelta(seconds=90)
+    settle(site)  # start: backfill, the 00:05 read, the 00:15 backfill, a clock read
+    assert site.store.freeze_days(meters[0].address, date(2026, 3, 1)) == {
+        date(2026, 4, 1), date(2026, 4, 2)}
+    assert [u["day"] for u in site.store.usage("acct-01")] == ["2026-04-02"]  # day closed
+    assert meters[1].now() - site.world.now() == timedelta(seconds=90)  # 14:58: no sync
+    assert len(site.events("clock_deviation")) == 1
+    site.sim.advance_to(datetime(2026, 4, 3, 15, 10))
+    settle(site)
+    assert abs(meters[1].now() - site.world.now()) < timedelta(seconds=2)  # synced at 15:10
+    assert len(site.events("clock_ok")) == 1
+    site.sim.advance_to(datetime(2026, 4, 3, 15, 20))
+    settle(site)  # nothing due: no more clock reads within the hour
+    assert len(site.store.meter_clocks()) == 2 and len(site.events("clock_ok")) == 1
+
+
+def test_quarter_hour_line_loss_and_theft_raised_once(site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 10, 0)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("2"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=D("1"),
+                             ct_ratio=5)
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total", ct_ratio=5),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals)
+    for minutes in (0, 15, 30, 45):
+        site.sim.advance_to(start + timedelta(minutes=minutes))
+        settle(site)
+    first, second = sorted(site.store.line_losses(period="15min"), key=lambda r: r["start"])
+    assert first["label"] == "2026-04-01T10:00" and not first["incomplete"]
+    # 3 x 2 kW x 1.03 + 1 kW theft over 15 minutes = 1.795 kWh primary, 0.359 on the register
+    # (CT 5), shown as 0.35 (0.01 kWh resolution): supply 1.75 kWh; sales 1.5 kWh
+    assert D(first["supply_kwh"]) == D("1.75") and first["sales_kwh"] == "1.50"
+    assert first["over_threshold"] and second["over_threshold"]
+    assert len(site.events("line_loss_high")) == 1  # raised once while it lasts
