@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EXPECTED_ERRORS, NotOwned, UsageError, kind_of
-from edge_agent.field.worker import RELAY, TECHNICIAN
+from edge_agent.field.worker import TECHNICIAN
 
 log = logging.getLogger(__name__)
 WAIT = 300.0
@@ -116,18 +116,10 @@ class ControlServer:
             timeout = request.get("timeout")
             return worker.submit(lambda driver: driver.scan(timeout), TECHNICIAN).result(WAIT)
         if op == "relay":
-            address, action = request["address"], request["action"]
-            actor = f"technician:{user}"
-            order = {"direct_close": "close", "close_allowed": "close"}.get(action, action)
-            order = {"keep_power": "keep_power_on",
-                     "keep_power_release": "keep_power_off"}.get(order, order)
-            if self.agent.store.meter(address) is not None and order in (
-                    "trip", "close", "keep_power_on", "keep_power_off"):
-                return self.agent.operator_relay(address, order, actor, "technician CLI")
-            state = worker.submit(lambda driver: driver.relay(address, action),
-                                  RELAY).result(WAIT)
-            self.agent.record_technician(address, action, state, actor)
-            return {"meter": address, "action": action, "relay": state}
+            from edge_agent.runtime.operations import technician_relay
+
+            return technician_relay(self.agent, worker, request["address"], request["action"],
+                                    f"technician:{user}")
         raise UsageError(f"unknown operation {op!r}")
 
 

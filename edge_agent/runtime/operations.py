@@ -1,0 +1,299 @@
+"""The use cases the head end, the control socket and the CLI share, each written once.
+
+An operation checks what it needs (raising `NotFound`, `Conflict`, `Malformed`, ...: the
+caller maps the type to `rejected` or an exit code), does any slow bus work on the caller's
+thread, and returns a `Plan`: `apply` runs on the processing thread (the single writer) inside
+the caller's transaction, so a head-end command's id, its effect and its answer are stored
+together (exactly once); `after` runs once that transaction committed (relay restores a top-up
+allows go ahead of polling).
+
+Meter settings the head end changes (tariff, keep-power, removal, policy) are recorded with
+their source in `meter_settings` and win over `agent.toml` until changed again
+(docs/mqtt.md, "Who owns a meter's settings").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.errors import (
+    ConfigError,
+    Conflict,
+    Malformed,
+    TariffError,
+    UnknownAccount,
+    UnknownBus,
+    UnknownMeter,
+    UnknownTariff,
+)
+from edge_agent.prepaid.money import format_money
+from edge_agent.prepaid.records import Event, LedgerEntry
+from edge_agent.store import MeterRecord
+from edge_agent.store.database import wire_time
+
+
+@dataclass
+class Context:
+    """Who asks (`headend:<kid>`, `technician:<user>`), on behalf of which command."""
+
+    actor: str
+    cmd_id: str | None = None
+    now: datetime | None = None
+
+
+@dataclass
+class Plan:
+    apply: Callable[[], dict[str, Any]] | None = None
+    result: dict[str, Any] | None = None
+    after: Callable[[], Any] | None = None
+    _state: dict[str, Any] = field(default_factory=dict)
+
+
+def _active_meter(agent: Any, meter: str) -> MeterRecord:
+    record = agent.store.meter(meter)
+    if record is None or not record.active:
+        raise UnknownMeter(f"unknown meter {meter}")
+    return record
+
+
+def _source(ctx: Context) -> str:
+    return "headend" if ctx.actor.startswith("headend") else "technician"
+
+
+def _file_value(agent: Any, meter: str, name: str) -> str | None:
+    for m in agent.config.meters:
+        if m.address == meter:
+            value = getattr(m, name)
+            return json.dumps(value) if isinstance(value, bool) else str(value)
+    return None
+
+
+def own(agent: Any, ctx: Context, meter: str, name: str, value: str) -> None:
+    """Record that `name` of `meter` is now set by this caller, not by the file."""
+    agent.store.set_meter_setting(meter, name, value, _source(ctx), ctx.now or agent.clock.now(),
+                                  _file_value(agent, meter, name))
+
+
+# -- money ----------------------------------------------------------------------------------
+def _money(agent: Any, args: dict[str, Any], ctx: Context, kind: str) -> Plan:
+    detail: dict[str, Any] = {"cmd": ctx.cmd_id} if ctx.cmd_id else {"by": ctx.actor}
+    if kind == "adjustment":
+        detail["reason"] = args.get("reason", "")
+    entry = LedgerEntry(args["txn_id"], args["account"], kind, args["amount"],
+                        ctx.now or agent.clock.now(), None, detail)
+    plan = Plan()
+
+    def apply() -> dict[str, Any]:
+        try:
+            agent.store.balance(args["account"])
+        except UnknownAccount:
+            raise UnknownAccount(f"unknown account {args['account']!r}") from None
+        added, decisions = agent.processor.apply_entries([entry], agent.clock.now(),
+                                                         _source(ctx))
+        plan._state["decisions"] = decisions
+        return {"txn_id": args["txn_id"], "applied": bool(added),
+                "balance": format_money(agent.store.balance(args["account"]))}
+
+    plan.apply = apply
+    plan.after = lambda: agent.dispatch(plan._state.get("decisions", []))
+    return plan
+
+
+def topup(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    return _money(agent, args, ctx, "topup")
+
+
+def adjust(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    return _money(agent, args, ctx, "adjustment")
+
+
+# -- relays ---------------------------------------------------------------------------------
+def relay_order(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    """Trip, close, keep_power_on/off on a billed meter.  Keep-power is absolute: a trip of a
+    keep-power meter is refused unless `force` (the head end's only), recorded as forced."""
+    meter, order, force = args["meter"], args["action"], bool(args.get("force"))
+    record = _active_meter(agent, meter)
+    if order == "trip" and record.keep_power and not force:
+        raise Conflict(f"meter {meter} has keep-power on; a trip needs \"force\": true")
+    reason = f"command {ctx.cmd_id}" if ctx.cmd_id else "technician CLI"
+    if force:
+        reason += " (forced over keep-power)" if record.keep_power else " (force)"
+    result = agent.operator_relay(meter, order, actor=ctx.actor, reason=reason)
+    if force:
+        result["forced"] = True
+    plan = Plan(result=result)
+    if order in ("keep_power_on", "keep_power_off"):
+        value = json.dumps(order == "keep_power_on")
+
+        def apply() -> dict[str, Any]:
+            own(agent, ctx, meter, "keep_power", value)
+            return result
+
+        plan.apply = apply
+    return plan
+
+
+def technician_relay(agent: Any, worker: Any, address: str, action: str, actor: str) -> Any:
+    """A technician's relay action through the daemon: billed meters go through
+    `relay_order` (recorded, keep-power honoured); others are carried out and recorded."""
+    from edge_agent.field.worker import RELAY
+
+    order = {"direct_close": "close", "close_allowed": "close", "keep_power": "keep_power_on",
+             "keep_power_release": "keep_power_off"}.get(action, action)
+    record = agent.store.meter(address)
+    if record is not None and record.active and order in (
+            "trip", "close", "keep_power_on", "keep_power_off"):
+        plan = relay_order(agent, {"meter": address, "action": order}, Context(actor))
+        if plan.apply is not None:
+            agent.on_processor(_in_transaction(agent, plan.apply))
+        return plan.result
+    state = worker.submit(lambda driver: driver.relay(address, action), RELAY).result(300)
+    agent.record_technician(address, action, state, actor)
+    return {"meter": address, "action": action, "relay": state}
+
+
+def _in_transaction(agent: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with agent.store.transaction():
+            return fn()
+    return run
+
+
+# -- tariffs and policy ----------------------------------------------------------------------
+def set_tariff(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    from edge_agent.prepaid.tariff import tariff_from_text
+
+    tariff_id, body = args["tariff_id"], args["body"]
+    try:
+        tariff = tariff_from_text(body, f"head-end tariff {tariff_id}")
+    except TariffError as exc:
+        raise Malformed("invalid tariff: " + "; ".join(exc.problems)) from None
+    if tariff.id != tariff_id:
+        raise Malformed(f"invalid tariff: body has id {tariff.id!r}, command says {tariff_id!r}")
+
+    def apply() -> dict[str, Any]:
+        agent.store.save_tariff(tariff_id, body, agent.clock.now())
+        agent.tariffs[tariff_id] = tariff
+        return {"tariff_id": tariff_id}
+
+    return Plan(apply=apply)
+
+
+def assign_tariff(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    meter, tariff = args["meter"], args["tariff_id"]
+    _active_meter(agent, meter)
+    if tariff not in agent.tariffs:
+        raise UnknownTariff(f"unknown tariff {tariff!r}")
+
+    def apply() -> dict[str, Any]:
+        agent.store.set_meter_tariff(meter, tariff)
+        own(agent, ctx, meter, "tariff", tariff)
+        agent.processor.reload()
+        return {"meter": meter, "tariff_id": tariff}
+
+    return Plan(apply=apply)
+
+
+def set_policy(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    from edge_agent.prepaid.policy import parse_policy
+
+    override = {**agent.policy_override(), **args["policy"]}
+    try:
+        policy = parse_policy({**agent.config.policy_raw, **override}, "set_policy")
+    except ConfigError as exc:
+        raise Malformed(f"invalid policy: {exc}") from None
+
+    def apply() -> dict[str, Any]:
+        agent.store.set_setting("policy_override", json.dumps(override))
+        agent.processor.policy = policy
+        return {"policy": override}
+
+    return Plan(apply=apply)
+
+
+# -- meters ---------------------------------------------------------------------------------
+def add_meter(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    meter = args["meter"]
+    known = agent.store.meter(meter)
+    if known is not None and known.active:
+        raise Conflict(f"meter {meter} is already registered")
+    bus = next((b for b in agent.config.buses if b.name == args["bus"]), None)
+    if bus is None:
+        raise UnknownBus(f"unknown bus {args['bus']!r}")
+    if args["tariff"] not in agent.tariffs:
+        raise UnknownTariff(f"unknown tariff {args['tariff']!r}")
+    if bus.protocol.startswith("dlt645") and not (meter.isdigit() and len(meter) == 12):
+        raise Malformed(f"meter {meter}: a DL/T 645 address is 12 digits")
+    record = MeterRecord(meter, args["bus"], args["account"], args["tariff"], bus.protocol,
+                         args.get("multiplier") or 1, bool(args.get("keep_power")),
+                         bool(args.get("allowance")))
+
+    def apply() -> dict[str, Any]:
+        agent.store.add_meter(record, args["initial_kwh"], agent.clock.now())
+        agent.store.clear_meter_settings(meter)
+        own(agent, ctx, meter, "added", "true")
+        agent.processor.reload()
+        return {"meter": meter}
+
+    return Plan(apply=apply)
+
+
+def remove_meter(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    meter = args["meter"]
+    _active_meter(agent, meter)
+
+    def apply() -> dict[str, Any]:
+        agent.store.remove_meter(meter)
+        own(agent, ctx, meter, "removed", "true")
+        agent.processor.reload()
+        return {"meter": meter}
+
+    return Plan(apply=apply)
+
+
+# -- reading, resending, ping ----------------------------------------------------------------
+def read(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    meter = args["meter"]
+    _active_meter(agent, meter)
+    try:
+        values = agent.read(meter, list(args.get("quantities") or ["energy"]))
+    except (KeyError, LookupError) as exc:
+        raise Malformed(f"unknown quantity: {exc}") from None
+    return Plan(result={"meter": meter, "values": values})
+
+
+def resend(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    store = agent.store
+
+    def apply() -> dict[str, Any]:
+        if args.get("ids"):
+            count = store.requeue_ledger_ids(args["ids"])
+        else:
+            count = store.requeue_ledger(args.get("since_seq") or 0, args.get("account"))
+        return {"entries": count}
+
+    return Plan(apply=apply)
+
+
+def ping(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    return Plan(result={"pong": wire_time(agent.clock.now()), "version": __version__})
+
+
+def record_events(agent: Any, events: list[Event]) -> None:
+    def write() -> None:
+        with agent.store.transaction():
+            agent.store.record_events(events)
+    agent.on_processor(write)
+
+
+#: Operation names of the command table (`edge_agent.headend.commands.COMMANDS`).
+OPERATIONS: dict[str, Callable[[Any, dict[str, Any], Context], Plan]] = {
+    "topup": topup, "adjust": adjust, "relay_order": relay_order, "set_tariff": set_tariff,
+    "assign_tariff": assign_tariff, "set_policy": set_policy, "add_meter": add_meter,
+    "remove_meter": remove_meter, "read": read, "resend": resend, "ping": ping,
+}
