@@ -438,8 +438,15 @@ def verify(payload: bytes, keys: KeyRing, gateway: str, now: datetime, skew: tim
 
 
 def read_envelope(payload: bytes, max_payload: int = MAX_PAYLOAD) -> Any:
-    """The envelope as far as it can be read (None when it cannot), for a refusal's answer."""
+    """The envelope as far as it can be read, for a refusal's answer only (duplicate keys
+    allowed here: it names the command id, it never carries out anything); None when even
+    that is impossible (too big, too deep, not JSON)."""
+    if len(payload) > max_payload:
+        return None
     try:
-        return parse_json(payload, max_payload)
-    except Malformed:
+        text = payload.decode("utf-8")
+        if not _depth_ok(text, MAX_DEPTH):
+            return None
+        return json.loads(text, parse_constant=lambda name: None)
+    except ValueError:
         return None

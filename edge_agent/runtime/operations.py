@@ -123,11 +123,14 @@ def relay_order(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     reason = f"command {ctx.cmd_id}" if ctx.cmd_id else "technician CLI"
     if force:
         reason += " (forced over keep-power)" if record.keep_power else " (force)"
+    released = force and record.keep_power
+    if released:  # the meter itself refuses a trip while it keeps power: release it first
+        agent.operator_relay(meter, "keep_power_off", actor=ctx.actor, reason=reason)
     result = agent.operator_relay(meter, order, actor=ctx.actor, reason=reason)
     if force:
         result["forced"] = True
     plan = Plan(result=result)
-    if order in ("keep_power_on", "keep_power_off"):
+    if order in ("keep_power_on", "keep_power_off") or released:
         value = json.dumps(order == "keep_power_on")
 
         def apply() -> dict[str, Any]:
