@@ -125,8 +125,8 @@ def _validators() -> dict[str, object]:
     base = "https://edge-agent.invalid/schemas/"
     files = [p for p in SCHEMAS.rglob("*.json") if "examples" not in p.parts]
     registry = Registry().with_resources(
-        (base + p.relative_to(SCHEMAS).as_posix(), Resource.from_contents(json.loads(p.read_text())))
-        for p in files)
+        (base + p.relative_to(SCHEMAS).as_posix(),
+         Resource.from_contents(json.loads(p.read_text()))) for p in files)
     return {p.relative_to(SCHEMAS).with_suffix("").as_posix():
             Draft202012Validator(json.loads(p.read_text()), registry=registry,
                                  format_checker=FormatChecker()) for p in files}
