@@ -32,6 +32,7 @@ from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.prepaid.tariff import Tariff, load_tariff, tariff_from_text
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
+from edge_agent.store.database import from_iso
 
 log = logging.getLogger("edge_agent")
 
@@ -51,6 +52,19 @@ def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff
         for tariff_id, body in store.tariffs().items():
             tariffs[tariff_id] = tariff_from_text(body, f"head-end tariff {tariff_id}")
     return tariffs
+
+
+def _setting_text(value: object) -> str:
+    """A meter setting as `meter_settings` stores it (booleans as JSON)."""
+    import json
+
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _setting_value(text: str, like: object) -> object:
+    import json
+
+    return json.loads(text) if isinstance(like, bool) else text
 
 
 OPERATION_WAIT = 120.0  # seconds an operator request may wait for its bus
@@ -96,23 +110,59 @@ class Agent:
         return parse_policy({**config.policy_raw, **override}, "policy (with head-end changes)")
 
     def register_meters(self) -> None:
-        """Meters from the configuration; a meter already known keeps its billing state."""
+        """Meters from the configuration, under the ownership rule (docs/mqtt.md): the file
+        seeds a meter; a setting the head end (or a technician) changed since is kept, and a
+        file that disagrees with it raises one `setting_conflict` event per change of the
+        file.  A meter the file no longer lists is deactivated, unless the head end or a
+        technician added it."""
         with self.store.transaction():  # one fsync for the lot, not one per meter
             self._register_meters()
 
     def _register_meters(self) -> None:
+        from edge_agent.prepaid.records import Event
+
+        owned = self.store.meter_settings()
+        now = self.clock.now()
+        events: list[Event] = []
+        listed = set()
         for meter in self.config.meters:
-            if meter.tariff not in self.tariffs:
-                raise ConfigError(f"meter {meter.address}: tariff {meter.tariff!r} is not in "
+            listed.add(meter.address)
+            settings = owned.get(meter.address, {})
+            values = {"tariff": meter.tariff, "keep_power": meter.keep_power,
+                      "removed": False}
+            for name, setting in settings.items():
+                if name not in values:
+                    continue
+                file_text = _setting_text(values[name])
+                if file_text not in (setting["file_value"], setting["value"]):
+                    events.append(Event("setting_conflict", "warning", now, meter.address,
+                                        meter.account, {"setting": name, "file": file_text,
+                                                        "kept": setting["value"],
+                                                        "source": setting["source"]}))
+                    self.store.set_meter_setting(meter.address, name, setting["value"],
+                                                 setting["source"], from_iso(setting["at"])
+                                                 or now, file_text)
+                values[name] = _setting_value(setting["value"], values[name])
+            if values["removed"]:
+                continue  # removed by the head end: stays removed until it adds it again
+            tariff = str(values["tariff"])
+            if tariff not in self.tariffs:
+                raise ConfigError(f"meter {meter.address}: tariff {tariff!r} is not in "
                                   f"{self.config.tariff_dir}")
             known = self.store.meter(meter.address)
-            record = MeterRecord(meter.address, meter.bus, meter.account, meter.tariff,
+            record = MeterRecord(meter.address, meter.bus, meter.account, tariff,
                                  protocol=self.config.bus(meter.bus).protocol,
-                                 multiplier=meter.multiplier, keep_power=meter.keep_power,
+                                 multiplier=meter.multiplier,
+                                 keep_power=bool(values["keep_power"]),
                                  allowance=meter.allowance, unit=meter.unit, model=meter.model)
             initial = meter.initial_kwh if known is None else None
-            self.store.add_meter(record, initial, self.clock.now() if initial is not None
-                                 else None)
+            self.store.add_meter(record, initial, now if initial is not None else None)
+        for record in self.store.meters():
+            if record.address not in listed and "added" not in owned.get(record.address, {}):
+                self.store.remove_meter(record.address)
+                events.append(Event("meter_deactivated", "warning", now, record.address,
+                                    record.account, {"reason": "no longer in the configuration"}))
+        self.store.record_events(events)
 
     def _modbus_identity(self, address: str) -> tuple[int | None, str | None]:
         """A Modbus meter's unit id and register map as the database has them."""

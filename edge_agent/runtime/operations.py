@@ -68,7 +68,7 @@ def _source(ctx: Context) -> str:
 def _file_value(agent: Any, meter: str, name: str) -> str | None:
     for m in agent.config.meters:
         if m.address == meter:
-            value = getattr(m, name)
+            value = getattr(m, name, False)  # "removed", "added": the file lists it
             return json.dumps(value) if isinstance(value, bool) else str(value)
     return None
 

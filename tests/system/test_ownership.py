@@ -1,0 +1,107 @@
+"""Head-end changes to a meter in agent.toml survive restart and SIGHUP; the file's conflicting
+value raises an event instead of overwriting; a meter dropped from the file is deactivated
+(issue 11, point 3).  The daemon runs as a subprocess against a real Mosquitto."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal as D
+from pathlib import Path
+
+from edge_agent.store import Store
+from firmware_sim.bus import SimBus, make_meters
+from firmware_sim.headend import HeadEnd
+from tests.conftest import Broker
+from tests.helpers import agent_config, contract_problems, mqtt_extra
+
+METERS = ["000000000001", "000000000002", "000000000003"]
+
+
+@contextmanager
+def daemon(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "EDGE_AGENT_CONFIG": str(config)}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+def meters(tmp: Path) -> dict[str, tuple[str, bool, bool]]:
+    store = Store(tmp / "agent.db")
+    try:
+        return {m.address: (m.tariff, m.keep_power, m.active) for m in store.meters(False)}
+    finally:
+        store.close()
+
+
+def events(tmp: Path, kind: str) -> list[dict[str, object]]:
+    store = Store(tmp / "agent.db")
+    try:
+        return store.events(types=[kind], limit=100)
+    finally:
+        store.close()
+
+
+def wait(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_headend_changes_survive_restart_and_sighup(tmp_path: Path, broker: Broker) -> None:
+    sim = SimBus(make_meters(3, load_kw=D(0)), baud=9600).start()
+    extra = mqtt_extra(tmp_path, broker.port)
+    config = agent_config(tmp_path, sim.port, METERS, poll_interval=0.5, extra=extra)
+    text = config.read_text()
+    head = HeadEnd("127.0.0.1", broker.port, "gw1", tmp_path / "keys" / "headend-1.key").start()
+    try:
+        with daemon(config):
+            assert head.wait_for(lambda: head.status is not None and head.status["online"])
+            for kind, args in [
+                    ("assign_tariff", {"meter": METERS[0], "tariff_id": "residential-tou"}),
+                    ("relay", {"meter": METERS[1], "action": "keep_power_on"}),
+                    ("remove_meter", {"meter": METERS[2]})]:
+                answer = head.call(kind, args)
+                assert answer and answer["status"] == "ok", answer
+        after_commands = meters(tmp_path)
+        assert after_commands[METERS[0]][0] == "residential-tou"
+        assert after_commands[METERS[1]][1] is True
+        assert after_commands[METERS[2]][2] is False
+
+        # Restart with the same file: the head end's changes stay.
+        with daemon(config) as proc:
+            assert head.wait_for(lambda: head.status is not None and head.status["online"]
+                                 and head.status.get("meters") == 2, timeout=20)
+            assert meters(tmp_path) == after_commands
+            # The file now says another tariff for meter 1; SIGHUP: the head end's is kept,
+            # and the disagreement is an event (once).
+            config.write_text(text.replace('tariff = "flat"', 'tariff = "winter-tiered"', 1))
+            proc.send_signal(signal.SIGHUP)
+            assert wait(lambda: len(events(tmp_path, "setting_conflict")) == 1)
+            assert meters(tmp_path) == after_commands
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            assert len(events(tmp_path, "setting_conflict")) == 1
+            # Meter 2 dropped from the file: deactivated with an event.
+            start = text.index('[[meter]]\naddress = "000000000002"')
+            end = text.index("[[meter]]", start + 1)
+            config.write_text(text[:start] + text[end:])
+            proc.send_signal(signal.SIGHUP)
+            assert wait(lambda: not meters(tmp_path)[METERS[1]][2])
+            assert events(tmp_path, "meter_deactivated")
+        assert contract_problems(head.messages) == []
+    finally:
+        head.stop()
+        sim.stop()
