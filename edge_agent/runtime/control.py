@@ -107,6 +107,10 @@ class ControlServer:
         op = request["op"]
         if op == "ping":
             return {"gateway": self.agent.config.gateway_id, "user": user}
+        if op == "commission":
+            from edge_agent.runtime.operations import commission_through_agent
+
+            return commission_through_agent(self.agent, request, f"technician:{user}")
         worker = self._worker_for_port(request["port"])
         if op == "read":
             address, quantities = request["address"], request["quantities"]

@@ -259,6 +259,112 @@ def remove_meter(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     return Plan(apply=apply)
 
 
+# -- commissioning (technicians: `edge-agent commission`, through the daemon when it runs) ------
+def meter_record(config: Any, tariff_ids: set[str] | None, args: dict[str, Any]
+                 ) -> MeterRecord:
+    """A meter to commission, checked against the configuration: bus, tariff, address
+    (12 digits for DL/T 645), protocol (the bus's), Modbus unit (1-247) and register map."""
+    address, bus_name = str(args["address"]), str(args["bus"])
+    protocol = args.get("protocol") or "dlt645-2007"
+    if config is not None:  # without one (`--db` only) the bus and tariff cannot be checked
+        bus = next((b for b in config.buses if b.name == bus_name), None)
+        if bus is None:
+            raise UnknownBus(f"unknown bus {bus_name!r}")
+        protocol = args.get("protocol") or bus.protocol
+        if protocol != bus.protocol:
+            raise Malformed(f"bus {bus_name} speaks {bus.protocol}, not {protocol}")
+    if tariff_ids is not None and args.get("tariff") not in tariff_ids:
+        raise UnknownTariff(f"unknown tariff {args.get('tariff')!r}")
+    unit, model = args.get("unit"), args.get("model")
+    if protocol.startswith("dlt645"):
+        if not (address.isascii() and address.isdigit() and len(address) == 12):
+            raise Malformed(f"meter {address!r}: a DL/T 645 address is 12 digits")
+        unit = model = None
+    else:
+        if not isinstance(unit, int) or not 1 <= unit <= 247:
+            raise Malformed(f"meter {address}: a Modbus unit id from 1 to 247 is required")
+        if not model:
+            raise Malformed(f"meter {address}: a Modbus register map (model) is required")
+        from protocols.modbus.registers import load_map
+
+        load_map(model)  # RegisterMapError names the known maps
+    return MeterRecord(address, bus_name, str(args["account"]), str(args["tariff"]), protocol,
+                       int(args.get("multiplier") or 1), bool(args.get("keep_power")),
+                       bool(args.get("allowance")), unit, model)
+
+
+def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: dict[str, Any],
+               actor: str, now: datetime) -> tuple[Callable[[], dict[str, Any]], list[str]]:
+    """Check a `commission add|replace|remove` request; return the write (to run in one
+    transaction, on the daemon's processing thread when it runs) and the meters it touches."""
+    from decimal import Decimal
+
+    action = request.get("action")
+    source = "headend" if actor.startswith("headend") else "technician"
+    for key in ("initial_kwh", "old_final_kwh", "new_initial_kwh"):
+        if key in request:
+            request = {**request, key: Decimal(str(request[key]))}
+    if action == "add":
+        record = meter_record(config, tariff_ids, request)
+        known = store.meter(record.address)
+        if known is not None and known.active:
+            raise Conflict(f"meter {record.address} is already registered; "
+                           "use commission replace")
+        initial = request["initial_kwh"]
+
+        def add() -> dict[str, Any]:
+            store.add_meter(record, initial, now)
+            store.clear_meter_settings(record.address)
+            store.set_meter_setting(record.address, "added", "true", source, now, None)
+            return {"meter": record.address, "commissioned": True}
+
+        return add, [record.address]
+    if action == "replace":
+        old, new = str(request["old"]), str(request["new"])
+        before = store.meter(old)
+        if before is None or not before.active:
+            raise UnknownMeter(f"unknown meter {old}")
+        record = meter_record(config, tariff_ids, {
+            **before.__dict__, "address": new, "protocol": before.protocol,
+            "unit": request.get("unit", before.unit), "model": request.get("model", before.model)})
+
+        def replace() -> dict[str, Any]:
+            store.replace_meter(old, record, request["old_final_kwh"],
+                                request["new_initial_kwh"], now)
+            store.set_meter_setting(old, "removed", "true", source, now, None)
+            store.set_meter_setting(new, "added", "true", source, now, None)
+            return {"old": old, "new": new, "replaced": True}
+
+        return replace, [old, new]
+    if action == "remove":
+        address = str(request["address"])
+        record = store.meter(address)
+        if record is None or not record.active:
+            raise UnknownMeter(f"unknown meter {address}")
+
+        def remove() -> dict[str, Any]:
+            store.remove_meter(address)
+            store.set_meter_setting(address, "removed", "true", source, now, None)
+            return {"meter": address, "removed": True}
+
+        return remove, [address]
+    raise Malformed(f"unknown commission action {action!r}")
+
+
+def commission_through_agent(agent: Any, request: dict[str, Any], actor: str) -> dict[str, Any]:
+    """The control socket's `commission`: checked, then written on the processing thread."""
+    write, _ = commission(agent.store, agent.config, set(agent.tariffs), request, actor,
+                          agent.clock.now())
+
+    def run() -> dict[str, Any]:
+        with agent.store.transaction():
+            result = write()
+        agent.processor.reload()
+        return result
+
+    return agent.on_processor(run)
+
+
 # -- reading, resending, ping ----------------------------------------------------------------
 def read(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     meter = args["meter"]

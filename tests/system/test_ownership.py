@@ -105,3 +105,49 @@ def test_headend_changes_survive_restart_and_sighup(tmp_path: Path, broker: Brok
     finally:
         head.stop()
         sim.stop()
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_agent", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_commission_goes_through_the_running_daemon(tmp_path: Path) -> None:
+    sim = SimBus(make_meters(3, load_kw=D(0)), baud=9600).start()
+    config = agent_config(tmp_path, sim.port, METERS[:1], poll_interval=0.3)
+    add = ["commission", "add", METERS[2], "--bus", "bus1", "--account", "A3",
+           "--tariff", "flat", "--initial-kwh", "0.00"]
+    try:
+        with daemon(config):
+            assert wait(lambda: (tmp_path / "control.sock").exists())
+            for bad, why in [(["--bus", "bus9"], "unknown bus"),
+                             (["--tariff", "nope"], "unknown tariff")]:
+                out = _cli(config, *add, *bad)
+                assert out.returncode == 1 and why in out.stderr, out.stderr
+            short = _cli(config, "commission", "add", "123", "--bus", "bus1", "--account",
+                         "A9", "--tariff", "flat", "--initial-kwh", "0")
+            assert short.returncode == 1 and "12 digits" in short.stderr, short.stderr
+            out = _cli(config, *add, "--json")
+            assert out.returncode == 0, out.stderr
+            # the daemon polls it at once: no restart needed
+            assert wait(lambda: _polled(tmp_path, METERS[2]))
+        # a meter commissioned by a technician is not in agent.toml, and stays after restart
+        with daemon(config):
+            time.sleep(1.5)
+            assert meters(tmp_path)[METERS[2]][2] is True
+            out = _cli(config, "commission", "remove", METERS[2])
+            assert out.returncode == 0, out.stderr
+        with daemon(config):
+            time.sleep(1.0)
+            assert meters(tmp_path)[METERS[2]][2] is False
+        assert events(tmp_path, "meter_deactivated") == []
+    finally:
+        sim.stop()
+
+
+def _polled(tmp: Path, meter: str) -> bool:
+    store = Store(tmp / "agent.db")
+    try:
+        return any(s["meter"] == meter and s["online"] for s in store.meter_status())
+    finally:
+        store.close()
