@@ -4,6 +4,7 @@ value raises an event instead of overwriting; a meter dropped from the file is d
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -79,6 +80,11 @@ def test_headend_changes_survive_restart_and_sighup(tmp_path: Path, broker: Brok
         assert after_commands[METERS[0]][0] == "residential-tou"
         assert after_commands[METERS[1]][1] is True
         assert after_commands[METERS[2]][2] is False
+        shown = _cli(config, "meters", "--json")
+        assert shown.returncode == 0, shown.stderr
+        by_meter = {r["meter"]: r for r in json.loads(shown.stdout)}
+        assert by_meter[METERS[0]]["settings"]["tariff"]["source"] == "headend"
+        assert by_meter[METERS[1]]["set_by"] == "keep_power:headend"
 
         # Restart with the same file: the head end's changes stay.
         with daemon(config) as proc:
