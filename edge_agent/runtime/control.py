@@ -113,9 +113,11 @@ class ControlServer:
             return commission_through_agent(self.agent, request, f"technician:{user}")
         worker = self._worker_for_port(request["port"])
         if op == "read":
+            from edge_agent.runtime.operations import wire_values
+
             address, quantities = request["address"], request["quantities"]
-            return worker.submit(lambda driver: driver.read(address, quantities),
-                                 TECHNICIAN).result(WAIT)
+            return wire_values(worker.submit(lambda driver: driver.read(address, quantities),
+                                             TECHNICIAN).result(WAIT))
         if op == "scan":
             timeout = request.get("timeout")
             return worker.submit(lambda driver: driver.scan(timeout), TECHNICIAN).result(WAIT)

@@ -366,6 +366,13 @@ def commission_through_agent(agent: Any, request: dict[str, Any], actor: str) ->
 
 
 # -- reading, resending, ping ----------------------------------------------------------------
+def wire_values(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Readings as the contract shows them everywhere: status words as 4 hex digits."""
+    return [{**v, "value": f"{v['value']:04X}"}
+            if str(v.get("name", "")).startswith("status_word") and isinstance(v.get("value"), int)
+            else v for v in values]
+
+
 def read(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     meter = args["meter"]
     _active_meter(agent, meter)
@@ -373,7 +380,7 @@ def read(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
         values = agent.read(meter, list(args.get("quantities") or ["energy"]))
     except (KeyError, LookupError) as exc:
         raise Malformed(f"unknown quantity: {exc}") from None
-    return Plan(result={"meter": meter, "values": values})
+    return Plan(result={"meter": meter, "values": wire_values(values)})
 
 
 def resend(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:

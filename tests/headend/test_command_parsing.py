@@ -292,3 +292,15 @@ def test_command_table_covers_the_contract() -> None:
         assert {a.name for a in kind.args.fields} == set(schema.get("properties", {})), name
         assert {a.name for a in kind.args.fields if a.required} == set(
             schema.get("required", [])), name
+
+
+def test_read_answers_unknown_quantities_and_hex_status_words(rig: Rig) -> None:
+    unknown = rig.send("read", {"meter": METERS[0], "quantities": ["no_such_quantity"]})
+    assert unknown["status"] in ("rejected", "failed") and unknown["reason"], unknown
+    assert "internal error" not in unknown["reason"]
+    assert not rig.agent.store.command_seen(unknown["cmd_id"])
+    read = rig.send("read", {"meter": METERS[0], "quantities": ["status_word_3", "energy"]})
+    assert read["status"] == "ok", read
+    status = read["result"]["values"][0]
+    assert status["name"] == "status_word_3" and len(status["value"]) == 4
+    int(status["value"], 16)
