@@ -21,7 +21,6 @@ from edge_agent.config import BusConfig, Config
 from edge_agent.errors import (
     EXPECTED_ERRORS,
     ConfigError,
-    TariffError,
     UnknownMeter,
 )
 from edge_agent.field.drivers import make_driver
@@ -284,13 +283,6 @@ class Agent:
         if record is None:
             raise UnknownMeter(f"unknown meter {meter}")
         return self.workers[record.bus]
-
-    def set_tariff(self, tariff_id: str, body: str) -> None:
-        tariff = tariff_from_text(body, f"head-end tariff {tariff_id}")
-        if tariff.id != tariff_id:
-            raise TariffError([f"tariff body has id {tariff.id!r}, command says {tariff_id!r}"])
-        self.store.save_tariff(tariff_id, body, self.clock.now())
-        self.on_processor(self.tariffs.__setitem__, tariff_id, tariff)
 
     # -- the loop -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
