@@ -104,7 +104,7 @@ def parse_json(payload: bytes, max_payload: int = MAX_PAYLOAD,
                max_depth: int = MAX_DEPTH) -> Any:
     """JSON with a size limit (checked first), a nesting limit and duplicate keys refused."""
     if len(payload) > max_payload:
-        raise Malformed(f"payload of {len(payload)} bytes is over the limit of {max_payload}")
+        raise Malformed(f"payload larger than the limit of {max_payload} bytes")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
