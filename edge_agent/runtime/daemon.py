@@ -108,6 +108,23 @@ class Agent:
 
         return parse_policy({**config.policy_raw, **override}, "policy (with head-end changes)")
 
+    def _policy_conflicts(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """A `[policy]` key the file changed where the head end's `set_policy` value is kept:
+        a `setting_conflict` event (meter null), not a silent overwrite."""
+        import json
+
+        from edge_agent.prepaid.records import Event
+
+        override = self.policy_override()
+        events = [Event("setting_conflict", "warning", self.clock.now(), None, None,
+                        {"setting": f"policy.{key}", "file": json.dumps(new.get(key)),
+                         "kept": json.dumps(value), "source": "headend"})
+                  for key, value in override.items()
+                  if new.get(key) != old.get(key) and new.get(key) != value]
+        if events:
+            with self.store.transaction():
+                self.store.record_events(events)
+
     def register_meters(self) -> None:
         """Meters from the configuration, under the ownership rule (docs/mqtt.md): the file
         seeds a meter; a setting the head end (or a technician) changed since is kept, and a
@@ -358,9 +375,11 @@ class Agent:
         if new.mqtt != self.config.mqtt:
             notes.append("[mqtt] changed: needs a restart")
         def apply() -> None:
+            old = self.config
             self.config = new
             self.tariffs.update(load_tariffs(new, self.store))
             self.register_meters()
+            self._policy_conflicts(old.policy_raw, new.policy_raw)
             self.processor.policy = self._policy(new)
             self.processor.reload()
 

@@ -71,6 +71,7 @@ def test_headend_changes_survive_restart_and_sighup(tmp_path: Path, broker: Brok
         with daemon(config):
             assert head.wait_for(lambda: head.status is not None and head.status["online"])
             for kind, args in [
+                    ("set_policy", {"policy": {"no_cutoff": True}}),
                     ("assign_tariff", {"meter": METERS[0], "tariff_id": "residential-tou"}),
                     ("relay", {"meter": METERS[1], "action": "keep_power_on"}),
                     ("remove_meter", {"meter": METERS[2]})]:
@@ -93,17 +94,22 @@ def test_headend_changes_survive_restart_and_sighup(tmp_path: Path, broker: Brok
             assert meters(tmp_path) == after_commands
             # The file now says another tariff for meter 1; SIGHUP: the head end's is kept,
             # and the disagreement is an event (once).
-            config.write_text(text.replace('tariff = "flat"', 'tariff = "winter-tiered"', 1))
+            config.write_text(text.replace('tariff = "flat"', 'tariff = "winter-tiered"', 1)
+                              .replace("[policy]\n", "[policy]\nno_cutoff = false\n"))
             proc.send_signal(signal.SIGHUP)
-            assert wait(lambda: len(events(tmp_path, "setting_conflict")) == 1)
+            assert wait(lambda: len(events(tmp_path, "setting_conflict")) == 2)
+            settings = {e["detail"]["setting"] for e in events(tmp_path, "setting_conflict")}
+            assert settings == {"tariff", "policy.no_cutoff"}
             assert meters(tmp_path) == after_commands
             proc.send_signal(signal.SIGHUP)
             time.sleep(1.0)
-            assert len(events(tmp_path, "setting_conflict")) == 1
+            assert len(events(tmp_path, "setting_conflict")) == 2  # once per change of the file
             # Meter 2 dropped from the file: deactivated with an event.
             start = text.index('[[meter]]\naddress = "000000000002"')
             end = text.index("[[meter]]", start + 1)
-            config.write_text(text[:start] + text[end:])
+            config.write_text((text[:start] + text[end:]).replace(
+                'tariff = "flat"', 'tariff = "winter-tiered"', 1).replace(
+                "[policy]\n", "[policy]\nno_cutoff = false\n"))
             proc.send_signal(signal.SIGHUP)
             assert wait(lambda: not meters(tmp_path)[METERS[1]][2])
             assert events(tmp_path, "meter_deactivated")
