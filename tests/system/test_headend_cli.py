@@ -50,7 +50,7 @@ def test_sign_send_and_watch(tmp_path: Path, broker: Broker) -> None:
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the daemon's session subscribed to its cmd topic
-            if (tmp_path / "agent.db").exists():
+            if (tmp_path / "control.sock").exists():  # started: migrations done
                 probe = Store(tmp_path / "agent.db")
                 state = probe.setting("broker_state") or ""
                 probe.close()
