@@ -123,7 +123,7 @@ def _commission(request: dict[str, object], db_path: str | None) -> dict[str, ob
         if answer is not None:
             if not answer.get("ok"):
                 raise from_kind(str(answer.get("kind")), str(answer.get("error")))
-            return dict(answer["result"])
+            return {**answer["result"], "via": "daemon"}
     store = open_store(db_path)
     tariffs = None
     if config is not None:
@@ -133,7 +133,7 @@ def _commission(request: dict[str, object], db_path: str | None) -> dict[str, ob
     write, _ = plan_commission(store, config, tariffs, request,
                                f"technician:{getpass.getuser()}", datetime.now(UTC))
     with store.transaction():
-        return write()
+        return {**write(), "via": "database"}
 
 
 @commission.command("add")

@@ -141,6 +141,7 @@ def test_commission_goes_through_the_running_daemon(tmp_path: Path) -> None:
             assert short.returncode == 1 and "12 digits" in short.stderr, short.stderr
             out = _cli(config, *add, "--json")
             assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["via"] == "daemon"
             # the daemon polls it at once: no restart needed
             assert wait(lambda: _polled(tmp_path, METERS[2]))
         # a meter commissioned by a technician is not in agent.toml, and stays after restart
