@@ -101,6 +101,7 @@ class MqttConfig:
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
     status_interval: float = 60.0
+    max_payload: int = 64 * 1024  # bytes of one command, checked before parsing
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ _CONCENTRATOR_KEYS = {"enabled": bool, "frozen_read_at": str, "backfill_at": str
 _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "username": str,
               "password": str, "ca_file": str, "cert_file": str, "key_file": str,
               "keepalive": int, "batch_size": int, "reconnect_min": (int, float),
-              "reconnect_max": (int, float), "status_interval": (int, float)}
+              "reconnect_max": (int, float), "status_interval": (int, float),
+              "max_payload": int}
 _KEYS_KEYS = {"directory": str, "headend_keys": str, "clock_skew": int}
 _RETENTION_KEYS = {"outbox_max_messages": int, "outbox_max_age_days": int}
 _TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention", "accounts",

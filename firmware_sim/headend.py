@@ -12,14 +12,15 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.headend.keys import load_private, sign
+from edge_agent.headend.keys import load_private
+from edge_agent.headend.signing import envelope
 
 
 class HeadEnd:
@@ -119,13 +120,8 @@ class HeadEnd:
                  gw: str | None = None, issued: datetime | None = None,
                  ttl: timedelta = timedelta(minutes=10), sign_with: Any = None,
                  kid: str | None = None) -> dict[str, Any]:
-        issued = issued or datetime.now(UTC)
-        cmd = {"id": cmd_id or f"c-{next(self._ids):04d}-{time.time_ns()}", "type": kind,
-               "gw": gw or self.gateway,
-               "issued_at": issued.isoformat().replace("+00:00", "Z"),
-               "expires_at": (issued + ttl).isoformat().replace("+00:00", "Z"), "args": args}
-        key = sign_with or self.key
-        return {"cmd": cmd, "kid": kid or self.kid, "sig": sign(cmd, key) if key else None}
+        return envelope(kind, args, gw or self.gateway, sign_with or self.key,
+                        kid or self.kid, cmd_id=cmd_id, issued=issued, ttl=ttl)
 
     def send_raw(self, payload: bytes | str) -> None:
         self.client.publish(f"{self.base}/cmd", payload, qos=1).wait_for_publish(10)

@@ -108,3 +108,45 @@ clock_skew = 60
 
 {retention}
 """
+
+
+# -- the MQTT contract ---------------------------------------------------------------------
+SCHEMAS = REPO / "docs" / "schemas"
+SCHEMA_BY_TOPIC = {"telemetry": "telemetry", "events": "events", "ledger": "ledger",
+                   "cmd/result": "cmd-result", "cmd": "cmd"}
+
+
+def _validators() -> dict[str, object]:
+    import json
+
+    from jsonschema import Draft202012Validator, FormatChecker
+    from referencing import Registry, Resource
+
+    base = "https://edge-agent.invalid/schemas/"
+    files = [p for p in SCHEMAS.rglob("*.json") if "examples" not in p.parts]
+    registry = Registry().with_resources(
+        (base + p.relative_to(SCHEMAS).as_posix(),
+         Resource.from_contents(json.loads(p.read_text()))) for p in files)
+    return {p.relative_to(SCHEMAS).with_suffix("").as_posix():
+            Draft202012Validator(json.loads(p.read_text()), registry=registry,
+                                 format_checker=FormatChecker()) for p in files}
+
+
+_VALIDATORS: dict[str, object] = {}
+
+
+def contract_problems(messages: list[tuple[str, dict[str, object]]]) -> list[str]:
+    """Schema errors of (topic, body) messages as a head end received them (docs/schemas)."""
+    if not _VALIDATORS:
+        _VALIDATORS.update(_validators())
+    problems = []
+    for topic, body in messages:
+        name = ("status" if body.get("online") else "status-will") if topic == "status" \
+            else SCHEMA_BY_TOPIC.get(topic)
+        if name is None:
+            problems.append(f"{topic}: no schema")
+            continue
+        validator = _VALIDATORS[name]
+        problems += [f"{topic} seq {body.get('seq')}: {e.message}"
+                     for e in validator.iter_errors(body)]  # type: ignore[attr-defined]
+    return problems

@@ -7,6 +7,7 @@ from . import daemon as _daemon  # noqa: F401
 from . import demo as _demo  # noqa: F401
 from . import frame as _frame  # noqa: F401
 from . import grid as _grid  # noqa: F401
+from . import headend as _headend  # noqa: F401
 from . import keys as _keys  # noqa: F401
 from . import sim as _sim  # noqa: F401
 from . import state as _state  # noqa: F401

@@ -9,9 +9,8 @@ from decimal import Decimal
 
 import click
 
-from edge_agent.errors import Conflict, UnknownMeter, UsageError
+from edge_agent.errors import UsageError
 from edge_agent.prepaid.money import parse_decimal
-from edge_agent.store import MeterRecord
 
 from .root import emit, json_option, main
 from .state import current_config, db_option, open_store
@@ -102,6 +101,41 @@ def _kwh(text: str, what: str) -> Decimal:
     return value
 
 
+def _commission(request: dict[str, object], db_path: str | None) -> dict[str, object]:
+    """Through the running daemon (its control socket) when it runs: it owns the database
+    and reloads at once; directly on the database when it does not.  Checked the same way
+    either way (runtime/operations.py `commission`)."""
+    import getpass
+
+    from edge_agent.errors import ConfigError, from_kind
+    from edge_agent.runtime.operations import commission as plan_commission
+
+    try:
+        config = current_config()
+    except ConfigError:
+        if db_path is None:
+            raise
+        config = None
+    if db_path is None and config is not None:
+        from edge_agent.runtime.control import call
+
+        answer = call(config.control_socket, {"op": "commission", **request}, timeout=60)
+        if answer is not None:
+            if not answer.get("ok"):
+                raise from_kind(str(answer.get("kind")), str(answer.get("error")))
+            return {**answer["result"], "via": "daemon"}
+    store = open_store(db_path)
+    tariffs = None
+    if config is not None:
+        from edge_agent.runtime.daemon import load_tariffs
+
+        tariffs = set(load_tariffs(config, store))
+    write, _ = plan_commission(store, config, tariffs, request,
+                               f"technician:{getpass.getuser()}", datetime.now(UTC))
+    with store.transaction():
+        return {**write(), "via": "database"}
+
+
 @commission.command("add")
 @click.argument("address")
 @click.option("--bus", required=True)
@@ -111,20 +145,23 @@ def _kwh(text: str, what: str) -> Decimal:
 @click.option("--multiplier", default=1, type=click.IntRange(1))
 @click.option("--keep-power", is_flag=True)
 @click.option("--allowance", is_flag=True)
-@click.option("--protocol", default="dlt645-2007")
+@click.option("--protocol", default=None, help="Default: the bus's.")
+@click.option("--unit", type=click.IntRange(1, 247), default=None, help="Modbus unit id.")
+@click.option("--model", default=None, help="Modbus register map.")
 @db_option
 @json_option
 def commission_add(address: str, bus: str, account: str, tariff_id: str, initial_kwh: str,
-                   multiplier: int, keep_power: bool, allowance: bool, protocol: str,
-                   db_path: str | None, as_json: bool) -> None:
+                   multiplier: int, keep_power: bool, allowance: bool, protocol: str | None,
+                   unit: int | None, model: str | None, db_path: str | None,
+                   as_json: bool) -> None:
     """Register a meter with its initial reading (nothing before it is billed)."""
-    store = open_store(db_path)
-    if store.meter(address) is not None:
-        raise Conflict(f"meter {address} is already registered; use commission replace")
-    store.add_meter(MeterRecord(address, bus, account, tariff_id, protocol, multiplier,
-                                keep_power, allowance),
-                    _kwh(initial_kwh, "--initial-kwh"), datetime.now(UTC))
-    emit({"meter": address, "commissioned": True}, as_json,
+    result = _commission({"action": "add", "address": address, "bus": bus, "account": account,
+                          "tariff": tariff_id, "initial_kwh": str(_kwh(initial_kwh,
+                                                                       "--initial-kwh")),
+                          "multiplier": multiplier, "keep_power": keep_power,
+                          "allowance": allowance, "protocol": protocol, "unit": unit,
+                          "model": model}, db_path)
+    emit(result, as_json,
          lambda: click.echo(f"meter {address} commissioned at {initial_kwh} kWh"))
 
 
@@ -138,16 +175,11 @@ def commission_add(address: str, bus: str, account: str, tariff_id: str, initial
 def commission_replace(old: str, new: str, old_final_kwh: str, new_initial_kwh: str,
                        db_path: str | None, as_json: bool) -> None:
     """Swap a meter: no charge across the swap; the account and tariff carry over."""
-    store = open_store(db_path)
-    record = store.meter(old)
-    if record is None:
-        raise UnknownMeter(f"unknown meter {old}")
-    replacement = MeterRecord(new, record.bus, record.account, record.tariff, record.protocol,
-                              record.multiplier, record.keep_power, record.allowance)
-    store.replace_meter(old, replacement, _kwh(old_final_kwh, "--old-final-kwh"),
-                        _kwh(new_initial_kwh, "--new-initial-kwh"), datetime.now(UTC))
-    emit({"old": old, "new": new, "replaced": True}, as_json,
-         lambda: click.echo(f"meter {old} replaced by {new}"))
+    result = _commission({"action": "replace", "old": old, "new": new,
+                          "old_final_kwh": str(_kwh(old_final_kwh, "--old-final-kwh")),
+                          "new_initial_kwh": str(_kwh(new_initial_kwh, "--new-initial-kwh"))},
+                         db_path)
+    emit(result, as_json, lambda: click.echo(f"meter {old} replaced by {new}"))
 
 
 @commission.command("remove")
@@ -156,6 +188,5 @@ def commission_replace(old: str, new: str, old_final_kwh: str, new_initial_kwh: 
 @json_option
 def commission_remove(address: str, db_path: str | None, as_json: bool) -> None:
     """Stop polling and billing a meter; its history stays."""
-    open_store(db_path).remove_meter(address)
-    emit({"meter": address, "removed": True}, as_json,
-         lambda: click.echo(f"meter {address} removed"))
+    result = _commission({"action": "remove", "address": address}, db_path)
+    emit(result, as_json, lambda: click.echo(f"meter {address} removed"))

@@ -54,8 +54,16 @@ def meters(db_path: str | None, as_json: bool) -> None:
     """List registered meters with their last reading, relay state and balance."""
     store = open_store(db_path)
     rows = store.meter_status()
+    owned = store.meter_settings()  # who set what: the file unless the head end/technician did
+    for row in rows:
+        settings = owned.get(row["meter"], {})
+        row["settings"] = {name: {"value": s["value"], "source": s["source"], "at": s["at"]}
+                           for name, s in settings.items()}
+        row["set_by"] = ", ".join(f"{n}:{s['source']}" for n, s in sorted(settings.items())
+                                  ) or "file"
     emit(rows, as_json, lambda: _table(rows, ["meter", "bus", "protocol", "account", "kwh",
-                                              "relay", "phase", "balance", "online"]))
+                                              "relay", "phase", "balance", "online",
+                                              "set_by"]))
 
 
 @main.command()

@@ -233,7 +233,10 @@ class Dlt645Driver:
                     continue  # not a quantity of this protocol version
                 try:
                     reading = self.client.read(meter, name)
-                    values.append((reading.name, str(catalogue.format_value(reading.value))))
+                    value = reading.value
+                    values.append((reading.name, f"{value:04X}" if isinstance(value, int)
+                                   and reading.name.startswith("status_word")
+                                   else str(catalogue.format_value(value))))
                 except MeterAbnormalReply:
                     continue  # this meter does not have that quantity
         except EXPECTED_ERRORS as exc:

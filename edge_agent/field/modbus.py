@@ -139,6 +139,32 @@ class ModbusMeterClient:
         return found
 
 
+#: Register-map names -> the catalogue names every protocol publishes under (docs/schemas,
+#: common.json `reading_name`).  Map registers without one are read on demand only.
+CATALOGUE = {
+    "voltage": "voltage_a", "voltage_a": "voltage_a", "voltage_l1": "voltage_a",
+    "voltage_l2": "voltage_b", "voltage_l3": "voltage_c",
+    "current": "current_a", "current_a": "current_a", "current_l1": "current_a",
+    "current_l2": "current_b", "current_l3": "current_c",
+    "active_power": "active_power_total", "total_power": "active_power_total",
+    "power_factor": "power_factor_total", "frequency": "frequency",
+    "import_active_energy": "forward_active_total", "export_active_energy": "reverse_active_total",
+    "total_active_energy": "combined_active_total",
+}
+
+
+def _map_names(mapping: RegisterMap, quantities: tuple[str, ...]) -> list[str]:
+    """The map's registers for a bus's quantities, given as catalogue or map names."""
+    out: list[str] = []
+    for name in mapping.registers:
+        if name == mapping.energy or name not in CATALOGUE:
+            continue
+        if (name in quantities or CATALOGUE[name] in quantities) and not any(
+                CATALOGUE[n] == CATALOGUE[name] for n in out):
+            out.append(name)
+    return out
+
+
 class ModbusDriver:
     """Modbus RTU meters: total import energy, relay (if the map has one), mapped quantities."""
 
@@ -167,10 +193,11 @@ class ModbusDriver:
             relay = None
             if mapping.relay is not None:
                 relay = self.client.relay_state(unit, mapping)
-                values.append(("relay", relay))
-            for name in quantities:
-                if name in mapping.registers and name != mapping.energy:
-                    values.append((name, str(self.client.read(unit, mapping, name).value)))
+                # The DL/T 645 way: status word 3, bit 4 set while the relay is open.
+                values.append(("status_word_3", "0010" if relay == "open" else "0000"))
+            for name in _map_names(mapping, quantities):
+                values.append((CATALOGUE[name],
+                               str(self.client.read(unit, mapping, name).value)))
         except EXPECTED_ERRORS as exc:
             return Poll(meter, now, False, error=str(exc))
         return Poll(meter, now, True, RegisterReading(meter, now, Decimal(kwh)), values, relay)

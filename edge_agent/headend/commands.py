@@ -1,26 +1,55 @@
 """Head-end commands: parse and verify a signed envelope before anything happens.
 
-Order of checks (the first failure is the reason given): JSON, envelope shape, command shape,
-signature (by `kid`), target gateway, validity window (with the configured clock skew), replay
-(the `id` already seen, remembered durably), type, arguments.  A command that fails changes
-nothing.  See docs/mqtt.md for each type's arguments and result.
+Parsing is strict and bounded (docs/mqtt.md, "Strict parsing"): the payload size is checked
+before parsing, nesting is limited, a duplicated key anywhere refuses the message (a first-wins
+and a last-wins reader must never disagree on an amount), and every string is matched whole
+(`fullmatch`, so `"pay-1\\n"` is not `"pay-1"`).  Order of checks (the first failure is the
+reason given): size, JSON, envelope shape, command shape, signature (by `kid`), target gateway,
+validity window (with the configured clock skew), type, arguments.  The replay check is the
+handler's (a redelivery of the same signed command gets its stored result again).  A command
+that fails changes nothing and does not use up its id.
+
+`COMMANDS` is the one table of command types: name -> argument spec -> operation (the use
+case in `edge_agent.runtime.operations` that carries it out).  The argument specs implement
+`docs/schemas/args/<type>.json`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from edge_agent.errors import CommandRejected
-from edge_agent.headend.keys import KeyRing
-from edge_agent.prepaid.money import parse_decimal
+from edge_agent.errors import CommandRejected, Malformed
+from edge_agent.headend.keys import KeyRing, canonical
 
+MAX_PAYLOAD = 64 * 1024  # bytes; `[mqtt] max_payload` overrides
+MAX_DEPTH = 16  # nesting of objects and arrays in one command
+#: The largest amount a command may carry: the ledger keeps integer micro-yuan in SQLite's
+#: signed 64-bit integers (9.2e12 yuan); 1e9 per entry leaves room for any sum of them.
+MAX_AMOUNT = Decimal(10) ** 9
+ID_CUT = 64  # characters of an unreadable or oversized id kept in an event
+VERSION = 1
+
+ID = re.compile(r"[!-~]{1,64}")
+TARIFF_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MONEY = re.compile(r"-?[0-9]{1,13}(\.[0-9]{1,4})?")
+KWH = re.compile(r"[0-9]{1,13}(\.[0-9]{1,4})?")
+TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+SIG = re.compile(r"[A-Za-z0-9+/]{1,200}={0,2}")
+HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]")
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+DATA_ID = re.compile(r"(0x)?([0-9A-Fa-f]{4}|[0-9A-Fa-f]{8})")
+SHARE = re.compile(r"(0(\.[0-9]{1,4})?|1(\.0{1,4})?)")
 RELAY_ACTIONS = ("trip", "close", "keep_power_on", "keep_power_off")
-ADDRESS = re.compile(r"^\d{12}$")
+READ_ALIASES = ("energy", "voltage", "current", "power", "status", "relay")
+ENVELOPE_KEYS = frozenset({"cmd", "kid", "sig"})
+CMD_KEYS = frozenset({"v", "id", "type", "gw", "issued_at", "expires_at", "args"})
 
 
 @dataclass(frozen=True)
@@ -32,149 +61,392 @@ class Command:
     expires_at: datetime
     args: dict[str, Any]
     kid: str
+    digest: str = ""  # sha-256 of the signed `cmd`: tells a redelivery from a reused id
 
 
-def _text(args: dict[str, Any], key: str, pattern: str = r"^.{1,128}$") -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not re.match(pattern, value):
-        raise CommandRejected(f"malformed: args.{key} must be a string matching {pattern}")
-    return value
+# -- bounded JSON ---------------------------------------------------------------------------
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise Malformed(f"duplicate key {cut(key)!r}")
+        out[key] = value
+    return out
 
 
-def _money(args: dict[str, Any], key: str, positive: bool) -> Decimal:
-    value = args.get(key)
-    if not isinstance(value, str):
-        raise CommandRejected(f"malformed: args.{key} must be a decimal string, not {value!r}")
+def _depth_ok(text: str, limit: int) -> bool:
+    """Nesting of `{`/`[` outside strings, counted before `json` recurses into it."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+            if depth > limit:
+                return False
+        elif char in "}]":
+            depth -= 1
+    return True
+
+
+def _no_constant(name: str) -> Any:
+    raise Malformed(f"{name} is not JSON")
+
+
+def parse_json(payload: bytes, max_payload: int = MAX_PAYLOAD,
+               max_depth: int = MAX_DEPTH) -> Any:
+    """JSON with a size limit (checked first), a nesting limit and duplicate keys refused."""
+    if len(payload) > max_payload:
+        raise Malformed(f"payload larger than the limit of {max_payload} bytes")
     try:
-        amount = parse_decimal(value, f"args.{key}", places=4)
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Malformed("not UTF-8") from None
+    if not _depth_ok(text, max_depth):
+        raise Malformed(f"nested deeper than {max_depth}")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates,
+                          parse_constant=_no_constant)
     except ValueError as exc:
-        raise CommandRejected(f"malformed: {exc}") from None
-    if positive and amount <= 0:
-        raise CommandRejected(f"malformed: args.{key} must be positive")
-    return amount
+        raise Malformed(f"not JSON ({exc})") from None
 
 
-def _meter(args: dict[str, Any]) -> str:
-    return _text(args, "meter", r"^\d{12}$")
+def cut(value: object, limit: int = ID_CUT) -> str:
+    """An id as it may appear in an event or a log: printable, at most `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
-def validate_args(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Check a command's arguments; return them normalised (decimals parsed)."""
-    if kind == "topup":
-        return {"account": _text(args, "account"), "amount": _money(args, "amount", True),
-                "txn_id": _text(args, "txn_id")}
-    if kind == "adjust":
-        return {"account": _text(args, "account"), "amount": _money(args, "amount", False),
-                "txn_id": _text(args, "txn_id"),
-                "reason": str(args.get("reason", ""))[:500]}
-    if kind == "relay":
-        action = args.get("action")
-        if action not in RELAY_ACTIONS:
-            raise CommandRejected(f"malformed: args.action must be one of "
-                                  f"{', '.join(RELAY_ACTIONS)}")
-        return {"meter": _meter(args), "action": action}
-    if kind == "set_tariff":
-        return {"tariff_id": _text(args, "tariff_id", r"^[A-Za-z0-9_.-]{1,64}$"),
-                "body": _text(args, "body", r"^[\s\S]{1,65536}$")}
-    if kind == "assign_tariff":
-        return {"meter": _meter(args), "tariff_id": _text(args, "tariff_id")}
-    if kind == "set_policy":
-        policy = args.get("policy")
-        if not isinstance(policy, dict) or not policy:
-            raise CommandRejected("malformed: args.policy must be a table of policy settings")
-        return {"policy": policy}
-    if kind == "add_meter":
-        out = {"meter": _meter(args), "bus": _text(args, "bus"),
-               "account": _text(args, "account"), "tariff": _text(args, "tariff"),
-               "initial_kwh": _money(args, "initial_kwh", False)}
-        multiplier = args.get("multiplier", 1)
-        if not isinstance(multiplier, int) or isinstance(multiplier, bool) or multiplier < 1:
-            raise CommandRejected("malformed: args.multiplier must be a whole number >= 1")
-        out["multiplier"] = multiplier
-        for flag in ("keep_power", "allowance"):
-            if not isinstance(args.get(flag, False), bool):
-                raise CommandRejected(f"malformed: args.{flag} must be true or false")
-            out[flag] = args.get(flag, False)
+# -- argument specs ---------------------------------------------------------------------------
+def _bad(name: str, what: str) -> Malformed:
+    return Malformed(f"args.{name} must be {what}")
+
+
+@dataclass(frozen=True)
+class Text:
+    pattern: re.Pattern[str] = ID
+    what: str = "1-64 printable ASCII characters without spaces"
+
+    def parse(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not self.pattern.fullmatch(value):
+            raise _bad(name, self.what)
+        return value
+
+
+@dataclass(frozen=True)
+class FreeText:
+    max_length: int
+    min_length: int = 0
+
+    def parse(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not self.min_length <= len(value) <= self.max_length:
+            raise _bad(name, f"a string of {self.min_length}-{self.max_length} characters")
+        return value
+
+
+@dataclass(frozen=True)
+class Money:
+    """Yuan as an ASCII decimal string with up to 4 decimals, within the ledger's range."""
+
+    positive: bool = False
+    pattern: re.Pattern[str] = MONEY
+
+    def parse(self, name: str, value: Any) -> Decimal:
+        if not isinstance(value, str) or not self.pattern.fullmatch(value):
+            raise _bad(name, "a decimal string such as \"10.00\" (up to 4 decimals)")
+        amount = Decimal(value)
+        if abs(amount) > MAX_AMOUNT:
+            raise _bad(name, f"at most {MAX_AMOUNT} in size")
+        if self.positive and amount <= 0:
+            raise _bad(name, "positive")
+        return amount
+
+
+@dataclass(frozen=True)
+class Integer:
+    minimum: int
+    maximum: int
+
+    def parse(self, name: str, value: Any) -> int:
+        if (not isinstance(value, int) or isinstance(value, bool)
+                or not self.minimum <= value <= self.maximum):
+            raise _bad(name, f"a whole number from {self.minimum} to {self.maximum}")
+        return value
+
+
+@dataclass(frozen=True)
+class Flag:
+    def parse(self, name: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _bad(name, "true or false")
+        return value
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    def parse(self, name: str, value: Any) -> str:
+        if value not in self.choices or not isinstance(value, str):
+            raise _bad(name, "one of " + ", ".join(self.choices))
+        return value
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+    min_items: int = 1
+    max_items: int = 32
+
+    def parse(self, name: str, value: Any) -> list[Any]:
+        if not isinstance(value, list) or not self.min_items <= len(value) <= self.max_items:
+            raise _bad(name, f"a list of {self.min_items}-{self.max_items} items")
+        return [self.item.parse(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A catalogue name, an alias or a data identifier in hex (the driver checks the name)."""
+
+    def parse(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not (
+                value in READ_ALIASES or re.fullmatch(r"[a-z][a-z0-9_]{0,63}", value)
+                or DATA_ID.fullmatch(value)):
+            raise _bad(name, "a reading name, an alias or a data identifier")
+        return value
+
+
+@dataclass(frozen=True)
+class Table:
+    """A nested object with its own fields (set_policy's `policy`)."""
+
+    fields: tuple[Arg, ...]
+    min_items: int = 1
+
+    def parse(self, name: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict) or len(value) < self.min_items:
+            raise _bad(name, "a table of settings")
+        ArgSpec(self.fields, prefix=f"{name}.").parse(value)
+        return value  # checked; kept as sent (it is stored and merged with the file's table)
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    spec: Any
+    required: bool = True
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """The arguments of one command type: known names only, each parsed by its spec."""
+
+    fields: tuple[Arg, ...] = ()
+    check: Callable[[dict[str, Any]], None] | None = None
+    prefix: str = ""
+
+    def parse(self, args: dict[str, Any]) -> dict[str, Any]:
+        known = {a.name for a in self.fields}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise Malformed(f"unknown argument args.{self.prefix}{cut(unknown[0])}")
+        out: dict[str, Any] = {}
+        for arg in self.fields:
+            if arg.name in args:
+                out[arg.name] = arg.spec.parse(self.prefix + arg.name, args[arg.name])
+            elif arg.required:
+                raise Malformed(f"args.{self.prefix}{arg.name} is required")
+            elif arg.default is not None or self.prefix == "":
+                out[arg.name] = arg.default
+        if self.check is not None:
+            self.check(out)
         return out
-    if kind == "remove_meter":
-        return {"meter": _meter(args)}
-    if kind == "read":
-        quantities = args.get("quantities", ["energy"])
-        if not isinstance(quantities, list) or not all(isinstance(q, str) for q in quantities):
-            raise CommandRejected("malformed: args.quantities must be a list of names")
-        return {"meter": _meter(args), "quantities": quantities}
-    if kind == "sync":
-        ids = args.get("ids")
-        since = args.get("since_seq", 0)
-        if ids is not None and (not isinstance(ids, list)
-                                or not all(isinstance(i, str) for i in ids)):
-            raise CommandRejected("malformed: args.ids must be a list of ledger entry ids")
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            raise CommandRejected("malformed: args.since_seq must be a whole number >= 0")
-        return {"ids": ids, "since_seq": since, "account": args.get("account")}
-    if kind == "ping":
-        return {}
-    raise CommandRejected(f"unknown command type {kind!r}")
 
 
-COMMAND_TYPES = ("topup", "adjust", "relay", "set_tariff", "assign_tariff", "set_policy",
-                 "add_meter", "remove_meter", "read", "sync", "ping")
+def _force_only_with_trip(args: dict[str, Any]) -> None:
+    if args.get("force") is not None and args["action"] != "trip":
+        raise Malformed("args.force is allowed with action trip only")
+    args["force"] = bool(args.get("force"))
 
 
+def _ids_or_since(args: dict[str, Any]) -> None:
+    if args.get("ids") is not None and args.get("since_seq") is not None:
+        raise Malformed("args.ids and args.since_seq: give one, not both")
+    if args.get("since_seq") is None:
+        args["since_seq"] = 0
+
+
+POLICY_ARGS = (
+    Arg("alert_levels", ListOf(Money(), 0, 16), False),
+    Arg("alert_days_left", Money(), False),
+    Arg("usage_window_days", Integer(1, 90), False),
+    Arg("overdraft", Money(), False),
+    Arg("restore_level", Money(), False),
+    Arg("alarm_grace_minutes", Integer(0, 100000), False),
+    Arg("close_mode", OneOf(("close_allowed", "direct_close")), False),
+    Arg("protected_hours", ListOf(Text(HHMM, "HH:MM-HH:MM"), 0, 48), False),
+    Arg("holidays", ListOf(Text(DATE, "a date YYYY-MM-DD"), 0, 366), False),
+    Arg("no_cutoff", Flag(), False),
+    Arg("max_trip_share", Text(SHARE, "a share from 0 to 1 as a decimal string"), False),
+    Arg("trip_guard_min", Integer(0, 100000), False),
+    Arg("relay_confirm_attempts", Integer(1, 20), False),
+    Arg("relay_backoff_seconds", Integer(0, 60), False),
+)
+ACCOUNT, TXN, METER = Arg("account", Text()), Arg("txn_id", Text()), Arg("meter", Text())
+
+
+@dataclass(frozen=True)
+class CommandType:
+    """One row of the command table.  `operation` names the use case in
+    `edge_agent.runtime.operations`; `transactional` operations apply their whole effect in
+    the transaction that remembers the command id (money: exactly once)."""
+
+    name: str
+    args: ArgSpec
+    operation: str
+    transactional: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+COMMANDS: dict[str, CommandType] = {c.name: c for c in (
+    CommandType("topup", ArgSpec((ACCOUNT, Arg("amount", Money(positive=True)), TXN)),
+                "topup", transactional=True),
+    CommandType("adjust", ArgSpec((ACCOUNT, Arg("amount", Money()), TXN,
+                                   Arg("reason", FreeText(500), False, "")), ),
+                "adjust", transactional=True),
+    CommandType("relay", ArgSpec((METER, Arg("action", OneOf(RELAY_ACTIONS)),
+                                  Arg("force", Flag(), False)), _force_only_with_trip),
+                "relay_order"),
+    CommandType("set_tariff", ArgSpec((Arg("tariff_id", Text(TARIFF_ID, "a tariff id")),
+                                       Arg("body", FreeText(65536, 1)))),
+                "set_tariff", transactional=True),
+    CommandType("assign_tariff", ArgSpec((METER, Arg("tariff_id",
+                                                     Text(TARIFF_ID, "a tariff id")))),
+                "assign_tariff", transactional=True),
+    CommandType("set_policy", ArgSpec((Arg("policy", Table(POLICY_ARGS)),)),
+                "set_policy", transactional=True),
+    CommandType("add_meter", ArgSpec((
+        METER, Arg("bus", Text()), ACCOUNT, Arg("tariff", Text(TARIFF_ID, "a tariff id")),
+        Arg("initial_kwh", Money(pattern=KWH)), Arg("multiplier", Integer(1, 100000), False, 1),
+        Arg("keep_power", Flag(), False, False), Arg("allowance", Flag(), False, False))),
+        "add_meter", transactional=True),
+    CommandType("remove_meter", ArgSpec((METER,)), "remove_meter", transactional=True),
+    CommandType("read", ArgSpec((METER, Arg("quantities", ListOf(Quantity()), False,
+                                            ("energy",)))), "read"),
+    CommandType("sync", ArgSpec((Arg("since_seq", Integer(0, 2 ** 53 - 1), False),
+                                 Arg("ids", ListOf(Text(), 1, 10000), False),
+                                 Arg("account", Text(), False)), _ids_or_since),
+                "resend", transactional=True),
+    CommandType("ping", ArgSpec(), "ping"),
+)}
+
+#: The command type names, in the contract's order (docs/schemas/cmd.json).
+COMMAND_TYPES = tuple(COMMANDS)
+
+
+# -- the envelope -----------------------------------------------------------------------------
 def _time(cmd: dict[str, Any], key: str) -> datetime:
     value = cmd.get(key)
+    if not isinstance(value, str) or not TIME.fullmatch(value):
+        raise Malformed(f"cmd.{key} must be a UTC time such as 2026-11-22T10:00:00Z")
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
-        raise CommandRejected(f"malformed: cmd.{key} {value!r} is not an ISO time") from None
-    if moment.tzinfo is None:
-        raise CommandRejected(f"malformed: cmd.{key} must carry a time zone (Z)")
-    return moment
+        raise Malformed(f"cmd.{key} {value!r} is not a valid time") from None
 
 
-def command_id_of(payload: bytes) -> str | None:
+def command_id_of(envelope: Any) -> str | None:
     """The command id, if one can be read at all (for the result of a refused command)."""
-    try:
-        cmd = json.loads(payload).get("cmd", {})
-        value = cmd.get("id")
-        return value if isinstance(value, str) else None
-    except (ValueError, AttributeError):
-        return None
+    cmd = envelope.get("cmd") if isinstance(envelope, dict) else None
+    value = cmd.get("id") if isinstance(cmd, dict) else None
+    return value if isinstance(value, str) and ID.fullmatch(value) else None
+
+
+def command_type_of(envelope: Any) -> str | None:
+    cmd = envelope.get("cmd") if isinstance(envelope, dict) else None
+    value = cmd.get("type") if isinstance(cmd, dict) else None
+    return value if isinstance(value, str) and value in COMMANDS else None
+
+
+def _shape(envelope: Any) -> tuple[dict[str, Any], str, str]:
+    if not isinstance(envelope, dict):
+        raise Malformed("the envelope must be a JSON object")
+    unknown = sorted(set(envelope) - ENVELOPE_KEYS)
+    if unknown:
+        raise Malformed(f"unknown key {cut(unknown[0])!r} in the envelope")
+    cmd, kid, sig = envelope.get("cmd"), envelope.get("kid"), envelope.get("sig")
+    if not isinstance(cmd, dict):
+        raise Malformed("cmd must be an object")
+    if sig is None or kid is None:
+        raise CommandRejected("unsigned: kid and sig are required")
+    if not isinstance(kid, str) or not ID.fullmatch(kid):
+        raise Malformed("kid must be an id")
+    if not isinstance(sig, str) or not SIG.fullmatch(sig):
+        raise Malformed("sig must be base64")
+    unknown = sorted(set(cmd) - CMD_KEYS)
+    if unknown:
+        raise Malformed(f"unknown key {cut(unknown[0])!r} in cmd")
+    if cmd.get("v", VERSION) != VERSION or isinstance(cmd.get("v"), bool):
+        raise Malformed(f"cmd.v {cut(cmd.get('v'))} is not a version this gateway knows "
+                        f"({VERSION})")
+    for key in ("id", "gw"):
+        if not isinstance(cmd.get(key), str) or not ID.fullmatch(cmd[key]):
+            raise Malformed(f"cmd.{key} must be 1-64 printable ASCII characters, no spaces")
+    if not isinstance(cmd.get("type"), str):
+        raise Malformed("cmd.type must be a string")
+    if not isinstance(cmd.get("args", {}), dict):
+        raise Malformed("cmd.args must be an object")
+    return cmd, kid, sig
 
 
 def verify(payload: bytes, keys: KeyRing, gateway: str, now: datetime, skew: timedelta,
-           seen: Any) -> Command:
-    """Verify an envelope; `seen(id) -> bool` answers whether a command id was already used."""
+           max_payload: int = MAX_PAYLOAD) -> Command:
+    """Parse and verify an envelope.  Raises `CommandRejected` (its `reason` is what the
+    head end reads); `Malformed` is turned into one with the reason `malformed: ...`."""
     try:
-        envelope = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CommandRejected(f"malformed: not JSON ({exc})") from None
-    if not isinstance(envelope, dict):
-        raise CommandRejected("malformed: the envelope must be a JSON object")
-    cmd, kid, sig = envelope.get("cmd"), envelope.get("kid"), envelope.get("sig")
-    if not isinstance(cmd, dict):
-        raise CommandRejected("malformed: cmd must be an object")
-    if sig is None or kid is None:
-        raise CommandRejected("unsigned: kid and sig are required")
-    if not isinstance(kid, str) or not isinstance(sig, str):
-        raise CommandRejected("malformed: kid and sig must be strings")
-    for key in ("id", "type", "gw"):
-        if not isinstance(cmd.get(key), str) or not cmd.get(key):
-            raise CommandRejected(f"malformed: cmd.{key} must be a non-empty string")
-    if not isinstance(cmd.get("args", {}), dict):
-        raise CommandRejected("malformed: cmd.args must be an object")
-    issued, expires = _time(cmd, "issued_at"), _time(cmd, "expires_at")
+        envelope = parse_json(payload, max_payload)
+        cmd, kid, sig = _shape(envelope)
+        issued, expires = _time(cmd, "issued_at"), _time(cmd, "expires_at")
+    except Malformed as exc:
+        raise CommandRejected(f"malformed: {exc}") from None
     keys.verify(kid, cmd, sig)
     if cmd["gw"] != gateway:
-        raise CommandRejected(f"for another gateway ({cmd['gw']!r}, this is {gateway!r})")
+        raise CommandRejected(f"for another gateway ({cut(cmd['gw'])!r}, this is {gateway!r})")
     if now > expires + skew:
         raise CommandRejected(f"expired at {expires.isoformat()}")
     if issued > now + skew:
         raise CommandRejected(f"not yet valid: issued at {issued.isoformat()}, "
                               f"gateway time {now.isoformat()}")
-    if seen(cmd["id"]):
-        raise CommandRejected(f"replayed: command id {cmd['id']!r} was already used")
-    if cmd["type"] not in COMMAND_TYPES:
-        raise CommandRejected(f"unknown command type {cmd['type']!r}")
-    args = validate_args(cmd["type"], cmd.get("args", {}))
-    return Command(cmd["id"], cmd["type"], cmd["gw"], issued, expires, args, kid)
+    kind = COMMANDS.get(cmd["type"])
+    if kind is None:
+        raise CommandRejected(f"unknown command type {cut(cmd['type'])!r}")
+    try:
+        args = kind.args.parse(cmd.get("args", {}))
+    except Malformed as exc:
+        raise CommandRejected(f"malformed: {exc}") from None
+    digest = hashlib.sha256(canonical(cmd)).hexdigest()
+    return Command(cmd["id"], cmd["type"], cmd["gw"], issued, expires, args, kid, digest)
+
+
+def read_envelope(payload: bytes, max_payload: int = MAX_PAYLOAD) -> Any:
+    """The envelope as far as it can be read, for a refusal's answer only (duplicate keys
+    allowed here: it names the command id, it never carries out anything); None when even
+    that is impossible (too big, too deep, not JSON)."""
+    if len(payload) > max_payload:
+        return None
+    try:
+        text = payload.decode("utf-8")
+        if not _depth_ok(text, MAX_DEPTH):
+            return None
+        return json.loads(text, parse_constant=lambda name: None)
+    except ValueError:
+        return None

@@ -1,10 +1,18 @@
 """Carry out verified head-end commands; answer every command on `cmd/result`.
 
-Runs on its own thread, fed by the MQTT link's queue.  Database writes go through the agent's
-processing thread (the single writer); relay orders and on-demand reads go to the meter's bus
-worker ahead of routine polling.  A command refused at verification, or naming an unknown
-meter, account, bus or tariff, is `rejected` and changes nothing; one that was accepted but
-could not be carried out (a meter did not answer) is `failed`.
+Runs on its own thread, fed by the MQTT link's queue with (payload, ack) pairs.  The command
+table (`commands.COMMANDS`) names the operation (`runtime/operations.py`) for each type; this
+module only verifies, dispatches, and stores.  Exactly once: the command id, the operation's
+database effect and the answer are written in ONE transaction on the processing thread, and
+only then is the broker's delivery acknowledged (manual ack), so a crash at any point either
+leaves nothing (the broker redelivers) or everything (a redelivery is answered with the stored
+result again).  A refused command (malformed, unknown meter, ...) is `rejected`, changes
+nothing and does not use up its id; one that could not be carried out (a meter did not answer)
+is `failed`, and its id is not used up either.
+
+Bad signatures are counted, not answered one event each: the first of an hour raises a
+`command_auth_failures` event, later ones are summed into the next (a forged-command campaign
+is visible, the outbox does not fill with it, and the real head end is never locked out).
 """
 
 from __future__ import annotations
@@ -13,35 +21,53 @@ import json
 import logging
 import queue
 import threading
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from edge_agent import __version__
 from edge_agent.errors import (
     EXPECTED_ERRORS,
     CommandRejected,
     ConfigError,
-    TariffError,
-    UnknownAccount,
+    Conflict,
+    Malformed,
+    NotFound,
+    UsageError,
 )
-from edge_agent.headend.commands import Command, command_id_of, verify
+from edge_agent.headend.commands import (
+    COMMANDS,
+    MAX_PAYLOAD,
+    Command,
+    command_id_of,
+    command_type_of,
+    cut,
+    read_envelope,
+    verify,
+)
 from edge_agent.headend.keys import KeyRing
-from edge_agent.prepaid.money import format_money
-from edge_agent.prepaid.policy import parse_policy
-from edge_agent.prepaid.records import Event, LedgerEntry
-from edge_agent.store import MeterRecord
+from edge_agent.prepaid.records import Event
+from edge_agent.runtime.operations import OPERATIONS, Context, Plan
 
 log = logging.getLogger(__name__)
 
+#: Errors that mean "refused, nothing changed" (the rest of EXPECTED_ERRORS mean "failed").
+REFUSALS = (CommandRejected, NotFound, Conflict, Malformed, ConfigError, UsageError)
+AUTH_FAILURES = ("bad signature", "unknown key id", "signature is not base64")
+AUTH_WINDOW = timedelta(hours=1)
+Ack = Callable[[], None]
 
 
 class CommandHandler:
-    def __init__(self, agent: Any, keys: KeyRing, inbox: queue.Queue[bytes]) -> None:
+    def __init__(self, agent: Any, keys: KeyRing, inbox: queue.Queue[Any]) -> None:
         self.agent = agent
         self.keys = keys
         self.inbox = inbox
+        self.max_payload = getattr(agent.config.mqtt, "max_payload", MAX_PAYLOAD)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="commands", daemon=True)
+        self._auth_count = 0
+        self._auth_since: datetime | None = None
+        self._auth_last: dict[str, str] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -57,46 +83,116 @@ class CommandHandler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            payload = self.inbox.get()
+            try:
+                item = self.inbox.get(timeout=60)
+            except queue.Empty:
+                self._flush_auth_failures(self.agent.clock.now(), force=False)
+                continue
             if self._stop.is_set():
                 break
+            payload, ack = item if isinstance(item, tuple) else (item, None)
             try:
                 self.handle(payload)
-            except Exception:  # one bad command must not stop the handler; it is logged
+            except Exception:  # the answer could not be stored: no ack, the broker redelivers
                 log.exception("command handler failed on a payload")
+                continue
+            if ack is not None:
+                ack()
 
     # -- one command ----------------------------------------------------------------------
     def handle(self, payload: bytes) -> dict[str, Any]:
+        """Verify, carry out and answer one command; returns the answer stored."""
         agent = self.agent
         now = agent.clock.now()
         skew = timedelta(seconds=agent.config.keys.clock_skew)
         try:
             command = verify(payload, self.keys, agent.config.gateway_id, now, skew,
-                             agent.store.command_seen)
-            self._precheck(command)
+                             self.max_payload)
         except CommandRejected as exc:
-            return self._answer(command_id_of(payload), "rejected", exc.reason, None,
-                                [Event("command_rejected", "warning", now, None, None,
-                                       {"cmd_id": command_id_of(payload),
-                                        "reason": exc.reason})])
-        agent.on_processor(self._remember, command.id, now)
+            return self._refused(payload, exc.reason, now)
+        seen = agent.store.command_record(command.id)
+        if seen is not None:
+            return self._again(command, seen, now)
         try:
-            result = getattr(self, f"_do_{command.type}")(command)
-            status, reason = "ok", ""
-        except CommandRejected as exc:
-            result, status, reason = None, "rejected", exc.reason
+            return self._carry_out(command, now)
+        except REFUSALS as exc:
+            return self._answer(command, "rejected", _reason(exc), None, now)
         except (*EXPECTED_ERRORS, TimeoutError) as exc:
-            result, status, reason = None, "failed", str(exc) or type(exc).__name__
+            return self._answer(command, "failed", str(exc) or type(exc).__name__, None, now)
+        except Exception as exc:  # a bug must still get an answer (and a log with its trace)
+            log.exception("command %s (%s) failed", command.id, command.type)
+            return self._answer(command, "failed", f"internal error ({type(exc).__name__})",
+                                None, now)
+
+    def _carry_out(self, command: Command, now: datetime) -> dict[str, Any]:
+        kind = COMMANDS[command.type]
+        ctx = Context(f"headend:{command.kid}", command.id, now)
+        plan: Plan = OPERATIONS[kind.operation](self.agent, command.args, ctx)
+        body = self._commit(command, plan, now)
+        if plan.after is not None:
+            plan.after()
+        log.info("command %s (%s): ok", command.id, command.type)
+        return body
+
+    def _commit(self, command: Command, plan: Plan, now: datetime) -> dict[str, Any]:
+        """The effect, the id and the answer: one transaction on the processing thread."""
+        store = self.agent.store
+
+        def write() -> dict[str, Any]:
+            with store.transaction():
+                result = plan.apply() if plan.apply is not None else plan.result
+                body = _body(command.id, command.type, "ok", "", result)
+                store.remember_command(command.id, "ok", now, command.digest,
+                                       json.dumps(body, default=str))
+                store.enqueue("cmd_result", body)
+            return body
+
+        return self.agent.on_processor(write)
+
+    def _again(self, command: Command, seen: tuple[str | None, str | None],
+               now: datetime) -> dict[str, Any]:
+        """A command id already used: the same command again gets the stored answer again;
+        another command under a used id is refused."""
+        digest, stored = seen
+        if digest == command.digest and stored:
+            body = json.loads(stored)
+            self._write([], body)
+            log.info("command %s redelivered: answered again", command.id)
+            return body
+        return self._refused_command(command.id, command.type,
+                                     f"replayed: command id {cut(command.id)!r} was already used",
+                                     now)
+
+    # -- answers --------------------------------------------------------------------------
+    def _answer(self, command: Command, status: str, reason: str, result: Any,
+                now: datetime) -> dict[str, Any]:
         log.info("command %s (%s): %s %s", command.id, command.type, status, reason)
-        return self._answer(command.id, status, reason, result, [])
+        if status == "rejected":
+            return self._refused_command(command.id, command.type, reason, now)
+        body = _body(command.id, command.type, status, reason, result)
+        self._write([], body)
+        return body
 
-    def _remember(self, command_id: str, now: Any) -> None:
-        with self.agent.store.transaction():
-            self.agent.store.remember_command(command_id, "accepted", now)
+    def _refused(self, payload: bytes, reason: str, now: datetime) -> dict[str, Any]:
+        envelope = read_envelope(payload, self.max_payload)
+        cmd_id, kind = command_id_of(envelope), command_type_of(envelope)
+        if reason.startswith(AUTH_FAILURES):
+            kid = envelope.get("kid") if isinstance(envelope, dict) else None
+            self._auth_failure(now, cut(kid), reason)
+            body = _body(cmd_id, kind, "rejected", reason, None)
+            self._write(self._flush_auth_failures(now, force=False, write=False), body)
+            return body
+        return self._refused_command(cmd_id, kind, reason, now)
 
-    def _answer(self, cmd_id: str | None, status: str, reason: str, result: Any,
-                events: list[Event]) -> dict[str, Any]:
-        body = {"cmd_id": cmd_id, "status": status, "reason": reason, "result": result}
+    def _refused_command(self, cmd_id: str | None, kind: str | None, reason: str,
+                         now: datetime) -> dict[str, Any]:
+        body = _body(cmd_id, kind, "rejected", reason, None)
+        event = Event("command_rejected", "warning", now, None, None,
+                      {"cmd_id": cut(cmd_id) if cmd_id else None, "reason": reason[:300]})
+        self._write([event], body)
+        return body
+
+    def _write(self, events: list[Event], body: dict[str, Any]) -> None:
         store = self.agent.store
 
         def write() -> None:
@@ -105,130 +201,46 @@ class CommandHandler:
                 store.enqueue("cmd_result", body)
 
         self.agent.on_processor(write)
-        return body
 
-    def _precheck(self, command: Command) -> None:
-        """Refuse commands about things this gateway does not have (changes nothing)."""
-        store, args = self.agent.store, command.args
-        if "meter" in args and command.type != "add_meter":
-            record = store.meter(args["meter"])
-            if record is None or not record.active:
-                raise CommandRejected(f"unknown meter {args['meter']}")
-        if command.type in ("topup", "adjust"):
-            try:
-                store.balance(args["account"])
-            except UnknownAccount:
-                raise CommandRejected(f"unknown account {args['account']!r}") from None
-        if command.type == "assign_tariff" and args["tariff_id"] not in self.agent.tariffs:
-            raise CommandRejected(f"unknown tariff {args['tariff_id']!r}")
-        if command.type == "add_meter":
-            if store.meter(args["meter"]) is not None:
-                raise CommandRejected(f"meter {args['meter']} is already registered")
-            if args["bus"] not in self.agent.workers:
-                raise CommandRejected(f"unknown bus {args['bus']!r}")
-            if args["tariff"] not in self.agent.tariffs:
-                raise CommandRejected(f"unknown tariff {args['tariff']!r}")
+    # -- forged-command campaigns ---------------------------------------------------------
+    def _auth_failure(self, now: datetime, kid: str, reason: str) -> None:
+        self._auth_count += 1
+        self._auth_last = {"kid": kid, "reason": reason}
 
-    # -- the command types ----------------------------------------------------------------
-    def _money_entry(self, command: Command, kind: str) -> dict[str, Any]:
-        args = command.args
-        detail = {"cmd": command.id}
-        if kind == "adjustment":
-            detail["reason"] = args["reason"]
-        entry = LedgerEntry(args["txn_id"], args["account"], kind, args["amount"],
-                            self.agent.clock.now(), None, detail)
-        added = self.agent.apply_entries([entry])
-        balance = self.agent.store.balance(args["account"])
-        return {"txn_id": args["txn_id"], "applied": bool(added),
-                "balance": format_money(balance)}
+    def _flush_auth_failures(self, now: datetime, force: bool,
+                             write: bool = True) -> list[Event]:
+        """One `command_auth_failures` event per hour at most, carrying the count."""
+        if not self._auth_count:
+            return []
+        if not force and self._auth_since is not None and now - self._auth_since < AUTH_WINDOW:
+            return []
+        event = Event("command_auth_failures", "warning", now, None, None,
+                      {"count": self._auth_count, "last_kid": self._auth_last.get("kid"),
+                       "last_reason": self._auth_last.get("reason"),
+                       "since": (self._auth_since or now).isoformat()})
+        self._auth_count, self._auth_since = 0, now
+        if write:
+            from edge_agent.runtime.operations import record_events
 
-    def _do_topup(self, command: Command) -> dict[str, Any]:
-        return self._money_entry(command, "topup")
+            record_events(self.agent, [event])
+        return [event]
 
-    def _do_adjust(self, command: Command) -> dict[str, Any]:
-        return self._money_entry(command, "adjustment")
 
-    def _do_relay(self, command: Command) -> dict[str, Any]:
-        meter, order = command.args["meter"], command.args["action"]
-        return self.agent.operator_relay(meter, order, actor=f"headend:{command.kid}",
-                                         reason=f"command {command.id}")
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, CommandRejected):
+        return exc.reason
+    if isinstance(exc, Malformed):
+        return f"malformed: {exc}"
+    return str(exc) or type(exc).__name__
 
-    def _do_set_tariff(self, command: Command) -> dict[str, Any]:
-        try:
-            self.agent.set_tariff(command.args["tariff_id"], command.args["body"])
-        except TariffError as exc:
-            raise CommandRejected("invalid tariff: " + "; ".join(exc.problems)) from None
-        return {"tariff_id": command.args["tariff_id"]}
 
-    def _do_assign_tariff(self, command: Command) -> dict[str, Any]:
-        meter, tariff = command.args["meter"], command.args["tariff_id"]
-
-        def assign() -> None:
-            self.agent.store.set_meter_tariff(meter, tariff)
-            self.agent.processor.reload()
-
-        self.agent.on_processor(assign)
-        return {"meter": meter, "tariff_id": tariff}
-
-    def _do_set_policy(self, command: Command) -> dict[str, Any]:
-        agent = self.agent
-        merged = {**agent.config.policy_raw, **agent.policy_override(),
-                  **command.args["policy"]}
-        try:
-            policy = parse_policy(merged, "set_policy")
-        except ConfigError as exc:
-            raise CommandRejected(f"invalid policy: {exc}") from None
-        override = {**agent.policy_override(), **command.args["policy"]}
-
-        def apply() -> None:
-            agent.store.set_setting("policy_override", json.dumps(override))
-            agent.processor.policy = policy
-
-        agent.on_processor(apply)
-        return {"policy": override}
-
-    def _do_add_meter(self, command: Command) -> dict[str, Any]:
-        a = command.args
-        protocol = next(b.protocol for b in self.agent.config.buses if b.name == a["bus"])
-        record = MeterRecord(a["meter"], a["bus"], a["account"], a["tariff"], protocol,
-                             a["multiplier"], a["keep_power"], a["allowance"])
-
-        def add() -> None:
-            self.agent.store.add_meter(record, a["initial_kwh"], self.agent.clock.now())
-            self.agent.processor.reload()
-
-        self.agent.on_processor(add)
-        return {"meter": a["meter"]}
-
-    def _do_remove_meter(self, command: Command) -> dict[str, Any]:
-        meter = command.args["meter"]
-
-        def remove() -> None:
-            self.agent.store.remove_meter(meter)
-            self.agent.processor.reload()
-
-        self.agent.on_processor(remove)
-        return {"meter": meter}
-
-    def _do_read(self, command: Command) -> dict[str, Any]:
-        meter, quantities = command.args["meter"], command.args["quantities"]
-        values = self.agent.read(meter, quantities)
-        return {"meter": meter, "values": values}
-
-    def _do_sync(self, command: Command) -> dict[str, Any]:
-        store, args = self.agent.store, command.args
-
-        def resend() -> int:
-            with store.transaction():
-                if args["ids"] is not None:
-                    return store.requeue_ledger_ids(args["ids"])
-                return store.requeue_ledger(args["since_seq"], args.get("account"))
-
-        count = self.agent.on_processor(resend)
-        return {"entries": count}
-
-    def _do_ping(self, command: Command) -> dict[str, Any]:
-        return {"pong": self.agent.clock.now().isoformat(), "version": __version__}
+def _body(cmd_id: str | None, kind: str | None, status: str, reason: str,
+          result: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"cmd_id": cmd_id, "status": status, "reason": reason,
+                            "result": result}
+    if kind is not None:
+        body["type"] = kind
+    return body
 
 
 __all__ = ["CommandHandler"]

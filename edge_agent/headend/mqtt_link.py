@@ -33,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.config import MqttConfig, RetentionConfig
-from edge_agent.headend.messages import render
+from edge_agent.headend.messages import VERSION, on_the_wire, render
 from edge_agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,19 @@ TOPICS = {"telemetry": "telemetry", "events": "events", "ledger": "ledger",
           "cmd_result": "cmd/result", "status": "status"}
 WINDOW = 200  # messages in flight before waiting for PUBACKs
 SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (and queued commands) a week
+
+
+def _release_memory() -> None:
+    """After an oversized command: hand the heap paho grew for it back to the system (glibc
+    keeps freed memory otherwise: 3 messages of 10 MB left the daemon 38 MB larger)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass  # not glibc: nothing to do
 
 
 class HeadEndLink:
@@ -64,6 +77,9 @@ class HeadEndLink:
         self._acked: list[int] = []
         self._lock = threading.Lock()
         self._cursor = 0
+        self._generation = 0  # connections made: an ack belongs to the one that delivered
+        self._to_ack: list[tuple[int, int, int]] = []  # (generation, mid, qos)
+        self._oversized = False
         self._last_trim = float("-inf")
 
     def topic(self, kind: str) -> str:
@@ -88,6 +104,7 @@ class HeadEndLink:
         )
         client.max_inflight_messages_set(WINDOW)
         client.max_queued_messages_set(0)
+        client.manual_ack_set(True)  # a command is acknowledged once its answer is stored
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
         if urlparse(url).scheme == "mqtts":
@@ -107,7 +124,8 @@ class HeadEndLink:
                 self._inflight.clear()
             self._cursor = 0  # a new client re-sends everything not yet acknowledged
         client = self._client
-        will = {"gw": self.gateway, "seq": self.store.high_water_seq(), "online": False}
+        will = {"v": VERSION, "gw": self.gateway, "seq": self.store.high_water_seq(),
+                "online": False}
         client.will_set(self.topic("status"), json.dumps(will), qos=1, retain=True)
         parsed = urlparse(url)
         port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
@@ -168,6 +186,10 @@ class HeadEndLink:
             if now - last_status >= self.config.status_interval:
                 last_status = now
                 self.publish_status(True)
+            self._send_acks()
+            if self._oversized:
+                self._oversized = False
+                _release_memory()
             self._pump()
             self._flush_acks()
             self._trim()
@@ -195,6 +217,9 @@ class HeadEndLink:
             client.disconnect()
             return
         client.subscribe(self.topic("status").rsplit("/", 1)[0] + "/cmd", qos=1)
+        with self._lock:
+            self._generation += 1
+            self._to_ack.clear()  # deliveries of an earlier connection are redelivered
         self.connected.set()
         self.store.set_setting("broker_state", f"connected to {self.url}")
         log.info("connected to %s (session present: %s)", self.url,
@@ -215,14 +240,38 @@ class HeadEndLink:
             self._acked.append(seq)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.commands.put(bytes(message.payload))
+        """Queue the command with a way to acknowledge it once the handler stored its answer
+        (manual ack: a crash before that makes the broker deliver it again).  An oversized
+        payload is cut at once: it is refused by size anyway, and must not stay in memory."""
+        payload = bytes(message.payload[:self.config.max_payload + 1])
+        if len(message.payload) > self.config.max_payload:
+            self._oversized = True  # give the memory paho read it into back (below)
+        with self._lock:
+            generation = self._generation
+        mid, qos = message.mid, message.qos
+
+        def ack() -> None:
+            with self._lock:
+                self._to_ack.append((generation, mid, qos))
+
+        self.commands.put((payload, ack))
+
+    def _send_acks(self) -> None:
+        """PUBACK the commands whose answers are stored (on this thread: paho's loop)."""
+        with self._lock:
+            pending, self._to_ack = self._to_ack, []
+            generation = self._generation
+        for gen, mid, qos in pending:
+            if gen == generation and qos > 0 and self._client is not None:
+                self._client.ack(mid, qos)
 
     # -- publishing -----------------------------------------------------------------------
     def publish_status(self, online: bool) -> None:
-        body: dict[str, Any] = {"gw": self.gateway, "seq": self.store.high_water_seq(),
-                                "online": online}
+        body: dict[str, Any] = {"v": VERSION, "gw": self.gateway,
+                                "seq": self.store.high_water_seq(), "online": online}
         if online:
-            body.update(self.status())
+            body.update({k: v for k, v in on_the_wire(self.status()).items()
+                         if k not in ("v", "gw", "seq")})
         if self._client is not None:
             self._client.publish(self.topic("status"), json.dumps(body, default=str), qos=1,
                                  retain=True)
@@ -240,7 +289,7 @@ class HeadEndLink:
                 if body is None:  # the rows it pointed at were removed by retention
                     self._acked.append(seq)
                     continue
-                body = {"gw": self.gateway, "seq": seq, **body}
+                body = {"v": VERSION, "gw": self.gateway, "seq": seq, **body}
                 info = self._client.publish(self.topic(kind), json.dumps(body, default=str),
                                             qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EXPECTED_ERRORS, NotOwned, UsageError, kind_of
-from edge_agent.field.worker import RELAY, TECHNICIAN
+from edge_agent.field.worker import TECHNICIAN
 
 log = logging.getLogger(__name__)
 WAIT = 300.0
@@ -107,27 +107,25 @@ class ControlServer:
         op = request["op"]
         if op == "ping":
             return {"gateway": self.agent.config.gateway_id, "user": user}
+        if op == "commission":
+            from edge_agent.runtime.operations import commission_through_agent
+
+            return commission_through_agent(self.agent, request, f"technician:{user}")
         worker = self._worker_for_port(request["port"])
         if op == "read":
+            from edge_agent.runtime.operations import wire_values
+
             address, quantities = request["address"], request["quantities"]
-            return worker.submit(lambda driver: driver.read(address, quantities),
-                                 TECHNICIAN).result(WAIT)
+            return wire_values(worker.submit(lambda driver: driver.read(address, quantities),
+                                             TECHNICIAN).result(WAIT))
         if op == "scan":
             timeout = request.get("timeout")
             return worker.submit(lambda driver: driver.scan(timeout), TECHNICIAN).result(WAIT)
         if op == "relay":
-            address, action = request["address"], request["action"]
-            actor = f"technician:{user}"
-            order = {"direct_close": "close", "close_allowed": "close"}.get(action, action)
-            order = {"keep_power": "keep_power_on",
-                     "keep_power_release": "keep_power_off"}.get(order, order)
-            if self.agent.store.meter(address) is not None and order in (
-                    "trip", "close", "keep_power_on", "keep_power_off"):
-                return self.agent.operator_relay(address, order, actor, "technician CLI")
-            state = worker.submit(lambda driver: driver.relay(address, action),
-                                  RELAY).result(WAIT)
-            self.agent.record_technician(address, action, state, actor)
-            return {"meter": address, "action": action, "relay": state}
+            from edge_agent.runtime.operations import technician_relay
+
+            return technician_relay(self.agent, worker, request["address"], request["action"],
+                                    f"technician:{user}")
         raise UsageError(f"unknown operation {op!r}")
 
 

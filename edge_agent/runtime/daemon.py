@@ -22,7 +22,6 @@ from edge_agent.config import BusConfig, Config
 from edge_agent.errors import (
     EXPECTED_ERRORS,
     ConfigError,
-    TariffError,
     UnknownMeter,
 )
 from edge_agent.field.drivers import make_driver
@@ -39,6 +38,7 @@ from edge_agent.prepaid.tariff import (
 )
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
+from edge_agent.store.database import from_iso
 
 log = logging.getLogger("edge_agent")
 
@@ -61,6 +61,19 @@ def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff
             tariff = tariff_from_text(row["body"], f"head-end tariff {row['id']}")
             found[(tariff.id, version_key(tariff))] = tariff
     return combine_versions(found.values())
+
+
+def _setting_text(value: object) -> str:
+    """A meter setting as `meter_settings` stores it (booleans as JSON)."""
+    import json
+
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _setting_value(text: str, like: object) -> object:
+    import json
+
+    return json.loads(text) if isinstance(like, bool) else text
 
 
 OPERATION_WAIT = 120.0  # seconds an operator request may wait for its bus
@@ -111,24 +124,77 @@ class Agent:
 
         return parse_policy({**config.policy_raw, **override}, "policy (with head-end changes)")
 
+    def _policy_conflicts(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """A `[policy]` key the file changed where the head end's `set_policy` value is kept:
+        a `setting_conflict` event (meter null), not a silent overwrite."""
+        import json
+
+        from edge_agent.prepaid.records import Event
+
+        override = self.policy_override()
+        events = [Event("setting_conflict", "warning", self.clock.now(), None, None,
+                        {"setting": f"policy.{key}", "file": json.dumps(new.get(key)),
+                         "kept": json.dumps(value), "source": "headend"})
+                  for key, value in override.items()
+                  if new.get(key) != old.get(key) and new.get(key) != value]
+        if events:
+            with self.store.transaction():
+                self.store.record_events(events)
+
     def register_meters(self) -> None:
-        """Meters from the configuration; a meter already known keeps its billing state."""
+        """Meters from the configuration, under the ownership rule (docs/mqtt.md): the file
+        seeds a meter; a setting the head end (or a technician) changed since is kept, and a
+        file that disagrees with it raises one `setting_conflict` event per change of the
+        file.  A meter the file no longer lists is deactivated, unless the head end or a
+        technician added it."""
         with self.store.transaction():  # one fsync for the lot, not one per meter
             self._register_meters()
 
     def _register_meters(self) -> None:
+        from edge_agent.prepaid.records import Event
+
+        owned = self.store.meter_settings()
+        now = self.clock.now()
+        events: list[Event] = []
+        listed = set()
         for meter in self.config.meters:
-            if meter.tariff not in self.tariffs:
-                raise ConfigError(f"meter {meter.address}: tariff {meter.tariff!r} is not in "
+            listed.add(meter.address)
+            settings = owned.get(meter.address, {})
+            values = {"tariff": meter.tariff, "keep_power": meter.keep_power,
+                      "removed": False}
+            for name, setting in settings.items():
+                if name not in values:
+                    continue
+                file_text = _setting_text(values[name])
+                if file_text not in (setting["file_value"], setting["value"]):
+                    events.append(Event("setting_conflict", "warning", now, meter.address,
+                                        meter.account, {"setting": name, "file": file_text,
+                                                        "kept": setting["value"],
+                                                        "source": setting["source"]}))
+                    self.store.set_meter_setting(meter.address, name, setting["value"],
+                                                 setting["source"], from_iso(setting["at"])
+                                                 or now, file_text)
+                values[name] = _setting_value(setting["value"], values[name])
+            if values["removed"]:
+                continue  # removed by the head end: stays removed until it adds it again
+            tariff = str(values["tariff"])
+            if tariff not in self.tariffs:
+                raise ConfigError(f"meter {meter.address}: tariff {tariff!r} is not in "
                                   f"{self.config.tariff_dir}")
             known = self.store.meter(meter.address)
-            record = MeterRecord(meter.address, meter.bus, meter.account, meter.tariff,
+            record = MeterRecord(meter.address, meter.bus, meter.account, tariff,
                                  protocol=self.config.bus(meter.bus).protocol,
-                                 multiplier=meter.multiplier, keep_power=meter.keep_power,
+                                 multiplier=meter.multiplier,
+                                 keep_power=bool(values["keep_power"]),
                                  allowance=meter.allowance, unit=meter.unit, model=meter.model)
             initial = meter.initial_kwh if known is None else None
-            self.store.add_meter(record, initial, self.clock.now() if initial is not None
-                                 else None)
+            self.store.add_meter(record, initial, now if initial is not None else None)
+        for record in self.store.meters():
+            if record.address not in listed and "added" not in owned.get(record.address, {}):
+                self.store.remove_meter(record.address)
+                events.append(Event("meter_deactivated", "warning", now, record.address,
+                                    record.account, {"reason": "no longer in the configuration"}))
+        self.store.record_events(events)
 
     def _modbus_identity(self, address: str) -> tuple[int | None, str | None]:
         """A Modbus meter's unit id and register map as the database has them."""
@@ -271,17 +337,6 @@ class Agent:
             raise UnknownMeter(f"unknown meter {meter}")
         return self.workers[record.bus]
 
-    def set_tariff(self, tariff_id: str, body: str) -> None:
-        tariff = tariff_from_text(body, f"head-end tariff {tariff_id}")
-        if tariff.id != tariff_id:
-            raise TariffError([f"tariff body has id {tariff.id!r}, command says {tariff_id!r}"])
-        self.store.save_tariff(tariff_id, body, self.clock.now(), version_key(tariff))
-        existing = self.tariffs.get(tariff_id)
-        versions = {version_key(v): v for v in (existing.versions() if existing else ())}
-        versions[version_key(tariff)] = tariff
-        combined = combine_versions(versions.values())[tariff_id]
-        self.on_processor(self.tariffs.__setitem__, tariff_id, combined)
-
     # -- the loop -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {"online": True, "version": __version__, "gw": self.config.gateway_id,
@@ -371,9 +426,11 @@ class Agent:
         if new.mqtt != self.config.mqtt:
             notes.append("[mqtt] changed: needs a restart")
         def apply() -> None:
+            old = self.config
             self.config = new
             self.tariffs.update(load_tariffs(new, self.store))
             self.register_meters()
+            self._policy_conflicts(old.policy_raw, new.policy_raw)
             self.processor.policy = self._policy(new)
             for account in new.accounts:
                 self.processor.set_account_class(account.name, account.policy_class,

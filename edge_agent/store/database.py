@@ -37,7 +37,7 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
 
 sqlite_utils = _import_sqlite_utils()
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -103,13 +103,36 @@ def _migration_grid(db: sqlite_utils.Database) -> None:
     migration_grid(db)
 
 
-MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid]
+def _migration_command_results(db: sqlite_utils.Database) -> None:
+    """Remember what a command was (its digest) and what it answered, so a redelivery gets
+    the same result again; who set each meter setting (file or head end)."""
+    db["commands_seen"].add_column("digest", str)
+    db["commands_seen"].add_column("result", str)
+    db["meter_settings"].create({"address": str, "name": str, "value": str, "source": str,
+                                 "at": str, "file_value": str}, pk=("address", "name"))
+
+
+MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid,
+              _migration_command_results]
 
 
 def to_iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()
+
+
+def wire_time(moment: datetime | str | None) -> str | None:
+    """The contract's time format: RFC 3339 UTC, whole seconds, `Z` (2026-11-22T10:00:00Z).
+
+    The database keeps microseconds (ordering within a second); messages never do."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def from_iso(text: str | None) -> datetime | None:

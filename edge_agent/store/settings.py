@@ -22,9 +22,41 @@ class Settings(Database):
         return self.conn.execute("SELECT 1 FROM commands_seen WHERE id=?",
                                  (command_id,)).fetchone() is not None
 
-    def remember_command(self, command_id: str, status: str, at: datetime) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO commands_seen (id, ts, status) VALUES (?,?,?)",
-                          (command_id, to_iso(at), status))
+    def remember_command(self, command_id: str, status: str, at: datetime,
+                         digest: str | None = None, result: str | None = None) -> None:
+        """Remember a command id with its digest and answer (in the effect's transaction)."""
+        self.conn.execute("INSERT OR IGNORE INTO commands_seen (id, ts, status, digest, result) "
+                          "VALUES (?,?,?,?,?)", (command_id, to_iso(at), status, digest, result))
+
+    def command_record(self, command_id: str) -> tuple[str | None, str | None] | None:
+        """(digest, stored result JSON) of a command id already used, None if never used."""
+        row = self.conn.execute("SELECT digest, result FROM commands_seen WHERE id=?",
+                                (command_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    # -- who owns a meter setting ------------------------------------------------------------
+    def set_meter_setting(self, address: str, name: str, value: str, source: str,
+                          at: datetime, file_value: str | None) -> None:
+        """A setting changed by the head end (or a technician): kept over the file's value."""
+        self.conn.execute(
+            "INSERT INTO meter_settings (address, name, value, source, at, file_value) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(address, name) DO UPDATE SET value=excluded.value, "
+            "source=excluded.source, at=excluded.at, file_value=excluded.file_value",
+            (address, name, value, source, to_iso(at), file_value))
+
+    def clear_meter_settings(self, address: str) -> None:
+        self.conn.execute("DELETE FROM meter_settings WHERE address=?", (address,))
+
+    def meter_settings(self, address: str | None = None) -> dict[str, dict[str, dict[str, str]]]:
+        """{address: {name: {value, source, at, file_value}}} of the owned settings."""
+        rows = self.conn.execute(
+            "SELECT address, name, value, source, at, file_value FROM meter_settings"
+            + (" WHERE address=?" if address else ""), (address,) if address else ()).fetchall()
+        out: dict[str, dict[str, dict[str, str]]] = {}
+        for row in rows:
+            out.setdefault(row[0], {})[row[1]] = {"value": row[2], "source": row[3],
+                                                 "at": row[4], "file_value": row[5]}
+        return out
 
     def save_tariff(self, tariff_id: str, body: str, at: datetime,
                     effective_from: str = "") -> None:

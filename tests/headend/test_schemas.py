@@ -194,13 +194,11 @@ def test_asyncapi_names_every_channel_and_existing_schema() -> None:
 
 
 # -- today's payloads ----------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="the agent does not send v nor Z timestamps yet "
-                   "(docs/schemas/README.md, 'What the code must change'); remove this mark "
-                   "when it does")
 def test_messages_rendered_by_the_store_validate(tmp_path: Path) -> None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
+    from edge_agent.headend.messages import render
     from edge_agent.prepaid.records import Event, LedgerEntry
     from edge_agent.store import MeterRecord, Store
 
@@ -209,11 +207,13 @@ def test_messages_rendered_by_the_store_validate(tmp_path: Path) -> None:
         store.add_meter(MeterRecord("000000000001", "bus1", "A1", "t1"), Decimal("1.00"), now)
         store.append_ledger_entries([LedgerEntry("pay-1", "A1", "topup", Decimal("50"), now)])
         store.record_events([Event("meter_online", "info", now, "000000000001")])
-        store.record_readings([("000000000001", now, "forward_active_total", "12.34")])
-        store.enqueue_range("telemetry", *store.last_readings_range)
+        written = store.record_readings([("000000000001", now, "forward_active_total", "12.34"),
+                                         ("000000000001", now, "status_word_3", "0010")])
+        assert written is not None
+        store.enqueue_range("telemetry", *written)
     problems = []
     for seq, kind, payload in store.pending(10):
-        body = {"gw": "gw1", "seq": seq, **(store.render(kind, payload) or {})}
+        body = {"v": 1, "gw": "gw1", "seq": seq, **(render(store, kind, payload) or {})}
         problems += [f"{kind}: {e}" for e in errors(kind, body)]
     store.close()
     assert problems == []

@@ -14,7 +14,7 @@ from edge_agent.runtime.assembly import build_agent
 from firmware_sim.bus import SimBus, make_meters
 from firmware_sim.headend import HeadEnd
 from firmware_sim.modbus_meter import ModbusSimBus, SimModbusMeter
-from tests.helpers import REPO, mqtt_extra
+from tests.helpers import REPO, contract_problems, mqtt_extra
 
 POLICY = """
 [policy]
@@ -123,7 +123,11 @@ def test_mixed_gateway_publishes_every_meter(tmp_path, broker) -> None:
             assert head.wait_for(lambda: {r["meter"] for r in head.readings()} >= wanted,
                                  timeout=30), {r["meter"] for r in head.readings()}
             names = {(r["meter"], r["name"]) for r in head.readings()}
-            assert ("000000000005", "voltage") in names  # from the SDM120 map
+            # The SDM120 map's `voltage`, published under the catalogue name (issue 11)
+            assert ("000000000005", "voltage_a") in names
+            assert not {n for m, n in names if m == "000000000005"} - {
+                "forward_active_total", "voltage_a", "frequency", "status_word_3"}
+            assert contract_problems(head.messages) == []
             assert ("000000000097", "voltage_a") in names  # DL/T 645-1997 B611
             assert ("000000000001", "status_word_3") in names
             status = {m["meter"]: m for m in agent.store.meter_status()}

@@ -20,7 +20,7 @@ from edge_agent.runtime.daemon import Agent
 from firmware_sim.bus import SimBus, make_meters
 from firmware_sim.headend import HeadEnd
 from tests.conftest import Broker
-from tests.helpers import agent_config, mqtt_extra
+from tests.helpers import agent_config, contract_problems, mqtt_extra
 
 POLICY = """
 alert_levels = ["1.00"]
@@ -45,6 +45,7 @@ def running(tmp: Path, broker: Broker, sim: SimBus, **kw) -> Iterator[tuple[Agen
         thread.join(15)
         head.stop()
         assert not thread.is_alive()
+    assert contract_problems(head.messages) == []  # every message matches docs/schemas
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_end_to_end_readings_topup_restore_and_trip(tmp_path, broker, sim) -> No
         assert meter.relay_open  # the policy did not close an operator's trip
         report = head.seq_report()
         assert report["duplicates"] == [] and report["received"] > 0
-    assert head.status == {"gw": "gw1", "seq": head.status["seq"], "online": False}
+    assert head.status == {"v": 1, "gw": "gw1", "seq": head.status["seq"], "online": False}
 
 
 def _refusals(head: HeadEnd, tmp: Path) -> list[tuple[str, bytes | str, str]]:
@@ -122,7 +123,8 @@ def _refusals(head: HeadEnd, tmp: Path) -> list[tuple[str, bytes | str, str]]:
         ("unknown account", json.dumps(head.envelope("topup", {**good, "account": "Z"})),
          "unknown account"),
         ("replay-first", json.dumps(replay), ""),
-        ("replayed", json.dumps(replay), "replayed"),
+        ("redelivered", json.dumps(replay), ""),  # the same command again: the same answer
+        ("replayed", json.dumps(head.envelope("topup", good, cmd_id="c-replay")), "replayed"),
     ]
 
 
@@ -139,7 +141,7 @@ def test_refused_commands_change_nothing(tmp_path, broker, sim) -> None:
             head.send_raw(payload)
             assert head.wait_for(lambda n=results_before: len(head.bodies("cmd/result")) > n), name
             result = head.bodies("cmd/result")[-1]
-            if name == "replay-first":
+            if name in ("replay-first", "redelivered"):
                 assert result["status"] == "ok", result
                 continue
             assert result["status"] == "rejected", (name, result)
@@ -147,7 +149,10 @@ def test_refused_commands_change_nothing(tmp_path, broker, sim) -> None:
         after = (store.balances(), len(store.ledger(limit=10000)),
                  [m.address for m in store.meters()])
         assert after == before
-        assert len(store.events(types=["command_rejected"], limit=100)) == 13
+        # Signature failures (wrong key, unknown kid, tampered) are counted in one
+        # command_auth_failures event an hour, not one event each (issue 11).
+        assert len(store.events(types=["command_rejected"], limit=100)) == 10
+        assert len(store.events(types=["command_auth_failures"], limit=100)) == 1
 
 
 def test_outage_store_and_forward(tmp_path, broker, sim) -> None:
