@@ -191,6 +191,16 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class OrNull:
+    """The inner spec, or JSON null (meaning "none": e.g. back to the default policy)."""
+
+    inner: Any
+
+    def parse(self, name: str, value: Any) -> Any:
+        return None if value is None else self.inner.parse(name, value)
+
+
+@dataclass(frozen=True)
 class OneOf:
     choices: tuple[str, ...]
 
@@ -318,7 +328,8 @@ class CommandType:
 
 
 COMMANDS: dict[str, CommandType] = {c.name: c for c in (
-    CommandType("topup", ArgSpec((ACCOUNT, Arg("amount", Money(positive=True)), TXN)),
+    CommandType("topup", ArgSpec((ACCOUNT, Arg("amount", Money(positive=True)), TXN,
+                                  Arg("seq", Integer(1, 2 ** 53 - 1), False))),
                 "topup", transactional=True),
     CommandType("adjust", ArgSpec((ACCOUNT, Arg("amount", Money()), TXN,
                                    Arg("reason", FreeText(500), False, "")), ),
@@ -347,6 +358,10 @@ COMMANDS: dict[str, CommandType] = {c.name: c for c in (
                                  Arg("account", Text(), False)), _ids_or_since),
                 "resend", transactional=True),
     CommandType("ping", ArgSpec(), "ping"),
+    CommandType("set_account_class", ArgSpec((
+        ACCOUNT, Arg("policy_class", OrNull(Text(TARIFF_ID, "a policy class name"))),
+        Arg("tier_bonus_kwh", Money(pattern=KWH), False))),
+        "set_account_class", transactional=True),
 )}
 
 #: The command type names, in the contract's order (docs/schemas/cmd.json).

@@ -93,8 +93,12 @@ def _money(agent: Any, args: dict[str, Any], ctx: Context, kind: str) -> Plan:
             agent.store.balance(args["account"])
         except UnknownAccount:
             raise UnknownAccount(f"unknown account {args['account']!r}") from None
-        added, decisions = agent.processor.apply_entries([entry], agent.clock.now(),
-                                                         _source(ctx))
+        if args.get("seq") is not None:  # a top-up numbered per account: gaps are raised
+            added, decisions = agent.processor.apply_topup(entry, args["seq"],
+                                                           agent.clock.now(), _source(ctx))
+        else:
+            added, decisions = agent.processor.apply_entries([entry], agent.clock.now(),
+                                                             _source(ctx))
         plan._state["decisions"] = decisions
         return {"txn_id": args["txn_id"], "applied": bool(added),
                 "balance": format_money(agent.store.balance(args["account"]))}
@@ -126,7 +130,7 @@ def relay_order(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     released = force and record.keep_power
     if released:  # the meter itself refuses a trip while it keeps power: release it first
         agent.operator_relay(meter, "keep_power_off", actor=ctx.actor, reason=reason)
-    result = agent.operator_relay(meter, order, actor=ctx.actor, reason=reason)
+    result = agent.operator_relay(meter, order, actor=ctx.actor, reason=reason, force=force)
     if force:
         result["forced"] = True
     plan = Plan(result=result)
@@ -401,6 +405,18 @@ def resend(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     return Plan(apply=apply)
 
 
+def set_account_class(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
+    """An account's policy class (None: the default policy) and household tier bonus."""
+
+    def apply() -> dict[str, Any]:
+        agent.processor.set_account_class(args["account"], args["policy_class"],
+                                          args.get("tier_bonus_kwh"), agent.clock.now(),
+                                          ctx.actor)
+        return {"account": args["account"], "policy_class": args["policy_class"]}
+
+    return Plan(apply=apply)
+
+
 def ping(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     return Plan(result={"pong": wire_time(agent.clock.now()), "version": __version__})
 
@@ -417,4 +433,5 @@ OPERATIONS: dict[str, Callable[[Any, dict[str, Any], Context], Plan]] = {
     "topup": topup, "adjust": adjust, "relay_order": relay_order, "set_tariff": set_tariff,
     "assign_tariff": assign_tariff, "set_policy": set_policy, "add_meter": add_meter,
     "remove_meter": remove_meter, "read": read, "resend": resend, "ping": ping,
+    "set_account_class": set_account_class,
 }
