@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from edge_agent.errors import UsageError
-from edge_agent.field.dlt645 import RELAY_CONFIRM, Dlt645Client, relay_state
+from edge_agent.field.dlt645 import RELAY_CONFIRM, Dlt645Client, raw_di, relay_state
 from edge_agent.field.transport import Bus, LineSettings
 from protocols.dlt645 import catalogue
 
@@ -146,6 +146,8 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
 
         find = v1997.lookup_1997 if protocol == "dlt645-1997" else catalogue.lookup
         for key in keys:
+            if protocol != "dlt645-1997" and raw_di(key) is not None:
+                continue  # a DI outside the catalogue is read all the same, shown raw
             try:
                 find(key)
             except KeyError as exc:
