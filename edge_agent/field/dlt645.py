@@ -327,6 +327,9 @@ class Dlt645Driver:
                                  now=self._now)
         return relay_state(word)
 
+    def energy(self, meter: str) -> Decimal:
+        return Decimal(str(self.client.read(meter, "forward_active_total").value))
+
     def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]:
         return [{"meter": r.meter, "name": r.name, "di": r.di,
                  "value": catalogue.format_value(r.value), "unit": r.unit}

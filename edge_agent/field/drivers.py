@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.config import BusConfig, Config
@@ -32,6 +33,9 @@ class MeterDriver(Protocol):
 
     def relay(self, meter: str, action: str) -> str:
         """Carry out a meter relay action, confirm it; return "open" or "closed"."""
+
+    def energy(self, meter: str) -> Decimal:
+        """The total forward active energy register, kWh (the baseline of a relay action)."""
 
     def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]:
         """Read named quantities (or DIs) for a technician."""

@@ -188,6 +188,10 @@ class ModbusDriver:
         target = "trip" if action == "trip" else "close"
         return self.client.relay(unit, mapping, target, self.confirm_attempts, self.backoff)
 
+    def energy(self, meter: str) -> Decimal:
+        unit, mapping = self._meter(meter)
+        return Decimal(self.client.energy(unit, mapping))
+
     def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]:
         unit, mapping = self._meter(meter)
         names = [mapping.energy if q in ("energy", "forward_active_total") else q
