@@ -52,6 +52,7 @@ class MeterConfig:
     initial_kwh: Decimal | None = None
     unit: int | None = None  # Modbus unit id
     model: str | None = None  # Modbus register map
+    register_max: Decimal = Decimal("999999.99")  # the energy register wraps past this, kWh
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ _BUS_KEYS = {"name": str, "port": str, "protocol": str, "baud": int, "parity": s
              "retries": int, "poll_interval": (int, float), "quantities": list}
 _METER_KEYS = {"address": str, "bus": str, "account": str, "tariff": str, "multiplier": int,
                "keep_power": bool, "allowance": bool, "initial_kwh": str, "unit": int,
-               "model": str}
+               "model": str, "register_max": str}
 _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "username": str,
               "password": str, "ca_file": str, "cert_file": str, "key_file": str,
               "keepalive": int, "batch_size": int, "reconnect_min": (int, float),
@@ -333,6 +334,16 @@ def _meters(check: _Checker, raw: Any, buses: dict[str, BusConfig]) -> list[Mete
                 check.add("meter", index, "initial_kwh",
                           f"{entry['initial_kwh']!r} is not a reading in kWh")
                 meter.pop("initial_kwh")
+        if "register_max" in meter:
+            try:
+                meter["register_max"] = Decimal(meter["register_max"])
+                if not meter["register_max"] > 0 or not meter["register_max"].is_finite():
+                    raise ValueError
+            except (ArithmeticError, ValueError):
+                check.add("meter", index, "register_max",
+                          f"{entry['register_max']!r} is not a register maximum in kWh "
+                          "(e.g. \"999999.99\")")
+                meter.pop("register_max")
         if not missing:
             meters.append(MeterConfig(**meter))
     return meters

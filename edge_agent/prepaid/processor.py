@@ -15,7 +15,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from edge_agent.errors import TariffError, UnknownMeter
-from edge_agent.prepaid.billing import BillResult, bill
+from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX, BillResult, bill
 from edge_agent.prepaid.enforcement import (
     AlertState,
     Decision,
@@ -54,6 +54,7 @@ class Processor:
         self.policy = policy
         self.tz = tz
         self.gateway = gateway
+        self.register_max: dict[str, Decimal] = {}  # per meter, when not the default
         self._daily_cost: dict[str, tuple[float, Decimal | None]] = {}
         self.reload()
 
@@ -101,7 +102,8 @@ class Processor:
             if state is None:
                 raise UnknownMeter(f"meter {poll.meter} is not registered")
             tariff = self._tariff(state.tariff)
-            result = bill(state, poll.energy, tariff, self.tz, self.gateway)
+            result = bill(state, poll.energy, tariff, self.tz, self.gateway,
+                          self.register_max.get(poll.meter, DEFAULT_REGISTER_MAX))
             billed[poll.meter] = result
             entries += result.entries
             events += result.events

@@ -79,6 +79,7 @@ class Agent:
         self.register_meters()
         self.processor = Processor(self.store, self.tariffs, self._policy(config), config.tz,
                                    config.gateway_id)
+        self.processor.register_max = {m.address: m.register_max for m in config.meters}
         # One thread does all storing, billing and enforcing: a single writer, whose
         # connection alone needs the large page cache.  Bus workers hand it their polls.
         self.processing = ThreadPoolExecutor(1, thread_name_prefix="processor")
@@ -404,6 +405,7 @@ class Agent:
             self.tariffs.update(load_tariffs(new, self.store))
             self.register_meters()
             self.processor.policy = self._policy(new)
+            self.processor.register_max = {m.address: m.register_max for m in new.meters}
             self.processor.reload()
 
         self.on_processor(apply)
