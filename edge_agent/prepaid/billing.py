@@ -5,8 +5,8 @@ register since the last billed reading (times the CT/PT multiplier), so a clock 
 backwards cannot bill anything twice, and a register that goes backwards (a bad read, a
 cleared meter) bills nothing until it climbs past the last billed value, unless it wrapped
 past its maximum (999999.99 -> 0.50): that is billed as the wrapped delta (`rollover_delta`).
-Entry ids derive from a per-meter sequence kept in the same state, so storing the state and the entries in one
-transaction makes re-billing after a crash a no-op.
+Entry ids derive from a per-meter sequence kept in the same state, so storing the state and
+the entries in one transaction makes re-billing after a crash a no-op.
 """
 
 from __future__ import annotations
