@@ -330,6 +330,11 @@ class Dlt645Driver:
     def energy(self, meter: str) -> Decimal:
         return Decimal(str(self.client.read(meter, "forward_active_total").value))
 
+    @property
+    def stray(self) -> int:
+        """Frames dropped on this bus because they answered no request in flight."""
+        return self.client.bus.stray
+
     def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]:
         return [{"meter": r.meter, "name": r.name, "di": r.di,
                  "value": catalogue.format_value(r.value), "unit": r.unit}

@@ -332,7 +332,9 @@ class Agent:
         return {"online": True, "version": __version__, "gw": self.config.gateway_id,
                 "started_at": self.started_at.isoformat(), "cycles": self.cycles,
                 "meters": len(self.store.meters()),
-                "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol}
+                "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol,
+                           "stray_replies": getattr(self.workers[b.name].driver, "stray", 0),
+                           "failed_jobs": self.workers[b.name].failures}
                           for b in self.config.buses],
                 "outbox": self.store.outbox_depth(),
                 "broker": self.store.setting("broker_state", "not configured"),
