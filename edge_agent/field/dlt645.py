@@ -24,6 +24,7 @@ from edge_agent.errors import (
 )
 from edge_agent.field.transport import Bus
 from edge_agent.prepaid.records import Poll, RegisterReading
+from edge_agent.prepaid.vocabulary import MeterAction, parse_action
 from protocols.dlt645 import catalogue, messages, v1997
 from protocols.dlt645.frame import Frame, find_frame
 
@@ -47,18 +48,13 @@ class Reading:
 
 RELAY_CONFIRM = {
     # action -> (status-word-3 mask, expected bits) that prove the meter carried it out
-    "trip": (catalogue.STATUS3_RELAY_OPEN, catalogue.STATUS3_RELAY_OPEN),
-    "direct_close": (catalogue.STATUS3_RELAY_OPEN, 0),
-    "close": (catalogue.STATUS3_RELAY_CMD_OPEN, 0),
-    "alarm": (catalogue.STATUS3_PRETRIP_ALARM, catalogue.STATUS3_PRETRIP_ALARM),
-    "alarm_release": (catalogue.STATUS3_PRETRIP_ALARM, 0),
-    "keep_power": (catalogue.STATUS3_KEEP_POWER, catalogue.STATUS3_KEEP_POWER),
-    "keep_power_release": (catalogue.STATUS3_KEEP_POWER, 0),
-}
-RELAY_ALIASES = {
-    "close_allowed": "close",
-    "keep_power_on": "keep_power",
-    "keep_power_off": "keep_power_release",
+    MeterAction.TRIP: (catalogue.STATUS3_RELAY_OPEN, catalogue.STATUS3_RELAY_OPEN),
+    MeterAction.DIRECT_CLOSE: (catalogue.STATUS3_RELAY_OPEN, 0),
+    MeterAction.CLOSE_ALLOWED: (catalogue.STATUS3_RELAY_CMD_OPEN, 0),
+    MeterAction.ALARM: (catalogue.STATUS3_PRETRIP_ALARM, catalogue.STATUS3_PRETRIP_ALARM),
+    MeterAction.ALARM_RELEASE: (catalogue.STATUS3_PRETRIP_ALARM, 0),
+    MeterAction.KEEP_POWER: (catalogue.STATUS3_KEEP_POWER, catalogue.STATUS3_KEEP_POWER),
+    MeterAction.KEEP_POWER_RELEASE: (catalogue.STATUS3_KEEP_POWER, 0),
 }
 
 
@@ -211,9 +207,10 @@ class Dlt645Client:
         if self.version == "1997":
             raise RelayUnsupported(f"meter {address} speaks DL/T 645-1997, which has no remote "
                                    "relay control: disconnect it on site")
-        action = RELAY_ALIASES.get(action, action)
-        if action not in RELAY_CONFIRM:
-            raise MeterError(f"unknown relay action {action!r}; one of {sorted(RELAY_CONFIRM)}")
+        try:
+            action = parse_action(action)
+        except ValueError as exc:
+            raise MeterError(str(exc)) from None
         code = messages.RELAY_ACTIONS[action]
         request = messages.relay_control(
             address, code, valid_for, self.password, self.operator, now=now()

@@ -28,6 +28,7 @@ from edge_agent.prepaid.money import ZERO, from_micro
 from edge_agent.prepaid.policy import Policy
 from edge_agent.prepaid.records import Event, LedgerEntry, Poll
 from edge_agent.prepaid.tariff import Tariff
+from edge_agent.prepaid.vocabulary import ADVISORY, RELAY_EVENTS, RESTORING, MeterAction, RelayOrder
 from edge_agent.store import Store
 
 DAILY_COST_REFRESH = 3600.0  # seconds a cached usage estimate stays good
@@ -39,9 +40,6 @@ TAMPER_COUNTERS = ("cover_open_count", "terminal_cover_open_count",
 # register's last digit (0.01 kWh) may tick once from energy metered before the contacts
 # opened, or a read may straddle it.
 CWT_TOLERANCE = Decimal("0.02")
-RESTORING = ("close_allowed", "direct_close", "alarm_release")
-RELAY_EVENTS = {"trip": "relay_tripped", "close_allowed": "relay_closed",
-                "direct_close": "relay_closed"}
 
 
 class Processor:
@@ -270,14 +268,14 @@ class Processor:
             events = []
             # The pre-trip alarm is advisory (many meters refuse it): its failure must not
             # hold the meter in its phase forever, so the phase moves on regardless.
-            if ok or decision.action in ("alarm", "alarm_release"):
+            if ok or decision.action in ADVISORY:
                 self.enforcement[decision.meter] = decision.on_success
                 self.store.save_enforcement_states([decision.on_success])
             if ok:
                 self.store.save_enforcement_states([decision.on_success])
                 if relay:
                     self.store.set_relay(decision.meter, relay)
-                self._relay_moved(decision.meter, decision.action == "trip",
+                self._relay_moved(decision.meter, decision.action == MeterAction.TRIP,
                                   decision.action in RESTORING, now, energy)
                 if decision.action in RELAY_EVENTS:
                     events.append(Event(RELAY_EVENTS[decision.action], "info", now,
@@ -285,7 +283,7 @@ class Processor:
                                         {"action": decision.action, "reason": decision.reason,
                                          "by": actor, "energy": _kwh(energy)}))
             else:
-                severity = "warning" if decision.action in ("alarm", "alarm_release") else (
+                severity = "warning" if decision.action in ADVISORY else (
                     "critical")
                 events.append(Event("relay_failed", severity, now, decision.meter,
                                     decision.on_success.account,
@@ -363,7 +361,8 @@ class Processor:
                 kind = "keep_power_on" if keep else "keep_power_off"
             self.enforcement[meter] = new
             self.store.save_enforcement_states([new])
-            self._relay_moved(meter, order == "trip", order == "close", now, energy)
+            self._relay_moved(meter, order == RelayOrder.TRIP, order == RelayOrder.CLOSE, now,
+                              energy)
             if relay:
                 self.store.set_relay(meter, relay)
             self.store.record_events([Event(kind, "info", now, meter, state.account, detail)])

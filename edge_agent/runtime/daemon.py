@@ -30,13 +30,12 @@ from edge_agent.prepaid.enforcement import Decision
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.prepaid.tariff import Tariff, load_tariff, tariff_from_text
+from edge_agent.prepaid.vocabulary import meter_action
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
 
 log = logging.getLogger("edge_agent")
 
-RELAY_ORDERS = {"trip": "trip", "keep_power_on": "keep_power",
-                "keep_power_off": "keep_power_release"}  # "close" follows the policy
 
 
 def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff]:
@@ -281,7 +280,7 @@ class Agent:
                        reason: str = "") -> dict[str, Any]:
         """A relay order from the head end or a technician (trip, close, keep_power_on/off):
         ahead of polling on the meter's bus, confirmed, recorded as an event with who did it."""
-        action = RELAY_ORDERS.get(order) or self.processor.policy.close_mode
+        action = meter_action(order, self.processor.policy.close_mode)
         worker = self.worker_for(meter)
         try:
             relay, energy = worker.submit(
