@@ -11,9 +11,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 
+from edge_agent.clock import Clock
 from edge_agent.errors import (
     EXPECTED_ERRORS,
     FrameError,
@@ -87,6 +88,14 @@ def answers(request: Frame, reply: Frame, di_size: int = 4) -> bool:
     if request.control.function in READ_FUNCTIONS and not reply.control.abnormal:
         return reply.data[:di_size] == request.data[:di_size]
     return True
+
+
+def meter_time(clock: Clock | None = None, tz: tzinfo | None = None
+               ) -> Callable[[], datetime]:
+    """Meter (local, naive) time from the injected `Clock`: a relay command's validity is
+    written in the meter's own local time.  `tz` None: the system's zone."""
+    source = clock or Clock()
+    return lambda: source.now().astimezone(tz).replace(tzinfo=None)
 
 
 def raw_di(key: str | int) -> int | None:
@@ -197,7 +206,7 @@ class Dlt645Client:
         valid_for: timedelta = timedelta(minutes=10),
         confirm_attempts: int = 3,
         backoff: float = 0.2,
-        now: Callable[[], datetime] = datetime.now,
+        now: Callable[[], datetime] | None = None,
     ) -> int:
         """Send a relay-control command and confirm it from status word 3; returns the word.
 
@@ -213,7 +222,8 @@ class Dlt645Client:
             raise MeterError(str(exc)) from None
         code = messages.RELAY_ACTIONS[action]
         request = messages.relay_control(
-            address, code, valid_for, self.password, self.operator, now=now()
+            address, code, valid_for, self.password, self.operator,
+            now=(now or meter_time())()
         )
         self.transact(request, reply_size=20)
         mask, expected = RELAY_CONFIRM[action]
@@ -275,12 +285,12 @@ class Dlt645Driver:
     quantities."""
 
     def __init__(self, client: Dlt645Client, confirm_attempts: int = 3,
-                 backoff: float = 1.0, now: Callable[[], datetime] = datetime.now) -> None:
+                 backoff: float = 1.0, now: Callable[[], datetime] | None = None) -> None:
         self.client = client
         self.protocol = client.protocol
         self.confirm_attempts = confirm_attempts
         self.backoff = backoff
-        self._now = now
+        self._now = now or meter_time()
         self._no_block: set[str] = set()  # meters that refused the block read
 
     def poll(self, meter: str, quantities: tuple[str, ...], now: datetime) -> Poll:

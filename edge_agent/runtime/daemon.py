@@ -82,7 +82,8 @@ class Agent:
         # One thread does all storing, billing and enforcing: a single writer, whose
         # connection alone needs the large page cache.  Bus workers hand it their polls.
         self.processing = ThreadPoolExecutor(1, thread_name_prefix="processor")
-        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self._modbus_identity))
+        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self._modbus_identity,
+                                                              self.clock))
                         for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()

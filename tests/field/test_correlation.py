@@ -143,7 +143,7 @@ def test_relay_validity_counts_from_the_injected_clock(client: Dlt645Client) -> 
     with pytest.raises(RequestError):
         client.relay("000000000001", "trip", valid_for=timedelta(minutes=-1))
     word = client.relay("000000000001", "trip", valid_for=timedelta(minutes=5),
-                        now=lambda: datetime.now())
+                        now=datetime.now)
     assert word & 0x0010
 
 
@@ -157,3 +157,24 @@ def test_read_accepts_a_raw_di_outside_the_catalogue(client: Dlt645Client) -> No
     except MeterAbnormalReply:
         return  # the meter refused: the request was sent, which is what the contract asks
     assert reading.di == "0400FFFE"
+
+
+def test_drivers_take_meter_time_from_the_injected_clock(tmp_path) -> None:
+    """A relay command's validity is written in the meter's local time, from the agent's
+    `Clock` (tests and replays drive it), never from `datetime.now`."""
+    from datetime import UTC
+
+    from edge_agent.clock import Clock
+    from edge_agent.config import load_config
+    from edge_agent.field.dlt645 import meter_time
+    from edge_agent.field.drivers import make_driver
+    from tests.helpers import agent_config
+
+    class Fixed(Clock):
+        def now(self) -> datetime:
+            return datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+
+    config = load_config(agent_config(tmp_path, "/dev/null", ["000000000001"]))
+    assert meter_time(Fixed(), config.tz)() == datetime(2026, 11, 22, 10, 0)  # +08:00
+    driver = make_driver(config.buses[0], config, clock=Fixed())
+    assert driver._now() == datetime(2026, 11, 22, 10, 0)
