@@ -293,7 +293,10 @@ class Dlt645Driver:
         self._now = now or meter_time()
         self._no_block: set[str] = set()  # meters that refused the block read
 
-    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime) -> Poll:
+    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime,
+             between: Callable[[], None] = lambda: None) -> Poll:
+        """Energy, status word 3 and `quantities` of one meter; `between` runs after each
+        transaction (the worker's preemption point for relay orders)."""
         values: list[tuple[str, str]] = []
         try:
             rates: tuple[Decimal, ...] | None = None
@@ -306,12 +309,14 @@ class Dlt645Driver:
             if meter in self._no_block:
                 total = self.client.read(meter, "forward_active_total").value
             values.append(("forward_active_total", str(total)))
+            between()
             if rates is not None:
                 values += [(f"forward_active_rate{n}", str(r)) for n, r in enumerate(rates, 1)]
             status: int | None = None
             if self.client.version != "1997":  # 1997 meters have no status word 3
                 status = int(self.client.status3(meter))
                 values.append(("status_word_3", f"{status:04X}"))
+                between()
             for name in quantities:
                 try:
                     self.client.lookup(name)
@@ -322,6 +327,8 @@ class Dlt645Driver:
                     values.append((reading.name, str(catalogue.format_value(reading.value))))
                 except MeterAbnormalReply:
                     continue  # this meter does not have that quantity
+                finally:
+                    between()
         except EXPECTED_ERRORS as exc:
             return Poll(meter, now, False, error=str(exc))
         energy = RegisterReading(meter, now, Decimal(str(total)), rates)

@@ -29,8 +29,10 @@ class MeterDriver(Protocol):
 
     protocol: str
 
-    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime) -> Poll:
-        """Read energy, relay state and `quantities` of one meter; never raises."""
+    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime,
+             between: Callable[[], None] = ...) -> Poll:
+        """Read energy, relay state and `quantities` of one meter; never raises.  `between`
+        runs after each transaction: the bus worker's preemption point."""
 
     def relay(self, meter: str, action: str) -> str:
         """Carry out a meter relay action, confirm it; return "open" or "closed"."""

@@ -160,11 +160,13 @@ class ModbusDriver:
             self._maps[model] = load_map(model)
         return unit, self._maps[model]
 
-    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime) -> Poll:
+    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime,
+             between: Callable[[], None] = lambda: None) -> Poll:
         try:
             unit, mapping = self._meter(meter)
             kwh = self.client.energy(unit, mapping)
             values = [("forward_active_total", str(kwh))]
+            between()
             relay = None
             if mapping.relay is not None:
                 relay = self.client.relay_state(unit, mapping)

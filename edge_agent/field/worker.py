@@ -52,22 +52,44 @@ class BusWorker:
         self._jobs.put((-1, next(self._order), None, Future()))
         self._thread.join(timeout)
 
+    def preempt(self) -> None:
+        """Run the relay and technician jobs waiting now, on this (the bus) thread.
+
+        A poll calls this between its transactions, so an order waits for one transaction,
+        not for a whole meter's poll.  Only the bus thread may call it.
+        """
+        while True:
+            with self._jobs.mutex:
+                head = self._jobs.queue[0] if self._jobs.queue else None
+            if head is None or head[0] >= POLL or head[2] is None:
+                return
+            item = self._jobs.get_nowait()
+            if item[2] is None or item[0] >= POLL:  # a stop (or a poll) got there first
+                self._jobs.put(item)
+                return
+            self._execute(item[2], item[3])
+
+    def _execute(self, job: Callable[[Any], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        self.busy.set()
+        try:
+            future.set_result(job(self.driver))
+        except BaseException as exc:  # the future carries it to whoever waits
+            self.failures += 1
+            log.warning("bus %s: job failed: %s", self.name, exc)
+            future.set_exception(exc)
+        finally:
+            self.jobs_done += 1
+
     def _run(self) -> None:
         while True:
             _, _, job, future = self._jobs.get()
             if job is None:
                 break
-            if not future.set_running_or_notify_cancel():
-                continue
-            self.busy.set()
             try:
-                future.set_result(job(self.driver))
-            except BaseException as exc:  # the future carries it to whoever waits
-                self.failures += 1
-                log.warning("bus %s: job failed: %s", self.name, exc)
-                future.set_exception(exc)
+                self._execute(job, future)
             finally:
-                self.jobs_done += 1
                 self.busy.clear()
         while not self._jobs.empty():
             _, _, job, future = self._jobs.get_nowait()

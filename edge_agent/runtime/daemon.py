@@ -149,9 +149,11 @@ class Agent:
     # its bus thread.
     def poll_job(self, cycle: _Cycle, meter: str, quantities: tuple[str, ...]
                  ) -> Callable[[Any], None]:
+        preempt = self.workers[cycle.bus].preempt
+
         def job(driver: Any) -> None:
             try:
-                cycle.polls.append(driver.poll(meter, quantities, self.clock.now()))
+                cycle.polls.append(driver.poll(meter, quantities, self.clock.now(), preempt))
             finally:
                 cycle.remaining -= 1
                 if cycle.remaining == 0:
