@@ -221,11 +221,6 @@ class Agent:
                 raise
         return self.processing.submit(run)
 
-    def carry_out(self, decisions: list[Decision], driver: Any, actor: str = "policy") -> None:
-        """Carry out relay decisions on this bus, now (used where the bus is already ours)."""
-        for decision in decisions:
-            self.relay_job(decision, actor)(driver)
-
     def poll_now(self, bus_name: str | None = None) -> list[Future[Any]]:
         """Queue a poll of every meter of one bus (or all) now; each future completes when
         its cycle has been stored, billed and enforced."""
