@@ -30,7 +30,7 @@ from edge_agent.prepaid.enforcement import Decision
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.prepaid.tariff import Tariff, load_tariff, tariff_from_text
-from edge_agent.prepaid.vocabulary import meter_action
+from edge_agent.prepaid.vocabulary import ADVISORY, meter_action
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
 
@@ -195,7 +195,9 @@ class Agent:
             except EXPECTED_ERRORS as exc:
                 relay, ok, error = None, False, str(exc)
                 log.warning("relay %s on %s failed: %s", decision.action, decision.meter, exc)
-            energy = self._energy(driver, decision.meter) if ok else None
+            # The register at the action goes into its event (a pre-trip alarm has none).
+            energy = (self._energy(driver, decision.meter)
+                      if ok and decision.action not in ADVISORY else None)
             self.background(self.processor.relay_done, decision, ok, self.clock.now(), relay,
                             error, actor, energy)
             return relay
