@@ -63,6 +63,8 @@ class MeterConfig:
     ct_ratio: int = 1  # total meters: CT and PT ratios (primary energy = register x CT x PT)
     pt_ratio: int = 1
 
+    register_max: Decimal = Decimal("999999.99")  # the energy register wraps past this, kWh
+
 
 @dataclass(frozen=True)
 class ConcentratorConfig:
@@ -169,7 +171,8 @@ _METER_KEYS = {"address": str, "bus": str, "account": str, "tariff": str, "multi
                "keep_power": bool, "allowance": bool, "initial_kwh": str, "unit": int,
                "model": str, "lat": (int, float), "lon": (int, float), "pole": str,
                "phase": str, "customer_class": str, "role": str, "behind": str,
-               "ct_ratio": int, "pt_ratio": int}
+               "ct_ratio": int, "pt_ratio": int,
+               "register_max": str}
 _CONCENTRATOR_KEYS = {"enabled": bool, "frozen_read_at": str, "backfill_at": str,
                       "backfill_days": int, "clock_read_interval": (int, float),
                       "broadcast_at": str, "clock_threshold": int, "clock_trust": str,
@@ -397,6 +400,16 @@ def _meters(check: _Checker, raw: Any, buses: dict[str, BusConfig]) -> list[Mete
                 check.add("meter", index, "initial_kwh",
                           f"{entry['initial_kwh']!r} is not a reading in kWh")
                 meter.pop("initial_kwh")
+        if "register_max" in meter:
+            try:
+                meter["register_max"] = Decimal(meter["register_max"])
+                if not meter["register_max"] > 0 or not meter["register_max"].is_finite():
+                    raise ValueError
+            except (ArithmeticError, ValueError):
+                check.add("meter", index, "register_max",
+                          f"{entry['register_max']!r} is not a register maximum in kWh "
+                          "(e.g. \"999999.99\")")
+                meter.pop("register_max")
         if not missing:
             meter.setdefault("account", "")
             meter.setdefault("tariff", "")

@@ -21,6 +21,15 @@ def parse_hex(words: tuple[str, ...]) -> bytes:
         raise FrameError("hex", f"{text!r} is not a hexadecimal byte string") from exc
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO time from the command line; a bad one is a usage error, not a traceback."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--time {text!r} is not an ISO time (e.g. 2026-11-22T10:00:00)"
+                         ) from None
+
+
 @main.group()
 def frame() -> None:
     """Decode or build a single DL/T 645 frame."""
@@ -82,16 +91,20 @@ def frame_encode(kind: str, address: str, di: str, value_hex: str, seq: int,
       edge-agent frame encode relay -a 000000000001 --action trip
       edge-agent frame encode broadcast-time --time 2026-11-22T10:00:00
     """
-    when = datetime.fromisoformat(moment) if moment else datetime.now().replace(microsecond=0)
+    when = parse_time(moment) if moment else datetime.now().replace(microsecond=0)
 
     def item_di() -> int:
         try:
             return catalogue.lookup(di).di
         except KeyError:
             try:
-                return int(di, 16)
-            except ValueError as exc:
-                raise UsageError(f"--di {di!r} is neither a catalogue name nor hex") from exc
+                value = int(di.removeprefix("0x").removeprefix("0X"), 16)
+            except ValueError:
+                value = -1
+            if not 0 <= value <= 0xFFFFFFFF:
+                raise UsageError(f"--di {di!r} is neither a catalogue name nor a data "
+                                 "identifier of 8 hex digits") from None
+            return value
 
     builders = {
         "read": lambda: messages.read(address, item_di()),
@@ -101,16 +114,15 @@ def frame_encode(kind: str, address: str, di: str, value_hex: str, seq: int,
                                         password, operator),
         "write-address": lambda: messages.write_address(address),
         "broadcast-time": lambda: messages.broadcast_time(when),
-        "freeze": lambda: messages.freeze(address, datetime.fromisoformat(moment)
-                                          if moment else None),
+        "freeze": lambda: messages.freeze(address, when if moment else None),
         "change-baud": lambda: messages.change_baud(address, baud),
         "meter-clear": lambda: messages.meter_clear(address, password, operator),
         "event-clear": lambda: messages.event_clear(address, password=password,
                                                     operator=operator),
         "demand-clear": lambda: messages.demand_clear(address, password, operator),
         "relay": lambda: messages.relay_control(
-            address, messages.RELAY_ACTIONS[action], when + timedelta(minutes=valid_minutes),
-            password, operator),
+            address, messages.RELAY_ACTIONS[action], timedelta(minutes=valid_minutes),
+            password, operator, now=when),
     }
     built: Frame = builders[kind]()
     wire = built.encode(preamble=not no_preamble)

@@ -8,13 +8,14 @@ from typing import Any
 import click
 
 from edge_agent.errors import UsageError
-from edge_agent.field.dlt645 import RELAY_CONFIRM, Dlt645Client, relay_state
+from edge_agent.field.dlt645 import Dlt645Client, raw_di, relay_state
 from edge_agent.field.transport import Bus, LineSettings
+from edge_agent.prepaid.vocabulary import ACTION_CHOICES
 from protocols.dlt645 import catalogue
 
 from .root import emit, json_option, main, progress
 
-RELAY_CHOICES = sorted([*RELAY_CONFIRM, "close_allowed", "keep_power_on", "keep_power_off"])
+RELAY_CHOICES = list(ACTION_CHOICES)
 
 
 def line_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -146,6 +147,8 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
 
         find = v1997.lookup_1997 if protocol == "dlt645-1997" else catalogue.lookup
         for key in keys:
+            if protocol != "dlt645-1997" and raw_di(key) is not None:
+                continue  # a DI outside the catalogue is read all the same, shown raw
             try:
                 find(key)
             except KeyError as exc:

@@ -27,6 +27,7 @@ from edge_agent.errors import (
 from edge_agent.field.dlt645 import Reading
 from edge_agent.field.transport import LineSettings, is_pty
 from edge_agent.prepaid.records import Poll, RegisterReading
+from edge_agent.prepaid.vocabulary import ADVISORY, MeterAction, parse_action
 from protocols.modbus import RegisterMap, decode, load_map
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we report errors ourselves
@@ -185,11 +186,13 @@ class ModbusDriver:
             self._maps[model] = load_map(model)
         return unit, self._maps[model]
 
-    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime) -> Poll:
+    def poll(self, meter: str, quantities: tuple[str, ...], now: datetime,
+             between: Callable[[], None] = lambda: None) -> Poll:
         try:
             unit, mapping = self._meter(meter)
             kwh = self.client.energy(unit, mapping)
             values = [("forward_active_total", str(kwh))]
+            between()
             relay = None
             if mapping.relay is not None:
                 relay = self.client.relay_state(unit, mapping)
@@ -206,14 +209,19 @@ class ModbusDriver:
         unit, mapping = self._meter(meter)
         if mapping.relay is None:
             raise RelayUnsupported(f"meter {meter} ({mapping.model}) has no relay")
-        if action in ("alarm", "alarm_release"):
+        action = parse_action(action)
+        if action in ADVISORY:
             # Modbus maps have no pre-trip alarm: the step is skipped, the relay stays as is.
             return self.client.relay_state(unit, mapping)
-        if action in ("keep_power", "keep_power_release"):
+        if action in (MeterAction.KEEP_POWER, MeterAction.KEEP_POWER_RELEASE):
             raise RelayUnsupported(f"{mapping.model} has no keep-power state; use the "
                                    "meter's keep_power flag in the configuration")
-        target = "trip" if action == "trip" else "close"
+        target = "trip" if action is MeterAction.TRIP else "close"
         return self.client.relay(unit, mapping, target, self.confirm_attempts, self.backoff)
+
+    def energy(self, meter: str) -> Decimal:
+        unit, mapping = self._meter(meter)
+        return Decimal(self.client.energy(unit, mapping))
 
     def read(self, meter: str, quantities: list[str]) -> list[dict[str, object]]:
         unit, mapping = self._meter(meter)

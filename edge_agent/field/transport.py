@@ -95,6 +95,8 @@ class Bus:
         self._quiet_since = 0.0
         self.requests = 0
         self.replies = 0
+        self.stray = 0  # frames dropped because they did not answer the request in flight
+        self.flushed = 0  # stale bytes thrown away before a request
 
     # -- port lifecycle -------------------------------------------------------------------
     def _ensure_open(self) -> serial.SerialBase:
@@ -168,7 +170,10 @@ class Bus:
         if quiet > 0:
             time.sleep(quiet)
         try:
-            port.reset_input_buffer()
+            stale = port.in_waiting
+            if stale:
+                self.flushed += stale
+            port.reset_input_buffer()  # a late reply to an earlier request is not the answer
             port.write(request)
             port.flush()
         except PORT_ERRORS as exc:
@@ -182,7 +187,7 @@ class Bus:
             self._quiet_since = time.monotonic()
             return None
         buffer = bytearray()
-        received = 0
+        junk = 0  # bytes that were neither a frame nor a wake-up preamble
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -191,23 +196,32 @@ class Bus:
                 chunk = port.read(max(1, port.in_waiting))
                 if not chunk:
                     continue
-                received += len(chunk)
                 buffer += chunk
                 while True:
                     frame, consumed = framer(buffer)
-                    del buffer[:consumed]
                     if frame is None:
+                        junk += _junk(buffer[:consumed])
+                        del buffer[:consumed]
                         break
+                    del buffer[:consumed]
                     if accept(frame):
                         self.replies += 1
                         self._quiet_since = time.monotonic()
                         return frame
+                    # A whole frame that is not the answer (an echo, a stray reply) is not
+                    # garbage: silence after it is a timeout, not a garbled reply.
         except PORT_ERRORS as exc:
             self._drop_port()
             raise BusError(f"port {self.settings.port} failed while receiving: {exc}") from exc
         self._quiet_since = time.monotonic()
-        if received:
+        junk += _junk(buffer)
+        if junk:
             raise FrameError(
-                "garbled", f"{received} bytes arrived on {self.settings.port} but no valid reply"
+                "garbled", f"{junk} bytes arrived on {self.settings.port} but no valid reply"
             )
         raise MeterTimeout(f"no reply on {self.settings.port} within {wait:.2f} s")
+
+
+def _junk(data: bytes | bytearray) -> int:
+    """Bytes that are line noise: everything but the FE wake-up preamble."""
+    return len(data) - data.count(0xFE)

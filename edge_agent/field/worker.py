@@ -1,8 +1,11 @@
 """One worker thread per bus: the only code that uses that bus while the daemon runs.
 
 Jobs wait in a priority queue: relay orders (from the head end or a top-up) go ahead of
-technician requests, which go ahead of routine polling.  A job is a callable run on the
-worker's thread with the bus's driver; its result or error comes back through a future.
+technician requests, which go ahead of routine polling.  A poll job is one meter's poll, so
+a relay order waits at most for the transaction on the wire and the poll in progress.
+Every job that raises is logged at WARNING with the bus name and counted in `failures`.
+A job is a callable run on the worker's thread with the bus's driver; its result or error
+comes back through a future.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class BusWorker:
         self._order = itertools.count()
         self._thread = threading.Thread(target=self._run, name=f"bus {name}", daemon=True)
         self.busy = threading.Event()
+        self.jobs_done = 0  # written by this worker's thread only
+        self.failures = 0  # likewise: jobs that raised (logged at WARNING with the bus name)
 
     def start(self) -> None:
         self._thread.start()
@@ -47,19 +52,43 @@ class BusWorker:
         self._jobs.put((-1, next(self._order), None, Future()))
         self._thread.join(timeout)
 
+    def preempt(self) -> None:
+        """Run the relay and technician jobs waiting now, on this (the bus) thread.
+
+        A poll calls this between its transactions, so an order waits for one transaction,
+        not for a whole meter's poll.  Only the bus thread may call it.
+        """
+        while True:
+            with self._jobs.mutex:
+                head = self._jobs.queue[0] if self._jobs.queue else None
+            if head is None or head[0] >= POLL or head[2] is None:
+                return
+            item = self._jobs.get_nowait()
+            if item[2] is None or item[0] >= POLL:  # a stop (or a poll) got there first
+                self._jobs.put(item)
+                return
+            self._execute(item[2], item[3])
+
+    def _execute(self, job: Callable[[Any], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        self.busy.set()
+        try:
+            future.set_result(job(self.driver))
+        except BaseException as exc:  # the future carries it to whoever waits
+            self.failures += 1
+            log.warning("bus %s: job failed: %s", self.name, exc)
+            future.set_exception(exc)
+        finally:
+            self.jobs_done += 1
+
     def _run(self) -> None:
         while True:
             _, _, job, future = self._jobs.get()
             if job is None:
                 break
-            if not future.set_running_or_notify_cancel():
-                continue
-            self.busy.set()
             try:
-                future.set_result(job(self.driver))
-            except BaseException as exc:  # the future carries it to whoever waits
-                log.debug("bus %s: job failed: %s", self.name, exc)
-                future.set_exception(exc)
+                self._execute(job, future)
             finally:
                 self.busy.clear()
         while not self._jobs.empty():

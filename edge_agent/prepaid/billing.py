@@ -3,9 +3,10 @@
 Charges follow the register, never the clock: the energy billed is the increase of the meter's
 register since the last billed reading (times the CT/PT multiplier), so a clock that jumps
 backwards cannot bill anything twice, and a register that goes backwards (a bad read, a
-cleared meter) bills nothing until it climbs past the last billed value.  Entry ids derive from
-a per-meter sequence kept in the same state, so storing the state and the entries in one
-transaction makes re-billing after a crash a no-op.
+cleared meter) bills nothing until it climbs past the last billed value, unless it wrapped
+past its maximum (999999.99 -> 0.50): that is billed as the wrapped delta (`rollover_delta`).
+Entry ids derive from a per-meter sequence kept in the same state, so storing the state and
+the entries in one transaction makes re-billing after a crash a no-op.
 """
 
 from __future__ import annotations
@@ -34,9 +35,28 @@ class BillResult:
     kwh: Decimal = ZERO  # energy billed (after multiplier)
 
 
+DEFAULT_REGISTER_MAX = Decimal("999999.99")
+ROLLOVER_SHARE = Decimal("0.1")  # a wrap bills at most this share of the register's range
+
+
+def rollover_delta(last: Decimal, kwh: Decimal, register_max: Decimal) -> Decimal | None:
+    """The energy used when the register fell from `last` to `kwh` by wrapping past its
+    maximum (999999.99 -> 0.00), or None when the fall is not a wrap (a bad read, a cleared
+    meter: a `register_decrease`).  A wrap is a fall from near the maximum to near zero: the
+    wrapped delta is small beside the register's range."""
+    step = Decimal(1).scaleb(min(register_max.as_tuple().exponent, 0))  # type: ignore[arg-type]
+    modulus = register_max + step  # 999999.99 is followed by 0.00
+    delta = modulus - last + kwh
+    if kwh < 0 or last > register_max or not ZERO < delta <= modulus * ROLLOVER_SHARE:
+        return None
+    return delta
+
+
 def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: ZoneInfo,
-         gateway: str, tier_bonus: Decimal = ZERO) -> BillResult:
-    """Bill one reading of one meter (`tier_bonus`: the account's household tier bonus)."""
+         gateway: str, tier_bonus: Decimal = ZERO,
+         register_max: Decimal = DEFAULT_REGISTER_MAX) -> BillResult:
+    """Bill one reading of one meter (`tier_bonus`: the account's household tier bonus;
+    `register_max`: where the meter's energy register wraps)."""
     entries: list[LedgerEntry] = []
     events: list[Event] = []
     if state.last_kwh is None or state.last_ts is None:
@@ -46,11 +66,18 @@ def bill(state: MeterBilling, reading: RegisterReading, tariff: Tariff, tz: Zone
     when = max(reading.ts, state.last_ts)  # billing time never runs backwards
     entries += _daily(state, when, tariff, tz, gateway)
     last_daily = entries[-1].ts.astimezone(tz).date() if entries else state.last_daily
-    if reading.kwh < state.last_kwh:
-        events.append(Event("register_decrease", "warning", when, state.meter, state.account,
-                            {"last_kwh": str(state.last_kwh), "kwh": str(reading.kwh)}))
-        return BillResult(replace(state, last_daily=last_daily), entries, events)
     delta = reading.kwh - state.last_kwh
+    if delta < 0:
+        wrapped = rollover_delta(state.last_kwh, reading.kwh, register_max)
+        if wrapped is None:
+            events.append(Event("register_decrease", "warning", when, state.meter,
+                                state.account,
+                                {"last_kwh": str(state.last_kwh), "kwh": str(reading.kwh)}))
+            return BillResult(replace(state, last_daily=last_daily), entries, events)
+        events.append(Event("register_rollover", "info", when, state.meter, state.account,
+                            {"last_kwh": str(state.last_kwh), "kwh": str(reading.kwh),
+                             "register_max": str(register_max), "delta": str(wrapped)}))
+        delta = wrapped
     if delta == 0:
         return BillResult(replace(state, last_rates=reading.rates, last_ts=when,
                                   last_daily=last_daily), entries, events)

@@ -94,8 +94,14 @@ def trip_hold(policy: Policy, now: datetime, tz: ZoneInfo, keep_power: bool,
 
 def decide(state: MeterEnforcement, balance: Decimal, policy: Policy, now: datetime,
            tz: ZoneInfo, online: bool = True, consumed_kwh: Decimal = ZERO,
-           hold: str | None = None) -> Decision:
-    """The relay decision for one meter in this cycle."""
+           hold: str | None = None, restored_at: datetime | None = None) -> Decision:
+    """The relay decision for one meter in this cycle.
+
+    `consumed_kwh` is the energy the register gained since the trip was confirmed (not the
+    energy billed this interval, which was partly used before the trip); `restored_at` is
+    when the relay was last restored, for the hold-off; `hold` is a gateway-wide reason to
+    defer trips (offline horizon, start-up window).
+    """
     events: list[Event] = []
 
     def event(kind: str, severity: str, **detail: Any) -> None:
@@ -127,6 +133,8 @@ def decide(state: MeterEnforcement, balance: Decimal, policy: Policy, now: datet
                             replace(state, phase="normal", alarm_since=None, deferred=None),
                             events, "balance restored")
         return Decision(state.meter, None, state, events)
+    if in_holdoff(balance, policy, now, restored_at):
+        return Decision(state.meter, None, state, events, "hold-off after restore")
     if state.phase == "normal":
         event("credit_exhausted", "warning", cutoff_level=format_money(policy.cutoff_level))
         return Decision(state.meter, "alarm",
@@ -144,6 +152,15 @@ def decide(state: MeterEnforcement, balance: Decimal, policy: Policy, now: datet
     return Decision(state.meter, "trip",
                     replace(state, phase="tripped", deferred=None, cwt_raised=False), events,
                     "credit exhausted after grace")
+
+
+def in_holdoff(balance: Decimal, policy: Policy, now: datetime,
+               restored_at: datetime | None) -> bool:
+    """Within the hold-off after a restore, and not below the cutoff by more than the margin:
+    a small charge right after a top-up must not trip the meter again (a flap)."""
+    if restored_at is None or now - restored_at >= policy.restore_holdoff:
+        return False
+    return balance > policy.cutoff_level - policy.holdoff_margin
 
 
 def guard(decisions: list[Decision], meter_count: int, policy: Policy,

@@ -34,6 +34,10 @@ class Policy:
     trip_guard_min: int = 3
     relay_confirm_attempts: int = 3
     relay_backoff: float = 1.0
+    # After a restore the meter is not tripped (nor alarmed) again for this long, unless the
+    # balance is below the cutoff by more than `holdoff_margin`: no flap on a small charge.
+    restore_holdoff: timedelta = timedelta(minutes=15)
+    holdoff_margin: Decimal = Decimal(5)
     trips_need_force: bool = False  # hospital / VIP: the policy never trips, an operator may
     offline_enforcement_hours: int = 24  # 0: trip however long the head end is silent
     startup_keep_power_minutes: int = 0  # no policy trips this long after the agent starts
@@ -63,6 +67,7 @@ POLICY_KEYS = {
     "alarm_grace_minutes", "close_mode", "protected_hours", "holidays", "no_cutoff",
     "max_trip_share", "trip_guard_min", "relay_confirm_attempts", "relay_backoff_seconds",
     "trips_need_force", "offline_enforcement_hours", "startup_keep_power_minutes", "classes",
+    "restore_holdoff_minutes", "holdoff_margin",
 }
 # Settings of the whole gateway, not of a customer: a class may not change them.
 GATEWAY_KEYS = {"max_trip_share", "trip_guard_min", "relay_confirm_attempts",
@@ -100,6 +105,7 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
     money("overdraft")
     money("restore_level", minimum=None)
     money("alert_days_left")
+    money("holdoff_margin")
     if "alert_levels" in raw:
         levels = []
         for index, level in enumerate(raw["alert_levels"] if isinstance(
@@ -114,6 +120,13 @@ def parse_policy(raw: dict[str, Any], where: str = "[policy]") -> Policy:
     integer("startup_keep_power_minutes", "startup_keep_power_minutes", 0, 24 * 60)
     integer("trip_guard_min", "trip_guard_min", 0, 100000)
     integer("relay_confirm_attempts", "relay_confirm_attempts", 1, 20)
+    if "restore_holdoff_minutes" in raw:
+        value = raw["restore_holdoff_minutes"]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1440:
+            problems.append(f"{where}.restore_holdoff_minutes: {value!r} must be a whole "
+                            "number 0..1440")
+        else:
+            out["restore_holdoff"] = timedelta(minutes=value)
     if "alarm_grace_minutes" in raw:
         value = raw["alarm_grace_minutes"]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

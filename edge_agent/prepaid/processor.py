@@ -20,7 +20,7 @@ from edge_agent.errors import (
     UnknownMeter,
     UnknownPolicyClass,
 )
-from edge_agent.prepaid.billing import BillResult, bill
+from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX, BillResult, bill
 from edge_agent.prepaid.enforcement import (
     AlertState,
     Decision,
@@ -34,6 +34,7 @@ from edge_agent.prepaid.money import ZERO, from_micro
 from edge_agent.prepaid.policy import Policy
 from edge_agent.prepaid.records import Event, LedgerEntry, Poll
 from edge_agent.prepaid.tariff import Tariff
+from edge_agent.prepaid.vocabulary import ADVISORY, RELAY_EVENTS, RESTORING, MeterAction, RelayOrder
 from edge_agent.store import Store
 
 DAILY_COST_REFRESH = timedelta(hours=1)  # how long a usage estimate stays good
@@ -43,9 +44,10 @@ DAY_SECONDS = Decimal(86400)
 
 TAMPER_COUNTERS = ("cover_open_count", "terminal_cover_open_count",
                    "magnetic_interference_count")
-RESTORING = ("close_allowed", "direct_close", "alarm_release")
-RELAY_EVENTS = {"trip": "relay_tripped", "close_allowed": "relay_closed",
-                "direct_close": "relay_closed"}
+# Growth of the energy register after a confirmed trip that is still "no consumption": the
+# register's last digit (0.01 kWh) may tick once from energy metered before the contacts
+# opened, or a read may straddle it.
+CWT_TOLERANCE = Decimal("0.02")
 
 
 class Processor:
@@ -61,6 +63,7 @@ class Processor:
         self._daily_cost: dict[str, tuple[datetime, Decimal | None]] = {}
         self.started_at: datetime | None = None  # set by the daemon: the start-up window
         self.hold: str | None = None  # the gateway-wide trip hold in force (audited)
+        self.register_max: dict[str, Decimal] = {}  # per meter, when not the default
         self.reload()
 
     def reload(self) -> None:
@@ -72,6 +75,10 @@ class Processor:
         self.account_settings = self.store.account_settings()
         self._first_commissioned: dict[str, datetime] | None = None
         self.counters: dict[tuple[str, str], str] = {}
+        # In memory only: after a restart the first reading of a tripped meter is its
+        # baseline (never a false alarm), and no hold-off runs.
+        self.restored_at: dict[str, datetime] = getattr(self, "restored_at", {})
+        self.trip_kwh: dict[str, Decimal] = getattr(self, "trip_kwh", {})
         self.day_window: dict[str, list[list[int]]] = getattr(self, "day_window", {})
 
     # -- the cycle ------------------------------------------------------------------------
@@ -106,7 +113,8 @@ class Processor:
                 raise UnknownMeter(f"meter {poll.meter} is not registered")
             tariff = self._tariff(state.tariff)
             result = bill(state, poll.energy, tariff, self.tz, self.gateway,
-                          self._tier_bonus(state.account))
+                          self._tier_bonus(state.account),
+                          self.register_max.get(poll.meter, DEFAULT_REGISTER_MAX))
             billed[poll.meter] = result
             entries += result.entries
             events += result.events
@@ -126,10 +134,10 @@ class Processor:
             state = self.enforcement.get(poll.meter)
             if state is None:
                 continue
-            consumed = billed[poll.meter].kwh if poll.meter in billed else ZERO
+            consumed = self._since_trip(state, poll)
             decisions.append(decide(state, balances[state.account],
                                     self.policy_of(state.account), now, self.tz, poll.ok,
-                                    consumed, hold))
+                                    consumed, hold, self.restored_at.get(poll.meter)))
         decisions, guard_events = guard(decisions, len(self.enforcement), self.policy, now)
         events += guard_events
         quiet = []
@@ -148,6 +156,21 @@ class Processor:
         if telemetry and stored:
             store.enqueue_range("telemetry", *stored)
         return [d for d in decisions if d.action is not None]
+
+    def _since_trip(self, state: MeterEnforcement, poll: Poll) -> Decimal:
+        """Energy the register gained since the trip was confirmed (beyond the tolerance).
+
+        The energy billed in the interval of the trip was mostly used before it: comparing
+        with the register at the trip is what tells a bypass from a normal last interval.
+        """
+        if state.phase not in ("tripped", "manual") or not poll.ok or poll.energy is None:
+            return ZERO
+        baseline = self.trip_kwh.get(poll.meter)
+        if baseline is None or poll.energy.kwh < baseline:
+            self.trip_kwh[poll.meter] = poll.energy.kwh  # unknown (restart): start from here
+            return ZERO
+        grown = poll.energy.kwh - baseline
+        return grown if grown > CWT_TOLERANCE else ZERO
 
     def _count_day(self, polls: list[Poll]) -> dict[str, tuple[int, int]]:
         """Requests and replies per meter over the last 24 hours (hourly buckets, kept in
@@ -318,27 +341,54 @@ class Processor:
                            "need force")
 
     # -- relay outcomes, top-ups ----------------------------------------------------------
+    def recheck(self, decision: Decision, now: datetime) -> str | None:
+        """Why a relay action decided earlier must not be carried out now, or None.
+
+        The bus carries an action out some time after it was decided (after a top-up, after
+        the cycle that decided it was billed); by then a poll may have billed more or a top-up
+        may have arrived.  The action goes ahead only if deciding again on the current balance
+        and policy gives the same action.
+        """
+        state = self.enforcement.get(decision.meter)
+        if state is None:
+            return "meter no longer enforced"
+        balance = self.store.balance(state.account)
+        hold = gateway_hold(self.policy, now, self.started_at, self.store.headend_last_seen())
+        fresh = decide(state, balance, self.policy_of(state.account), now, self.tz, True, ZERO,
+                       hold, self.restored_at.get(decision.meter))
+        if fresh.action == decision.action:
+            return None
+        return (f"{decision.action} no longer due at balance {balance} "
+                f"({fresh.action or fresh.reason or 'nothing to do'})")
+
     def relay_done(self, decision: Decision, ok: bool, now: datetime, relay: str | None = None,
-                   error: str = "", actor: str = "policy") -> None:
-        """Record the outcome of a relay action: the new phase only once it is confirmed."""
+                   error: str = "", actor: str = "policy", energy: Decimal | None = None
+                   ) -> None:
+        """Record the outcome of a relay action: the new phase only once it is confirmed.
+
+        `energy` is the register read right after the action; a confirmed trip makes it the
+        baseline of `consumption_while_tripped`, a confirmed restore starts the hold-off.
+        """
         with self.store.transaction():
             events = []
             # The pre-trip alarm is advisory (many meters refuse it): its failure must not
             # hold the meter in its phase forever, so the phase moves on regardless.
-            if ok or decision.action in ("alarm", "alarm_release"):
+            if ok or decision.action in ADVISORY:
                 self.enforcement[decision.meter] = decision.on_success
                 self.store.save_enforcement_states([decision.on_success])
             if ok:
                 self.store.save_enforcement_states([decision.on_success])
                 if relay:
                     self.store.set_relay(decision.meter, relay)
+                self._relay_moved(decision.meter, decision.action == MeterAction.TRIP,
+                                  decision.action in RESTORING, now, energy)
                 if decision.action in RELAY_EVENTS:
                     events.append(Event(RELAY_EVENTS[decision.action], "info", now,
                                         decision.meter, decision.on_success.account,
                                         {"action": decision.action, "reason": decision.reason,
-                                         "by": actor}))
+                                         "by": actor, "energy": _kwh(energy)}))
             else:
-                severity = "warning" if decision.action in ("alarm", "alarm_release") else (
+                severity = "warning" if decision.action in ADVISORY else (
                     "critical")
                 events.append(Event("relay_failed", severity, now, decision.meter,
                                     decision.on_success.account,
@@ -359,7 +409,8 @@ class Processor:
             decisions = [
                 d for d in (
                     decide(state, balances[state.account], self.policy_of(state.account),
-                           now, self.tz, online=self._online(state.meter))
+                           now, self.tz, online=self._online(state.meter),
+                           restored_at=self.restored_at.get(state.meter))
                     for state in self.enforcement.values() if state.account in accounts)
                 if d.action in RESTORING
             ]
@@ -412,17 +463,29 @@ class Processor:
             self.store.record_events(events)
         return added, decisions
 
+    def _relay_moved(self, meter: str, tripped: bool, restored: bool, now: datetime,
+                     energy: Decimal | None) -> None:
+        if tripped:
+            if energy is not None:
+                self.trip_kwh[meter] = energy
+            else:
+                self.trip_kwh.pop(meter, None)  # the next reading is the baseline
+        elif restored:
+            self.restored_at[meter] = now
+            self.trip_kwh.pop(meter, None)
+
     def _online(self, meter: str) -> bool:
         return self.store.is_online(meter)
 
     def operator_done(self, meter: str, order: str, ok: bool, now: datetime,
-                      relay: str | None, error: str, actor: str, reason: str) -> None:
+                      relay: str | None, error: str, actor: str, reason: str,
+                      energy: Decimal | None = None) -> None:
         """Record a relay order of the head end or a technician, and what it means for
         enforcement: a trip holds the meter in `manual` until an operator closes it."""
         state = self.enforcement.get(meter)
         if state is None:
             raise UnknownMeter(f"unknown meter {meter}")
-        detail = {"action": order, "by": actor, "reason": reason}
+        detail = {"action": order, "by": actor, "reason": reason, "energy": _kwh(energy)}
         with self.store.transaction():
             if not ok:
                 self.store.record_events([Event("relay_failed", "critical", now, meter,
@@ -443,9 +506,16 @@ class Processor:
                 kind = "keep_power_on" if keep else "keep_power_off"
             self.enforcement[meter] = new
             self.store.save_enforcement_states([new])
+            self._relay_moved(meter, order == RelayOrder.TRIP, order == RelayOrder.CLOSE, now,
+                              energy)
             if relay:
                 self.store.set_relay(meter, relay)
             self.store.record_events([Event(kind, "info", now, meter, state.account, detail)])
+
+
+def _kwh(energy: Decimal | None) -> str | None:
+    """The register at a relay action, for the event (None: it could not be read)."""
+    return None if energy is None else str(energy)
 
 
 __all__ = ["Decision", "MeterEnforcement", "Poll", "Processor"]

@@ -36,14 +36,13 @@ from edge_agent.prepaid.tariff import (
     tariff_from_text,
     version_key,
 )
+from edge_agent.prepaid.vocabulary import ADVISORY, meter_action
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
 from edge_agent.store.database import from_iso
 
 log = logging.getLogger("edge_agent")
 
-RELAY_ORDERS = {"trip": "trip", "keep_power_on": "keep_power",
-                "keep_power_off": "keep_power_release"}  # "close" follows the policy
 
 
 def load_tariffs(config: Config, store: Store | None = None) -> dict[str, Tariff]:
@@ -80,6 +79,16 @@ OPERATION_WAIT = 120.0  # seconds an operator request may wait for its bus
 HEADEND_NOTE_INTERVAL = 60.0  # seconds between writes of headend_last_seen
 
 
+class _Cycle:
+    """One round of polls over a bus; only its bus thread touches `polls` and `remaining`."""
+
+    def __init__(self, bus: str, meters: int) -> None:
+        self.bus = bus
+        self.remaining = meters
+        self.polls: list[Any] = []
+        self.done: Future[int] = Future()  # set once the polls are stored and enforced
+
+
 class Agent:
     """One running gateway agent."""
 
@@ -93,10 +102,12 @@ class Agent:
         self.register_meters()
         self.processor = Processor(self.store, self.tariffs, self._policy(config), config.tz,
                                    config.gateway_id)
+        self.processor.register_max = {m.address: m.register_max for m in config.meters}
         # One thread does all storing, billing and enforcing: a single writer, whose
         # connection alone needs the large page cache.  Bus workers hand it their polls.
         self.processing = ThreadPoolExecutor(1, thread_name_prefix="processor")
-        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self._modbus_identity))
+        self.workers = {b.name: BusWorker(b.name, make_driver(b, config, self._modbus_identity,
+                                                              self.clock))
                         for b in config.buses}
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
@@ -105,11 +116,12 @@ class Agent:
             self.processor.set_account_class(account.name, account.policy_class,
                                              account.tier_bonus_kwh, self.started_at, "config")
         self.progress_at = self.clock.monotonic()  # last time a poll cycle was stored
-        self.cycles = 0
+        self.cycles = 0  # written by the processing thread only
+        self.processing_failures = 0  # likewise
         self.services: list[Any] = []  # head-end link, command handler, control socket...
         self.link: Any = None  # the head-end link, when MQTT is enabled
         self._next_poll: dict[str, float] = {}
-        self._polling: dict[str, Future[Any]] = {}
+        self._polling: dict[str, Future[Any]] = {}  # bus -> its cycle in progress
         self.reload_requested = threading.Event()
         self._status_at = float("-inf")
         self._headend_noted = float("-inf")
@@ -211,42 +223,111 @@ class Agent:
         return self.processing.submit(fn, *args).result()
 
     # -- polling --------------------------------------------------------------------------
-    def poll_job(self, bus: BusConfig) -> Callable[[Any], int]:
-        def job(driver: Any) -> int:
-            meters = [m for m in self.store.meters() if m.bus == bus.name]
-            polls = [driver.poll(m.address, bus.quantities, self.clock.now()) for m in meters]
-            decisions = self.on_processor(self.processor.process, polls, self.clock.now())
-            self.cycles += 1
-            self.progress_at = self.clock.monotonic()
-            self.carry_out(decisions, driver)
-            return len(polls)
+    # A poll job reads ONE meter, so a relay order or a technician request waits at most one
+    # transaction (plus the one on the wire).  The polls of a bus cycle are collected on the
+    # bus thread and handed to the processing thread when the last one is read: storing,
+    # billing and enforcing never hold the port.  Counters are written by one thread each:
+    # `cycles` and `processing_failures` by the processing thread, a worker's `failures` by
+    # its bus thread.
+    def poll_job(self, cycle: _Cycle, meter: str, quantities: tuple[str, ...]
+                 ) -> Callable[[Any], None]:
+        preempt = self.workers[cycle.bus].preempt
+
+        def job(driver: Any) -> None:
+            try:
+                cycle.polls.append(driver.poll(meter, quantities, self.clock.now(), preempt))
+            finally:
+                cycle.remaining -= 1
+                if cycle.remaining == 0:
+                    self._hand_over(cycle)
         return job
 
-    def carry_out(self, decisions: list[Decision], driver: Any, actor: str = "policy") -> None:
-        """Carry out relay decisions on this bus; record each confirmed (or failed) outcome."""
-        for decision in decisions:
+    def _hand_over(self, cycle: _Cycle) -> None:
+        """The bus goes on; the cycle's polls are processed on the processing thread."""
+        try:
+            self.processing.submit(self._process_cycle, cycle)
+        except RuntimeError as exc:  # shutting down: the processing thread has stopped
+            cycle.done.set_exception(exc)
+
+    def _process_cycle(self, cycle: _Cycle) -> None:
+        try:
+            decisions = self.processor.process(cycle.polls, self.clock.now())
+        except Exception as exc:
+            self.processing_failures += 1
+            log.warning("bus %s: processing a cycle of %d polls failed: %s", cycle.bus,
+                        len(cycle.polls), exc)
+            cycle.done.set_exception(exc)
+            return
+        self.cycles += 1
+        self.progress_at = self.clock.monotonic()
+        self.dispatch(decisions)
+        cycle.done.set_result(len(cycle.polls))
+
+    def relay_job(self, decision: Decision, actor: str) -> Callable[[Any], str | None]:
+        """Carry out one relay decision on its bus, decided again just before the bus does."""
+        def job(driver: Any) -> str | None:
             assert decision.action is not None
+            why = self.on_processor(self.processor.recheck, decision, self.clock.now())
+            if why is not None:
+                log.info("relay %s on %s dropped: %s", decision.action, decision.meter, why)
+                return None
             try:
                 relay = driver.relay(decision.meter, decision.action)
                 ok, error = True, ""
             except EXPECTED_ERRORS as exc:
                 relay, ok, error = None, False, str(exc)
                 log.warning("relay %s on %s failed: %s", decision.action, decision.meter, exc)
-            self.on_processor(self.processor.relay_done, decision, ok, self.clock.now(), relay,
-                              error, actor)
+            # The register at the action goes into its event (a pre-trip alarm has none).
+            energy = (self._energy(driver, decision.meter)
+                      if ok and decision.action not in ADVISORY else None)
+            self.background(self.processor.relay_done, decision, ok, self.clock.now(), relay,
+                            error, actor, energy)
+            return relay
+        return job
+
+    @staticmethod
+    def _energy(driver: Any, meter: str) -> Any:
+        """The energy register right after a relay action, or None if it cannot be read."""
+        try:
+            return driver.energy(meter)
+        except EXPECTED_ERRORS as exc:
+            log.info("energy register of %s after a relay action: %s", meter, exc)
+            return None
+
+    def background(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run `fn` on the processing thread without waiting; a failure is logged, counted."""
+        def run() -> Any:
+            try:
+                return fn(*args)
+            except Exception as exc:
+                self.processing_failures += 1
+                log.warning("processing %s failed: %s", getattr(fn, "__name__", fn), exc)
+                raise
+        return self.processing.submit(run)
 
     def poll_now(self, bus_name: str | None = None) -> list[Future[Any]]:
-        """Queue a poll of one bus (or all) now; returns the futures."""
+        """Queue a poll of every meter of one bus (or all) now; each future completes when
+        its cycle has been stored, billed and enforced."""
         futures = []
         for bus in self.config.buses:
             if bus_name in (None, bus.name):
-                future = self.workers[bus.name].submit(self.poll_job(bus), POLL)
-                self._polling[bus.name] = future
-                futures.append(future)
+                futures.append(self._start_cycle(bus))
         return futures
 
+    def _start_cycle(self, bus: BusConfig) -> Future[Any]:
+        meters = [m.address for m in self.store.meters() if m.bus == bus.name]
+        cycle = _Cycle(bus.name, len(meters))
+        self._polling[bus.name] = cycle.done
+        if not meters:
+            cycle.done.set_result(0)
+            return cycle.done
+        worker = self.workers[bus.name]
+        for meter in meters:
+            worker.submit(self.poll_job(cycle, meter, bus.quantities), POLL)
+        return cycle.done
+
     def schedule(self) -> None:
-        """Queue the polls that are due, one outstanding poll per bus at most."""
+        """Start the bus cycles that are due, one outstanding cycle per bus at most."""
         now = self.clock.monotonic()
         for bus in self.config.buses:
             running = self._polling.get(bus.name)
@@ -282,13 +363,15 @@ class Agent:
                           tier_bonus_kwh, self.clock.now(), actor)
 
     def dispatch(self, decisions: list[Decision], actor: str = "policy") -> list[Future[Any]]:
+        """Queue relay decisions on their buses, ahead of polling (failures: the worker logs
+        them at WARNING with the bus name and counts them)."""
         futures = []
         for decision in decisions:
             meter = self.store.meter(decision.meter)
             if meter is None or meter.bus not in self.workers:
                 continue
-            futures.append(self.workers[meter.bus].submit(
-                lambda driver, d=decision: self.carry_out([d], driver, actor), RELAY))
+            futures.append(self.workers[meter.bus].submit(self.relay_job(decision, actor),
+                                                          RELAY))
         return futures
 
     def operator_relay(self, meter: str, order: str, actor: str,
@@ -299,17 +382,18 @@ class Agent:
         `force` (`Conflict`)."""
         if order == "trip":
             self.on_processor(self.processor.check_operator_trip, meter, force)
-        action = RELAY_ORDERS.get(order) or self.processor.policy.close_mode
+        action = meter_action(order, self.processor.policy.close_mode)
         worker = self.worker_for(meter)
         try:
-            relay = worker.submit(lambda driver: driver.relay(meter, action),
-                                  RELAY).result(120)
+            relay, energy = worker.submit(
+                lambda driver: (driver.relay(meter, action), self._energy(driver, meter)),
+                RELAY).result(OPERATION_WAIT)
         except EXPECTED_ERRORS as exc:
             self.on_processor(self.processor.operator_done, meter, order, False,
                               self.clock.now(), None, str(exc), actor, reason)
             raise
         self.on_processor(self.processor.operator_done, meter, order, True, self.clock.now(),
-                          relay, "", actor, reason)
+                          relay, "", actor, reason, energy)
         return {"meter": meter, "action": order, "relay": relay}
 
     def record_technician(self, meter: str, action: str, relay: str | None,
@@ -342,7 +426,9 @@ class Agent:
         return {"online": True, "version": __version__, "gw": self.config.gateway_id,
                 "started_at": self.started_at.isoformat(), "cycles": self.cycles,
                 "meters": len(self.store.meters()),
-                "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol}
+                "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol,
+                           "stray_replies": getattr(self.workers[b.name].driver, "stray", 0),
+                           "failed_jobs": self.workers[b.name].failures}
                           for b in self.config.buses],
                 "outbox": self.store.outbox_depth(),
                 "broker": self.store.setting("broker_state", "not configured"),
@@ -436,6 +522,7 @@ class Agent:
                 self.processor.set_account_class(account.name, account.policy_class,
                                                  account.tier_bonus_kwh, self.clock.now(),
                                                  "config")
+            self.processor.register_max = {m.address: m.register_max for m in new.meters}
             self.processor.reload()
 
         self.on_processor(apply)
