@@ -27,6 +27,7 @@ from typing import Any
 
 from edge_agent.errors import CommandRejected, Malformed
 from edge_agent.headend.keys import KeyRing, canonical
+from edge_agent.prepaid.vocabulary import CLOSE_MODES, RelayOrder
 
 MAX_PAYLOAD = 64 * 1024  # bytes; `[mqtt] max_payload` overrides
 MAX_DEPTH = 16  # nesting of objects and arrays in one command
@@ -46,7 +47,7 @@ HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]"
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 DATA_ID = re.compile(r"(0x)?([0-9A-Fa-f]{4}|[0-9A-Fa-f]{8})")
 SHARE = re.compile(r"(0(\.[0-9]{1,4})?|1(\.0{1,4})?)")
-RELAY_ACTIONS = ("trip", "close", "keep_power_on", "keep_power_off")
+RELAY_ACTIONS = tuple(o.value for o in RelayOrder)
 READ_ALIASES = ("energy", "voltage", "current", "power", "status", "relay")
 ENVELOPE_KEYS = frozenset({"cmd", "kid", "sig"})
 CMD_KEYS = frozenset({"v", "id", "type", "gw", "issued_at", "expires_at", "args"})
@@ -302,7 +303,7 @@ POLICY_ARGS = (
     Arg("overdraft", Money(), False),
     Arg("restore_level", Money(), False),
     Arg("alarm_grace_minutes", Integer(0, 100000), False),
-    Arg("close_mode", OneOf(("close_allowed", "direct_close")), False),
+    Arg("close_mode", OneOf(tuple(m.value for m in CLOSE_MODES)), False),
     Arg("protected_hours", ListOf(Text(HHMM, "HH:MM-HH:MM"), 0, 48), False),
     Arg("holidays", ListOf(Text(DATE, "a date YYYY-MM-DD"), 0, 366), False),
     Arg("no_cutoff", Flag(), False),

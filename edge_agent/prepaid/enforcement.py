@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 from edge_agent.prepaid.money import ZERO, format_money
 from edge_agent.prepaid.policy import Policy
 from edge_agent.prepaid.records import Event
+from edge_agent.prepaid.vocabulary import Phase
 
-PHASES = ("normal", "alarmed", "tripped", "manual")  # manual: an operator holds it open
+PHASES = tuple(Phase)
 @dataclass(frozen=True)
 class MeterEnforcement:
     """What enforcement remembers of one meter."""

@@ -14,8 +14,7 @@ from typing import Any
 
 from edge_agent.errors import ConfigError
 from edge_agent.prepaid.money import ZERO, parse_decimal
-
-CLOSE_MODES = ("close_allowed", "direct_close")
+from edge_agent.prepaid.vocabulary import CLOSE_MODES
 
 
 @dataclass(frozen=True)

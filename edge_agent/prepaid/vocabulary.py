@@ -1,4 +1,6 @@
-"""One relay vocabulary: what a meter's relay can be told, and what an operator can order.
+"""One vocabulary per concept: relay actions and orders, phases, ledger kinds, severities.
+
+One relay vocabulary: what a meter's relay can be told, and what an operator can order.
 
 `MeterAction` is what goes on the wire (`protocols.dlt645.messages.RELAY_ACTIONS` holds the
 DL/T 645 codes); enforcement decides in these terms.  `RelayOrder` is what the head end and a
@@ -50,6 +52,20 @@ def meter_action(order: str, close_mode: str = MeterAction.CLOSE_ALLOWED) -> Met
     return _ORDER_ACTIONS[order]
 
 
+def order_for(action: str) -> RelayOrder | None:
+    """The operator order a meter action carries out (None for the pre-trip alarm, which is
+    the policy's own step): the inverse of `meter_action`, for a technician who types either."""
+    if action in tuple(RelayOrder):
+        return RelayOrder(action)
+    try:
+        meter = MeterAction(action)
+    except ValueError:
+        return None
+    if meter in CLOSE_MODES:
+        return RelayOrder.CLOSE
+    return next((o for o, a in _ORDER_ACTIONS.items() if a is meter), None)
+
+
 def parse_action(text: str, close_mode: str = MeterAction.CLOSE_ALLOWED) -> MeterAction:
     """A meter action given by its own name or by an order's name (`close`, `keep_power_on`):
     what a technician may type.  ValueError names the choices."""
@@ -65,3 +81,28 @@ def parse_action(text: str, close_mode: str = MeterAction.CLOSE_ALLOWED) -> Mete
 
 
 ACTION_CHOICES = tuple(sorted({a.value for a in (*MeterAction, *RelayOrder)}))
+
+
+class Phase(StrEnum):
+    """Where enforcement has a meter."""
+
+    NORMAL = "normal"
+    ALARMED = "alarmed"
+    TRIPPED = "tripped"
+    MANUAL = "manual"  # an operator holds it open until an operator closes it
+
+
+class LedgerKind(StrEnum):
+    TOPUP = "topup"
+    CHARGE = "charge"  # consumption (and daily fixed charges)
+    ALLOWANCE = "allowance"  # free kWh credited
+    ADJUSTMENT = "adjustment"  # the head end's
+    OPENING = "opening"  # balance at commissioning or migration
+
+
+class Severity(StrEnum):
+    """Of an event; journald priorities follow it (docs/deployment.md)."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"

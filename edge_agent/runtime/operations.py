@@ -33,6 +33,7 @@ from edge_agent.errors import (
 )
 from edge_agent.prepaid.money import format_money
 from edge_agent.prepaid.records import Event, LedgerEntry
+from edge_agent.prepaid.vocabulary import RelayOrder, order_for
 from edge_agent.store import MeterRecord
 from edge_agent.store.database import wire_time
 
@@ -134,8 +135,8 @@ def relay_order(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     if force:
         result["forced"] = True
     plan = Plan(result=result)
-    if order in ("keep_power_on", "keep_power_off") or released:
-        value = json.dumps(order == "keep_power_on")
+    if order in (RelayOrder.KEEP_POWER_ON, RelayOrder.KEEP_POWER_OFF) or released:
+        value = json.dumps(order == RelayOrder.KEEP_POWER_ON)
 
         def apply() -> dict[str, Any]:
             own(agent, ctx, meter, "keep_power", value)
@@ -150,11 +151,9 @@ def technician_relay(agent: Any, worker: Any, address: str, action: str, actor: 
     `relay_order` (recorded, keep-power honoured); others are carried out and recorded."""
     from edge_agent.field.worker import RELAY
 
-    order = {"direct_close": "close", "close_allowed": "close", "keep_power": "keep_power_on",
-             "keep_power_release": "keep_power_off"}.get(action, action)
+    order = order_for(action)
     record = agent.store.meter(address)
-    if record is not None and record.active and order in (
-            "trip", "close", "keep_power_on", "keep_power_off"):
+    if record is not None and record.active and order is not None:
         plan = relay_order(agent, {"meter": address, "action": order}, Context(actor))
         if plan.apply is not None:
             agent.on_processor(_in_transaction(agent, plan.apply))

@@ -17,11 +17,12 @@ from edge_agent.errors import Malformed, UnknownAccount
 from edge_agent.prepaid.enforcement import AlertState
 from edge_agent.prepaid.money import format_money, from_micro, to_micro
 from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.prepaid.vocabulary import LedgerKind
 from edge_agent.store.database import Database, to_iso
 
 _INSERT_LEDGER = ("INSERT INTO ledger (id, account, kind, amount, amount_micro, ts, meter, "
                   "detail, balance_after, origin) VALUES (?,?,?,?,?,?,?,?,?,?)")
-LEDGER_KINDS = ("topup", "charge", "allowance", "adjustment", "opening")
+LEDGER_KINDS = tuple(LedgerKind)
 _LEDGER_MESSAGE_COLUMNS = ("SELECT id, account, kind, amount, ts, meter, detail, balance_after "
                            "FROM ledger")
 
