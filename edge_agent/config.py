@@ -224,6 +224,9 @@ def parse_config(text: str, source: str = "agent.toml") -> Config:
     if "gateway_id" in agent and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", agent["gateway_id"]):
         check.add("agent", None, "gateway_id", "use 1-64 letters, digits, '.', '_' or '-' "
                   "(it is part of MQTT topics and ledger ids)")
+    if "metrics_port" in agent and not 1 <= agent["metrics_port"] <= 65535:
+        check.add("agent", None, "metrics_port", f"{agent['metrics_port']} is not a TCP port "
+                  "(1-65535)")
     buses = _buses(check, data.get("bus", []))
     values["buses"] = tuple(buses)
     values["meters"] = tuple(_meters(check, data.get("meter", []), {b.name: b for b in buses}))

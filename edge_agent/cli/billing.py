@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
@@ -80,7 +80,7 @@ def _load_policy(path: str | None) -> Policy:
 @click.option("--topup", "topups", multiple=True, metavar="TIMESTAMP=AMOUNT",
               help="A top-up at a time (repeat).")
 @click.option("--timezone", default="Asia/Shanghai", show_default=True)
-@click.option("--multiplier", default=1, show_default=True, type=int)
+@click.option("--multiplier", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--allowance/--no-allowance", default=False, help="Meter gets the free allowance.")
 @json_option
 def bill_replay(readings: str, tariff_file: str, policy_file: str | None, opening: str,
@@ -97,7 +97,7 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
       edge-agent bill replay readings.csv --tariff winter.toml --opening 100 \\
           --topup 2026-12-01T09:00=50
     """
-    tz = ZoneInfo(timezone)
+    tz = _zone(timezone)
     tariff_obj = load_tariff(tariff_file)
     policy = _load_policy(policy_file)
     try:
@@ -126,6 +126,13 @@ def bill_replay(readings: str, tariff_file: str, policy_file: str | None, openin
             click.echo(f"{ts}  RELAY {item['action']} {item['meter']} ({item['reason']})")
     emit(final, False, lambda: click.echo("final balances: " + ", ".join(
         f"{a} {b}" for a, b in final.items())))
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--timezone {name!r}: unknown time zone (e.g. Asia/Shanghai)") from None
 
 
 def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str]:

@@ -21,7 +21,10 @@ PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR
 
 
 class JournalFormatter(logging.Formatter):
-    """`<priority>logger: message`: journald reads the level from the prefix."""
+    """`<priority>logger: message`: journald reads the level from the prefix.
+
+    One record is one journal line: a traceback is folded into it (` | ` between lines), so a
+    crash is one entry at priority err, not thirty lines at info."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record).replace("\n", " | ")
@@ -37,14 +40,39 @@ def setup_logging(level: str) -> None:
 
 
 @main.command()
-def run() -> None:
-    """Run the daemon (systemd ExecStart): poll, store, bill, enforce, sync."""
-    from edge_agent.runtime.assembly import build_agent
+@click.option("--once", is_flag=True,
+              help="Poll each bus once, print what was read and what would be decided (no "
+                   "relay action, nothing stored), then exit: to validate a configuration.")
+@json_option
+def run(once: bool, as_json: bool) -> None:
+    """Run the daemon (systemd ExecStart): poll, store, bill, enforce, sync.
 
+    Exits 2 on a configuration error (the unit does not restart on it), 1 on a failure."""
+    from edge_agent.errors import EXPECTED_ERRORS, ConfigError
+
+    log = logging.getLogger("edge_agent")
     config = current_config()
+    if once:
+        from .dryrun import run_once
+
+        run_once(config, as_json)
+        return
     setup_logging(config.log_level)
-    agent = build_agent(config)
-    agent.run()
+    try:
+        from edge_agent.runtime.assembly import build_agent
+
+        agent = build_agent(config)
+        agent.run()
+    except ConfigError as exc:
+        log.error("configuration error, not starting: %s", exc)
+        raise
+    except EXPECTED_ERRORS as exc:
+        log.error("stopped: %s", exc)
+        raise
+    except Exception:
+        # Anything unexpected: one journal record at priority err with the traceback.
+        log.error("edge-agent crashed", exc_info=True)
+        raise SystemExit(1) from None
 
 
 @main.group("config")

@@ -27,14 +27,27 @@ def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Database file (default: the one in the configuration).")(func)
 
 
-def open_store(db_path: str | None) -> Store:
-    if db_path is None:
-        db_path = current_config().database
+def open_store(db_path: str | None, write: bool = False) -> Store:
+    """The database for a verb; read-only for a user who may read but not write it (an
+    operator in the agent's group), so reading verbs work for them too."""
+    import os
     from pathlib import Path
 
-    if not Path(db_path).exists():
+    from edge_agent.errors import StorageError
+
+    if db_path is None:
+        db_path = current_config().database
+    path = Path(db_path)
+    if not path.exists():
         raise ConfigError(f"no database at {db_path}: has the daemon run yet?")
-    return Store(db_path)
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"cannot read the database {db_path}: permission denied (run as "
+                           "the agent's user or a member of its group)")
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    if write and not writable:
+        raise StorageError(f"cannot write the database {db_path}: permission denied (run as "
+                           "the agent's user, e.g. sudo -u edge-agent)")
+    return Store(db_path, readonly=not writable)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -102,7 +115,7 @@ def balance(account: str | None, db_path: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("account", required=False)
-@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
 @db_option
 @json_option
 def ledger(account: str | None, limit: int, db_path: str | None, as_json: bool) -> None:
@@ -115,7 +128,7 @@ def ledger(account: str | None, limit: int, db_path: str | None, as_json: bool) 
 @main.command()
 @click.option("--meter", default=None)
 @click.option("--type", "types", multiple=True, help="Only these event types (repeat).")
-@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
 @db_option
 @json_option
 def events(meter: str | None, types: tuple[str, ...], limit: int, db_path: str | None,

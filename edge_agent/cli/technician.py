@@ -22,12 +22,13 @@ def line_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--port", "-p", required=True,
                      help="Serial device or socket://host:port of a TCP serial server."),
-        click.option("--baud", default=2400, show_default=True, type=int),
+        click.option("--baud", default=2400, show_default=True, type=click.IntRange(1)),
         click.option("--parity", default="E", show_default=True,
                      type=click.Choice(["N", "E", "O"])),
-        click.option("--timeout", default=0.5, show_default=True, type=float,
+        click.option("--timeout", default=0.5, show_default=True,
+                     type=click.FloatRange(0, 60, min_open=True),
                      help="Seconds a meter may take to start its reply."),
-        click.option("--retries", default=2, show_default=True, type=int),
+        click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 10)),
     ]
     for option in reversed(options):
         func = option(func)

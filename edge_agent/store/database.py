@@ -102,18 +102,35 @@ def to_decimal(text: str | None) -> Decimal | None:
 class Database:
     """The agent's database: open once per process; thread-safe for one writer at a time."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly  # a user who may read but not write the database (CLI)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            if self.readonly:
+                # Without a write-ahead log beside it (no daemon writing), a reader that may
+                # not create the -shm file opens the file as immutable; with one, the
+                # daemon's -shm is there to share.
+                wal = self.path.with_name(self.path.name + "-wal").exists()
+                query = "mode=ro" if wal else "mode=ro&immutable=1"
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True,
+                                       timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA schema_version").fetchone()  # fails now, not later
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.path}"
+                               f"{' read-only' if self.readonly else ''}: {exc}") from None
         conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
         conn.execute("PRAGMA busy_timeout=30000")
         conn.row_factory = sqlite3.Row
@@ -156,6 +173,11 @@ class Database:
         if version > SCHEMA_VERSION:
             raise StorageError(f"database {self.path} has schema {version}, newer than this "
                                f"agent understands ({SCHEMA_VERSION}); upgrade edge-agent")
+        if self.readonly:
+            if version < SCHEMA_VERSION:
+                raise StorageError(f"database {self.path} has schema {version}; the daemon "
+                                   f"(or a user who may write it) must upgrade it first")
+            return
         for number in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
                 MIGRATIONS[number - 1](self.db)
@@ -172,6 +194,9 @@ class Database:
             finally:
                 self._local.depth -= 1
             return
+        if self.readonly:
+            raise StorageError(f"cannot write the database {self.path}: opened read-only "
+                               "(this user may not write it; run as the agent's user)")
         conn.execute("BEGIN IMMEDIATE")
         self._local.depth = 1
         try:
