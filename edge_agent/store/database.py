@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.errors import StorageError
 
@@ -35,7 +36,8 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
     return module
 
 
-sqlite_utils = _import_sqlite_utils()
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 1
 
@@ -144,7 +146,7 @@ class Database:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
-            self._local.db = sqlite_utils.Database(conn)
+            self._local.db = None  # sqlite-utils on first use (CLI start-up time)
             self._local.depth = 0
         return conn
 
@@ -157,7 +159,9 @@ class Database:
 
     @property
     def db(self) -> sqlite_utils.Database:
-        self.conn  # noqa: B018  (creates this thread's connection)
+        conn = self.conn
+        if self._local.db is None:
+            self._local.db = _import_sqlite_utils().Database(conn)
         return self._local.db
 
     def close(self) -> None:

@@ -1,0 +1,56 @@
+"""Start-up on a small gateway: `edge-agent --help` and `edge-agent status` within 0.10 s
+here (issue 12), because verbs are imported only when they run (`cli.root.VERBS`)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import click
+
+from bench.startup import measure
+from edge_agent.cli.root import VERBS, main
+from tests.helpers import REPO
+
+LIMIT = 0.10  # seconds, best of several fresh processes
+
+
+def test_help_and_status_start_within_the_budget() -> None:
+    figures = measure(runs=7)
+    assert figures["help"] <= LIMIT, figures
+    assert figures["status"] <= LIMIT, figures
+
+
+def loaded_by(*argv: str) -> set[str]:
+    code = ("import sys, runpy; sys.argv = ['edge-agent', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('edge_agent', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('\\n'.join(sorted(sys.modules)), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    return set(out.stderr.split())
+
+
+def test_help_imports_no_verb_module() -> None:
+    modules = loaded_by("--help")
+    verbs = {f"edge_agent.cli.{m}" for m, _ in VERBS.values()}
+    assert modules & verbs == set()
+    assert "edge_agent.store" not in modules
+
+
+def test_status_loads_neither_sqlite_utils_nor_the_field_layer() -> None:
+    modules = loaded_by("status", "--db", "/nonexistent.db")
+    assert "edge_agent.cli.state" in modules
+    heavy = {"sqlite_utils", "edge_agent.field.transport", "serial", "construct",
+             "edge_agent.cli.technician", "edge_agent.prepaid.replay"}
+    assert modules & heavy == set()
+
+
+def test_every_verb_in_the_table_is_defined_by_its_module() -> None:
+    for name, (module, summary) in VERBS.items():
+        importlib.import_module(f"edge_agent.cli.{module}")
+        command = main.commands.get(name)
+        assert isinstance(command, click.Command), name
+        assert summary.rstrip(".").rstrip(".")[:30] in (command.help or "").replace("\n", " ")
