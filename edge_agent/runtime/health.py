@@ -1,0 +1,160 @@
+"""Health of each bus, as the daemon sees it live: `ok`, `degraded` or `stalled`.
+
+A bus is `ok` when its last poll cycle was stored and every meter on it answered; `degraded`
+when the last cycle failed (a port error, the database) or some meters did not answer;
+`stalled` when no cycle has been stored for its stall limit (three poll intervals, at least
+`MIN_STALL` seconds).  The daemon starves systemd's watchdog while any bus is stalled, shows
+the states in its status message and metrics, and logs each change once, at a priority
+journald can filter on (`journalctl -p warning` shows every failure).
+
+Standard library only: `edge-agent status` imports it (start-up time).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger("edge_agent.health")
+
+OK, DEGRADED, STALLED = "ok", "degraded", "stalled"
+STATES = (OK, DEGRADED, STALLED)
+MIN_STALL = 5.0  # seconds: short test intervals must not starve the watchdog on one slow cycle
+NOTICE = 25  # between INFO and WARNING: journald priority 5 (relay actions)
+logging.addLevelName(NOTICE, "NOTICE")
+
+
+def stall_limit(poll_interval: float) -> float:
+    """How long a bus may go without a stored cycle before it counts as stalled."""
+    return max(3 * poll_interval, MIN_STALL)
+
+
+@dataclass
+class BusHealth:
+    """Counters and the last outcome of one bus (since the daemon started)."""
+
+    name: str
+    port: str
+    poll_interval: float
+    started: float  # monotonic time the daemon started (progress is measured from it)
+    requests: int = 0
+    replies: int = 0
+    timeouts: int = 0
+    cycles: int = 0
+    failures: int = 0  # cycles that failed in a row
+    last_progress: float | None = None  # monotonic time of the last stored cycle
+    last_success: datetime | None = None  # wall time of the last stored cycle
+    last_duration: float | None = None  # seconds the last cycle took
+    last_error: str | None = None
+    offline: set[str] = field(default_factory=set)
+    reported: str = OK  # the state last logged
+
+    @property
+    def limit(self) -> float:
+        return stall_limit(self.poll_interval)
+
+    def state(self, now: float) -> str:
+        since = self.last_progress if self.last_progress is not None else self.started
+        if now - since > self.limit:
+            return STALLED
+        if self.failures or self.offline:
+            return DEGRADED
+        return OK
+
+    def cycle_stored(self, online: dict[str, bool], duration: float, now: float,
+                     wall: datetime) -> None:
+        """A cycle was polled and stored; `online` says which meters answered."""
+        if self.failures:
+            log.info("bus %s: polling again after %d failed cycle(s)", self.name,
+                     self.failures)
+        self.cycles += 1
+        self.failures = 0
+        self.last_error = None
+        self.requests += len(online)
+        answered = sum(online.values())
+        self.replies += answered
+        self.timeouts += len(online) - answered
+        self.last_progress, self.last_success, self.last_duration = now, wall, duration
+        offline = {meter for meter, ok in online.items() if not ok}
+        if offline and offline != self.offline and len(offline) == len(online):
+            log.error("bus %s (%s): no meter answered (%d meter(s)): wiring, baud rate or "
+                      "port?", self.name, self.port, len(online))
+        elif len(offline - self.offline) > 0:
+            log.warning("bus %s: %d meter(s) stopped answering: %s", self.name,
+                        len(offline - self.offline), _some(offline - self.offline))
+        if self.offline - offline:
+            log.info("bus %s: %d meter(s) answer again: %s", self.name,
+                     len(self.offline - offline), _some(self.offline - offline))
+        self.offline = offline
+
+    def cycle_failed(self, error: BaseException, port_error: bool, duration: float) -> None:
+        """A cycle raised: nothing of it was stored."""
+        text = f"{type(error).__name__}: {error}" if not str(error) else str(error)
+        self.failures += 1
+        self.last_duration = duration
+        if text != self.last_error:  # once per distinct error, not once per poll
+            level = logging.ERROR if port_error else logging.WARNING
+            log.log(level, "bus %s (%s): poll cycle failed: %s", self.name, self.port, text,
+                    exc_info=None if port_error or _expected(error) else error)
+        self.last_error = text
+
+    def check(self, now: float) -> str:
+        """The current state, logging a change of state once."""
+        state = self.state(now)
+        if state != self.reported:
+            if state == STALLED:
+                log.error("bus %s (%s): stalled, no cycle stored for %.0f s (limit %.0f s)%s",
+                          self.name, self.port, now - (self.last_progress or self.started),
+                          self.limit, f": {self.last_error}" if self.last_error else "")
+            elif self.reported == STALLED:
+                log.warning("bus %s: no longer stalled (%s)", self.name, state)
+            self.reported = state
+        return state
+
+    def summary(self, now: float) -> dict[str, Any]:
+        return {"bus": self.name, "state": self.state(now), "requests": self.requests,
+                "replies": self.replies, "timeouts": self.timeouts, "cycles": self.cycles,
+                "failed_cycles_in_a_row": self.failures, "offline": len(self.offline),
+                "last_success": self.last_success.isoformat() if self.last_success else None,
+                "poll_duration": (round(self.last_duration, 3)
+                                  if self.last_duration is not None else None),
+                "last_error": self.last_error}
+
+
+def _expected(error: BaseException) -> bool:
+    from edge_agent.errors import EXPECTED_ERRORS
+
+    return isinstance(error, EXPECTED_ERRORS)
+
+
+def _some(meters: set[str], shown: int = 5) -> str:
+    names = sorted(meters)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+# -- events into the journal ------------------------------------------------------------------
+#: Event severities (the contract's) to journald priorities via logging levels; relay
+#: actions are notices (5) so `journalctl -p notice` lists every trip and close.
+SEVERITY_LEVEL = {"critical": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
+NOTICE_EVENTS = {"relay_tripped", "relay_closed", "keep_power_on", "keep_power_off",
+                 "technician_relay", "meter_deactivated"}
+events_log = logging.getLogger("edge_agent.events")
+
+
+def journal_event(row: dict[str, Any]) -> None:
+    """One stored event as one journal line: `<4>edge_agent.events: meter_offline ...`."""
+    level = SEVERITY_LEVEL.get(row.get("severity", "info"), logging.INFO)
+    if row.get("type") in NOTICE_EVENTS and level < NOTICE:
+        level = NOTICE
+    detail = row.get("detail") or {}
+    text = " ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, ""))
+    who = " ".join(f"{k} {row[k]}" for k in ("meter", "account") if row.get(k))
+    events_log.log(level, "%s %s%s", row.get("type"), who, f" ({text})" if text else "")
+
+
+def overall(states: list[str]) -> str:
+    """The worst of the bus states (no bus: ok)."""
+    return max(states, key=STATES.index, default=OK)
