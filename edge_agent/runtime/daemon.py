@@ -359,8 +359,10 @@ class Agent:
             self.notifier.watchdog()
         self.journal_events()
         now = self.clock.monotonic()
-        if now - self._status_at >= HEARTBEAT:  # counting a large outbox is not free
-            self._status_at = now
+        states = {name: record.state(now) for name, record in self.bus_health.items()}
+        changed = states != getattr(self, "_states_shown", None)
+        if changed or now - self._status_at >= HEARTBEAT:  # counting the outbox is not free
+            self._status_at, self._states_shown = now, states
             self.notifier.status(self.status_line(stalled))
             self.write_heartbeat()
 
@@ -483,5 +485,6 @@ class Agent:
         for worker in self.workers.values():
             worker.stop()
         self.processing.shutdown(wait=True)
+        self.store.set_setting("stopped_at", self.clock.now().isoformat())  # for `status`
         self.store.close()
         log.info("edge-agent stopped")

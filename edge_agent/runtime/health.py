@@ -71,7 +71,8 @@ class BusHealth:
                      self.failures)
         self.cycles += 1
         self.failures = 0
-        self.last_error = None
+        if not online or any(online.values()):
+            self.last_error = None
         self.requests += len(online)
         answered = sum(online.values())
         self.replies += answered
@@ -79,8 +80,11 @@ class BusHealth:
         self.last_progress, self.last_success, self.last_duration = now, wall, duration
         offline = {meter for meter, ok in online.items() if not ok}
         if offline and offline != self.offline and len(offline) == len(online):
-            log.error("bus %s (%s): no meter answered (%d meter(s)): wiring, baud rate or "
-                      "port?", self.name, self.port, len(online))
+            problem = port_problem(self.port)
+            if problem is not None:
+                self.last_error = problem
+            log.error("bus %s: no meter answered (%d meter(s)): %s", self.name, len(online),
+                      problem or f"{self.port}: check wiring, baud rate and parity")
         elif len(offline - self.offline) > 0:
             log.warning("bus %s: %d meter(s) stopped answering: %s", self.name,
                         len(offline - self.offline), _some(offline - self.offline))
@@ -121,6 +125,29 @@ class BusHealth:
                 "poll_duration": (round(self.last_duration, 3)
                                   if self.last_duration is not None else None),
                 "last_error": self.last_error}
+
+
+def port_problem(port: str) -> str | None:
+    """What is wrong with a serial device path, if anything: missing, not a character
+    device, or not readable and writable by this user (a URL such as socket:// is not
+    checked).  `config check` asks the same before the daemon starts."""
+    import os
+    import stat
+
+    if "://" in port:
+        return None
+    try:
+        mode = os.stat(port).st_mode
+    except FileNotFoundError:
+        return f"port {port} does not exist (adaptor unplugged, or the name changed?)"
+    except OSError as exc:
+        return f"port {port}: {exc.strerror}"
+    if not stat.S_ISCHR(mode):
+        return f"port {port} is not a serial device"
+    if not os.access(port, os.R_OK | os.W_OK):
+        return (f"port {port}: permission denied (the agent's user needs the group of the "
+                "device, e.g. dialout)")
+    return None
 
 
 def _expected(error: BaseException) -> bool:
