@@ -16,7 +16,7 @@ from edge_agent.store import MeterRecord
 from .root import emit, json_option, main
 from .state import current_config, db_option, open_store
 
-PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, 25: 5, logging.WARNING: 4, logging.ERROR: 3,
             logging.CRITICAL: 2}
 
 

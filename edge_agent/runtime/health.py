@@ -99,9 +99,10 @@ class BusHealth:
         self.failures += 1
         self.last_duration = duration
         if text != self.last_error:  # once per distinct error, not once per poll
-            level = logging.ERROR if port_error else logging.WARNING
+            expected = _expected(error)
+            level = logging.ERROR if port_error or not expected else logging.WARNING
             log.log(level, "bus %s (%s): poll cycle failed: %s", self.name, self.port, text,
-                    exc_info=None if port_error or _expected(error) else error)
+                    exc_info=None if expected else error)  # a bug: where it happened
         self.last_error = text
 
     def check(self, now: float) -> str:
