@@ -93,7 +93,8 @@ class Agent:
                                                     self.clock.monotonic())
                            for b in config.buses}
         self._events_seen: int | None = None  # last event seq written to the journal
-        self._relay_unsupported: dict[str, Any] = {}  # meter -> when it was last reported
+        # (meter, action) -> when a meter without a relay was last reported for it
+        self._relay_unsupported: dict[tuple[str, str], float] = {}
 
     # -- set-up ---------------------------------------------------------------------------
     def _policy(self, config: Config) -> Any:
@@ -158,7 +159,7 @@ class Agent:
                 relay = driver.relay(decision.meter, decision.action)
                 ok, error = True, ""
             except RelayUnsupported as exc:
-                if not self._report_unsupported(decision.meter):
+                if not self._report_unsupported(decision.meter, decision.action):
                     continue  # reported already today: no event, no alert every poll
                 relay, ok, error = None, False, str(exc)
             except EXPECTED_ERRORS as exc:
@@ -167,16 +168,16 @@ class Agent:
             self.on_processor(self.processor.relay_done, decision, ok, self.clock.now(), relay,
                               error, actor)
 
-    def _report_unsupported(self, meter: str) -> bool:
+    def _report_unsupported(self, meter: str, action: str) -> bool:
         """A prepaid meter without a relay (DL/T 645-1997, a Modbus map without one): its
         `relay_failed` is raised once, then as a reminder at most daily, not every poll."""
         now = self.clock.monotonic()
-        last = self._relay_unsupported.get(meter)
+        last = self._relay_unsupported.get((meter, action))
         if last is not None and now - last < RELAY_REMINDER:
             return False
-        self._relay_unsupported[meter] = now
-        log.error("meter %s has no remote relay: the agent cannot cut it off or restore it "
-                  "(reported again at most daily)", meter)
+        self._relay_unsupported[(meter, action)] = now
+        log.error("meter %s has no remote relay: the agent cannot %s it (reported again at "
+                  "most daily)", meter, action)
         return True
 
     def poll_now(self, bus_name: str | None = None) -> list[Future[Any]]:
