@@ -108,7 +108,7 @@ def status(db_path: str | None, wide: bool, as_json: bool) -> None:
     """Health per bus and per meter: success rate, last reading, relay, balance, backlog."""
     import json
 
-    from edge_agent.runtime.health import STALLED
+    from edge_agent.runtime.health import STALLED, live_fields
 
     store = open_store(db_path)
     rows = store.meter_status()
@@ -116,8 +116,8 @@ def status(db_path: str | None, wide: bool, as_json: bool) -> None:
     live = {b["bus"]: b for b in json.loads(store.setting("bus_health") or "[]")}
     buses = []
     for bus in store.bus_health(rows):
-        state = live.get(bus["bus"], {})
-        buses.append({**bus, **state, "meters": bus["meters"],
+        state = live_fields(live.get(bus["bus"], {}))
+        buses.append({**bus, **state,
                       "state": state.get("state", "unknown") if daemon["running"]
                       else STALLED})
     depth = store.outbox_depth()

@@ -309,13 +309,13 @@ class Agent:
         """Per bus summary for the status message (per-meter detail: `edge-agent status`):
         the stored day's counts with the live state, counters and last error of each bus."""
         now = self.clock.monotonic()
-        live = {name: record.summary(now) for name, record in self.bus_health.items()}
-        buses = []
-        for row in self.store.bus_health():
-            buses.append({**row, **live.get(row["bus"], {})})
-        for name, summary in live.items():
-            if not any(b["bus"] == name for b in buses):
-                buses.append({**summary, "meters": 0})
+        live = {name: health.live_fields(record.summary(now))
+                for name, record in self.bus_health.items()}
+        buses = [{**row, **live.get(row["bus"], {})} for row in self.store.bus_health()]
+        for name, fields in live.items():
+            if not any(b["bus"] == name for b in buses):  # a bus with no meter yet
+                buses.append({"bus": name, "meters": 0, "online": 0, "requests": 0,
+                              "replies": 0, "relays_open": 0, "success_rate": None, **fields})
         return {"buses": buses}
 
     def stalled(self) -> list[str]:

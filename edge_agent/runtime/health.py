@@ -151,6 +151,12 @@ def port_problem(port: str) -> str | None:
     return None
 
 
+def live_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    """The live part of a bus summary that goes beside the stored day's counts (whose
+    `requests`, `replies` and `success_rate` cover the last day, not the time since start)."""
+    return {k: v for k, v in summary.items() if k not in ("bus", "requests", "replies")}
+
+
 def _expected(error: BaseException) -> bool:
     from edge_agent.errors import EXPECTED_ERRORS
 
