@@ -38,6 +38,18 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    import threading
+
+    def thread_crashed(args: threading.ExceptHookArgs) -> None:
+        """A thread that dies of an exception: one err record, not a traceback at info."""
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        logging.getLogger("edge_agent").error(
+            "thread %s crashed", name,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
+
+    threading.excepthook = thread_crashed
 
 
 @main.command()

@@ -205,3 +205,12 @@ def test_sim_modbus_prints_its_port(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=10)
     assert "/dev/pts/" in line and "unit:1, unit:2" in line, err
     assert "Traceback" not in err
+
+
+def test_run_with_an_unknown_tariff_exits_2_and_says_so_at_err(tmp_path: Path) -> None:
+    config = agent_config(tmp_path, "/dev/null", ["000000000001"], tariff="no-such-tariff")
+    result = run(["--config", str(config), "run"], tmp_path)
+    assert_one_error_line(result, 2)
+    assert "no-such-tariff" in result.stderr
+    assert any(line.startswith("<3>") and "not starting" in line
+               for line in result.stdout.splitlines())

@@ -187,3 +187,28 @@ def test_metrics_per_bus_memory_outbox_age_build_info_no_balances_and_head(
     assert status["buses"][0]["state"] == "degraded"
     [bus_row] = status["health"]["buses"]
     assert bus_row["state"] == "degraded" and bus_row["timeouts"] >= 1
+
+
+def test_a_thread_that_dies_is_one_err_record(journal: Capture) -> None:
+    import threading as th
+
+    from edge_agent.cli.daemon import setup_logging
+
+    saved_hook, root = th.excepthook, logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        setup_logging("info")
+        root.addHandler(journal)
+
+        def die() -> None:
+            raise KeyError("gone")
+
+        worker = th.Thread(target=die, name="bus x")
+        worker.start()
+        worker.join()
+    finally:
+        th.excepthook = saved_hook
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    [line] = [line for line in journal.lines if "crashed" in line]
+    assert line.startswith("<3>edge_agent: thread bus x crashed | Traceback") and "gone" in line
