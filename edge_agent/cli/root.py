@@ -78,7 +78,7 @@ class AgentGroup(click.Group):
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(2)
         except (ConfigError, UsageError, RegisterMapError) as exc:
             click.echo(f"error: {one_line(exc)}", err=True)

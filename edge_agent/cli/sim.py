@@ -50,7 +50,7 @@ def _load(text: str) -> Decimal:
 @click.option("--time-scale", default=1.0, show_default=True,
               type=click.FloatRange(0, min_open=True),
               help="Simulated seconds per real second (energy grows faster).")
-@click.option("--tcp", "tcp_port", type=int, default=None,
+@click.option("--tcp", "tcp_port", type=click.IntRange(0, 65535), default=None,
               help="Serve on 127.0.0.1:PORT (0: any free port) instead of a pty.")
 @json_option
 def sim(count: int, addresses: tuple[str, ...], baud: int, protocol: str, model: str,

@@ -228,8 +228,11 @@ def scan(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
         try:
             first, _, last = units.partition("-")
             unit_range = range(int(first), int(last or first) + 1)
+            if not unit_range or unit_range[0] < 1 or unit_range[-1] > 247:
+                raise ValueError
         except ValueError:
-            raise UsageError(f"--units {units!r}: use FIRST-LAST, e.g. 1-32") from None
+            raise UsageError(f"--units {units!r}: use FIRST-LAST within 1-247, e.g. 1-32") \
+                from None
         from edge_agent.field.modbus import ModbusMeterClient
         from protocols.modbus import load_map
 
@@ -275,7 +278,7 @@ def scan(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
 @protocol_options
 @click.option("--address", "-a", default=None, help="Meter address, nameplate order.")
 @click.argument("action", type=click.Choice(RELAY_CHOICES))
-@click.option("--valid-minutes", default=10, show_default=True, type=int)
+@click.option("--valid-minutes", default=10, show_default=True, type=click.IntRange(1, 1440))
 @json_option
 def relay(port: str, baud: int, parity: str, timeout: float, retries: int, protocol: str,
           unit: int | None, model: str | None, address: str | None, action: str,
