@@ -198,7 +198,7 @@ class Agent:
         def watched(driver: Any) -> Any:
             start = self.clock.monotonic()
             try:
-                result = job(driver)
+                result = job(health.ActivityDriver(driver, record, self.clock))
             except BaseException as exc:
                 record.cycle_failed(exc, isinstance(exc, BusError),
                                     self.clock.monotonic() - start)

@@ -26,6 +26,23 @@ NOTICE = 25  # between INFO and WARNING: journald priority 5 (relay actions)
 logging.addLevelName(NOTICE, "NOTICE")
 
 
+class ActivityDriver:
+    """A bus driver whose finished meter polls count as activity in the bus's health (every
+    other attribute is the driver's own)."""
+
+    def __init__(self, driver: Any, record: BusHealth, clock: Any) -> None:
+        self._driver, self._record, self._clock = driver, record, clock
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._driver.poll(*args, **kwargs)
+        finally:
+            self._record.last_activity = self._clock.monotonic()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+
 def stall_limit(poll_interval: float) -> float:
     """How long a bus may go without a stored cycle before it counts as stalled."""
     return max(3 * poll_interval, MIN_STALL)
@@ -45,6 +62,7 @@ class BusHealth:
     cycles: int = 0
     failures: int = 0  # cycles that failed in a row
     last_progress: float | None = None  # monotonic time of the last stored cycle
+    last_activity: float | None = None  # monotonic time a meter poll last finished
     last_success: datetime | None = None  # wall time of the last stored cycle
     last_duration: float | None = None  # seconds the last cycle took
     last_error: str | None = None
@@ -56,7 +74,11 @@ class BusHealth:
         return stall_limit(self.poll_interval)
 
     def state(self, now: float) -> str:
-        since = self.last_progress if self.last_progress is not None else self.started
+        """Stalled when neither a stored cycle nor, within a long cycle, a finished meter
+        poll is more recent than the limit (a cycle of a thousand meters may outlast three
+        poll intervals and still be making progress)."""
+        since = max(t for t in (self.started, self.last_progress, self.last_activity)
+                    if t is not None)
         if now - since > self.limit:
             return STALLED
         if self.failures or self.offline:
@@ -110,7 +132,7 @@ class BusHealth:
         state = self.state(now)
         if state != self.reported:
             if state == STALLED:
-                log.error("bus %s (%s): stalled, no cycle stored for %.0f s (limit %.0f s)%s",
+                log.error("bus %s (%s): stalled, no progress for %.0f s (limit %.0f s)%s",
                           self.name, self.port, now - (self.last_progress or self.started),
                           self.limit, f": {self.last_error}" if self.last_error else "")
             elif self.reported == STALLED:

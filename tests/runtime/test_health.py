@@ -212,3 +212,30 @@ def test_a_thread_that_dies_is_one_err_record(journal: Capture) -> None:
         root.setLevel(saved_level)
     [line] = [line for line in journal.lines if "crashed" in line]
     assert line.startswith("<3>edge_agent: thread bus x crashed | Traceback") and "gone" in line
+
+
+def test_a_long_cycle_that_keeps_polling_is_not_stalled() -> None:
+    class Clock:
+        now = 100.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    class Driver:
+        closed = False
+
+        def poll(self, meter: str) -> str:
+            return meter
+
+        def close(self) -> None:
+            self.closed = True
+
+    clock, b, driver = Clock(), bus(), Driver()
+    wrapped = health.ActivityDriver(driver, b, clock)
+    for step in range(1, 20):  # one cycle of 19 meters, one a second: longer than 5 s
+        clock.now = 100.0 + step
+        assert wrapped.poll(f"m{step}") == f"m{step}"
+        assert b.state(clock.now) != health.STALLED
+    assert b.state(clock.now + 5.1) == health.STALLED  # and a hang is still caught
+    wrapped.close()
+    assert driver.closed
