@@ -389,11 +389,14 @@ class Agent:
     def journal_events(self) -> None:
         """Every event stored (by polling, the head end, a technician...) also goes to the
         journal once, at the priority of its severity: failures are never only in SQLite."""
-        rows = self.store.events(200)
-        last = rows[-1]["seq"] if rows else 0
+        newest = self.store.events(1)  # one row: cheap enough for every turn of the loop
+        last = newest[-1]["seq"] if newest else 0
         if self._events_seen is None:  # history before this start was journalled before
             self._events_seen = last
             return
+        if last <= self._events_seen:
+            return
+        rows = self.store.events(min(last - self._events_seen, 200))
         fresh = [r for r in rows if r["seq"] > self._events_seen]
         if fresh and fresh[0]["seq"] > self._events_seen + 1:
             log.warning("%d event(s) not shown here (see edge-agent events)",
