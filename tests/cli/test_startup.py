@@ -19,8 +19,11 @@ LIMIT = 0.10  # seconds, best of several fresh processes
 
 def test_help_and_status_start_within_the_budget() -> None:
     figures = measure(runs=7)
-    assert figures["help"] <= LIMIT, figures
-    assert figures["status"] <= LIMIT, figures
+    # Python itself starts in 0.02-0.03 s here; when a loaded machine slows that down, the
+    # budget moves by as much (the test pins our imports, not the neighbours' load).
+    limit = LIMIT + max(0.0, figures["python"] - 0.03)
+    assert figures["help"] <= limit, figures
+    assert figures["status"] <= limit, figures
 
 
 def loaded_by(*argv: str) -> set[str]:
