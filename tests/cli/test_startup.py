@@ -57,3 +57,19 @@ def test_every_verb_in_the_table_is_defined_by_its_module() -> None:
         command = main.commands.get(name)
         assert isinstance(command, click.Command), name
         assert summary.rstrip(".").rstrip(".")[:30] in (command.help or "").replace("\n", " ")
+
+
+def test_every_verb_a_module_defines_is_in_the_table() -> None:
+    """A verb registered with `@main.command()` but missing from `VERBS` would never load:
+    every module of the CLI is imported here and its verbs compared with the table."""
+    import pkgutil
+
+    import edge_agent.cli as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"edge_agent.cli.{info.name}")
+    missing = {name: command.callback.__module__ for name, command in main.commands.items()
+               if name not in VERBS and command.callback is not None}
+    assert missing == {}, "add these to edge_agent.cli.root.VERBS"
+    for name, (module, _) in VERBS.items():
+        assert main.commands[name].callback.__module__ == f"edge_agent.cli.{module}", name
