@@ -200,8 +200,11 @@ class _Checker:
         return out
 
 
-def parse_config(text: str, source: str = "agent.toml") -> Config:
-    """Validate a configuration document; `ConfigError` lists every problem with its place."""
+def parse_config(text: str, source: str = "agent.toml", quantities: bool = True) -> Config:
+    """Validate a configuration document; `ConfigError` lists every problem with its place.
+
+    `quantities=False` skips checking the buses' quantity names against the DL/T 645
+    catalogue (which loads the frame codec): for CLI verbs that only read the database."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -227,7 +230,7 @@ def parse_config(text: str, source: str = "agent.toml") -> Config:
     if "metrics_port" in agent and not 1 <= agent["metrics_port"] <= 65535:
         check.add("agent", None, "metrics_port", f"{agent['metrics_port']} is not a TCP port "
                   "(1-65535)")
-    buses = _buses(check, data.get("bus", []))
+    buses = _buses(check, data.get("bus", []), quantities)
     values["buses"] = tuple(buses)
     values["meters"] = tuple(_meters(check, data.get("meter", []), {b.name: b for b in buses}))
     if "policy" in data:
@@ -264,7 +267,7 @@ def parse_config(text: str, source: str = "agent.toml") -> Config:
     return Config(**values, source=source)
 
 
-def _buses(check: _Checker, raw: Any) -> list[BusConfig]:
+def _buses(check: _Checker, raw: Any, check_quantities: bool = True) -> list[BusConfig]:
     buses: list[BusConfig] = []
     names: set[str] = set()
     for index, entry in enumerate(raw if isinstance(raw, list) else []):
@@ -288,7 +291,7 @@ def _buses(check: _Checker, raw: Any) -> list[BusConfig]:
                                ("stopbits", 1, 2)):
             if key in bus and not low <= bus[key] <= high:
                 check.add("bus", index, key, f"{bus[key]} must be between {low} and {high}")
-        if "quantities" in bus:
+        if "quantities" in bus and check_quantities:
             from protocols.dlt645 import catalogue
 
             for q in bus["quantities"]:
@@ -297,6 +300,7 @@ def _buses(check: _Checker, raw: Any) -> list[BusConfig]:
                 except KeyError:
                     if bus.get("protocol") != "modbus":
                         check.add("bus", index, "quantities", f"unknown quantity {q!r}")
+        if "quantities" in bus:
             bus["quantities"] = tuple(bus["quantities"])
         if "name" in bus and "port" in bus:
             buses.append(BusConfig(**bus))
@@ -341,7 +345,7 @@ def _meters(check: _Checker, raw: Any, buses: dict[str, BusConfig]) -> list[Mete
     return meters
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, quantities: bool = True) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -350,4 +354,4 @@ def load_config(path: str | Path) -> Config:
                           "EDGE_AGENT_CONFIG)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), quantities)

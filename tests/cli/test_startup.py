@@ -7,12 +7,13 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 
 from bench.startup import measure
 from edge_agent.cli.root import VERBS, main
-from tests.helpers import REPO
+from tests.helpers import REPO, agent_config
 
 LIMIT = 0.10  # seconds, best of several fresh processes
 
@@ -43,10 +44,16 @@ def test_help_imports_no_verb_module() -> None:
     assert "edge_agent.store" not in modules
 
 
-def test_status_loads_neither_sqlite_utils_nor_the_field_layer() -> None:
-    modules = loaded_by("status", "--db", "/nonexistent.db")
-    assert "edge_agent.cli.state" in modules
+def test_status_loads_neither_sqlite_utils_nor_the_field_layer(tmp_path: Path) -> None:
+    from edge_agent.store import Store
+
+    config = agent_config(tmp_path, "/dev/ttyUSB0", ["000000000001"])
+    Store(tmp_path / "agent.db").close()
+    modules = loaded_by("--config", str(config), "status")
+    assert {"edge_agent.cli.state", "edge_agent.config", "edge_agent.store"} <= modules
     heavy = {"sqlite_utils", "edge_agent.field.transport", "serial", "construct",
+             "protocols.dlt645.frame", "edge_agent.prepaid.tariff",
+             "edge_agent.prepaid.enforcement", "edge_agent.runtime.health",
              "edge_agent.cli.technician", "edge_agent.prepaid.replay"}
     assert modules & heavy == set()
 
