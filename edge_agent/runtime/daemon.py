@@ -430,6 +430,7 @@ class Agent:
             self.processor.reload()
 
         self.on_processor(apply)
+        logging.getLogger().setLevel(new.log_level.upper())
         for bus in new.buses:
             record = self.bus_health.get(bus.name)
             if record is not None:
@@ -438,7 +439,7 @@ class Agent:
             if hasattr(service, "reload"):
                 service.reload()
         notes.append("reloaded: policy, meters, tariffs, poll intervals, retention, "
-                     "head-end keys")
+                     "head-end keys, log level")
         for note in notes:
             (log.warning if "restart" in note else log.info)("SIGHUP: %s", note)
         return notes
@@ -460,7 +461,7 @@ class Agent:
         policy = self._policy(new)
         notes = [f"agent.{key} changed: needs a restart"
                  for key in ("gateway_id", "database", "timezone", "control_socket",
-                             "control_group", "metrics_port", "log_level")
+                             "control_group", "metrics_port")
                  if getattr(new, key) != getattr(self.config, key)]
         if new.mqtt != self.config.mqtt:
             notes.append("[mqtt] changed: needs a restart")
