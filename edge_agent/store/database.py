@@ -182,9 +182,16 @@ class Database:
                 raise StorageError(f"database {self.path} has schema {version}; the daemon "
                                    f"(or a user who may write it) must upgrade it first")
             return
+        if version == SCHEMA_VERSION:
+            return
+        db = self.db  # sqlite-utils loads before the write lock is taken, not while held
         for number in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
-                MIGRATIONS[number - 1](self.db)
+                # Another process (the daemon and a CLI verb, both opening a new file) may
+                # have migrated meanwhile: look again under the write lock.
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
+                MIGRATIONS[number - 1](db)
                 self.conn.execute(f"PRAGMA user_version={number}")
 
     @contextmanager

@@ -12,7 +12,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from firmware_sim.bus import SimBus, make_meters
 from tests.helpers import REPO, agent_config
@@ -20,9 +23,25 @@ from tests.helpers import REPO, agent_config
 EXE = [sys.executable, "-m", "edge_agent"]
 
 
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_left_behind() -> Iterator[None]:
+    """A failing test must not leave its daemon polling a pty the next test gets."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
 def start(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([*EXE, "--config", str(config), "run"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*EXE, "--config", str(config), "run"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
+    STARTED.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
