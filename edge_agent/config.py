@@ -258,8 +258,11 @@ class _Checker:
         return out
 
 
-def parse_config(text: str, source: str = "agent.toml") -> Config:
-    """Validate a configuration document; `ConfigError` lists every problem with its place."""
+def parse_config(text: str, source: str = "agent.toml", quantities: bool = True) -> Config:
+    """Validate a configuration document; `ConfigError` lists every problem with its place.
+
+    `quantities=False` skips checking the buses' quantity names against the DL/T 645
+    catalogue (which loads the frame codec): for CLI verbs that only read the database."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -282,7 +285,10 @@ def parse_config(text: str, source: str = "agent.toml") -> Config:
     if "gateway_id" in agent and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", agent["gateway_id"]):
         check.add("agent", None, "gateway_id", "use 1-64 letters, digits, '.', '_' or '-' "
                   "(it is part of MQTT topics and ledger ids)")
-    buses = _buses(check, data.get("bus", []))
+    if "metrics_port" in agent and not 1 <= agent["metrics_port"] <= 65535:
+        check.add("agent", None, "metrics_port", f"{agent['metrics_port']} is not a TCP port "
+                  "(1-65535)")
+    buses = _buses(check, data.get("bus", []), quantities)
     values["buses"] = tuple(buses)
     every = _meters(check, data.get("meter", []), {b.name: b for b in buses})
     values["meters"] = tuple(m for m in every if m.role != "total")
@@ -326,7 +332,7 @@ def parse_config(text: str, source: str = "agent.toml") -> Config:
     return Config(**values, source=source)
 
 
-def _buses(check: _Checker, raw: Any) -> list[BusConfig]:
+def _buses(check: _Checker, raw: Any, check_quantities: bool = True) -> list[BusConfig]:
     buses: list[BusConfig] = []
     names: set[str] = set()
     for index, entry in enumerate(raw if isinstance(raw, list) else []):
@@ -350,7 +356,7 @@ def _buses(check: _Checker, raw: Any) -> list[BusConfig]:
                                ("stopbits", 1, 2)):
             if key in bus and not low <= bus[key] <= high:
                 check.add("bus", index, key, f"{bus[key]} must be between {low} and {high}")
-        if "quantities" in bus:
+        if "quantities" in bus and check_quantities:
             from protocols.dlt645 import catalogue
 
             for q in bus["quantities"]:
@@ -359,6 +365,7 @@ def _buses(check: _Checker, raw: Any) -> list[BusConfig]:
                 except KeyError:
                     if bus.get("protocol") != "modbus":
                         check.add("bus", index, "quantities", f"unknown quantity {q!r}")
+        if "quantities" in bus:
             bus["quantities"] = tuple(bus["quantities"])
         if "name" in bus and "port" in bus:
             buses.append(BusConfig(**bus))
@@ -496,7 +503,7 @@ def _concentrator(check: _Checker, raw: Any) -> ConcentratorConfig:
     return ConcentratorConfig(**values)
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, quantities: bool = True) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -505,4 +512,4 @@ def load_config(path: str | Path) -> Config:
                           "EDGE_AGENT_CONFIG)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), quantities)

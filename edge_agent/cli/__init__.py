@@ -1,17 +1,10 @@
-"""The `edge-agent` command line: one click group, verbs in submodules."""
+"""The `edge-agent` command line: one click group, verbs in submodules imported on use.
+
+`root.VERBS` names each verb's module: `edge-agent --help` and `edge-agent status` then load
+only what they need (start-up time on a gateway)."""
 
 from __future__ import annotations
 
-from . import billing as _billing  # noqa: F401  (registers verbs)
-from . import daemon as _daemon  # noqa: F401
-from . import demo as _demo  # noqa: F401
-from . import frame as _frame  # noqa: F401
-from . import grid as _grid  # noqa: F401
-from . import headend as _headend  # noqa: F401
-from . import keys as _keys  # noqa: F401
-from . import sim as _sim  # noqa: F401
-from . import state as _state  # noqa: F401
-from . import technician as _technician  # noqa: F401
 from .root import main
 
 __all__ = ["main"]

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
@@ -44,7 +44,7 @@ def tariff_check(files: tuple[str, ...], at_text: str | None, timezone: str,
 
     Versions of one tariff id (`effective_from`) are shown as current, pending or superseded.
     """
-    tz = ZoneInfo(timezone)
+    tz = _zone(timezone)
     now = parse_time(at_text, tz, "--at") if at_text else datetime.now(tz)
     results = []
     loaded = []
@@ -179,7 +179,7 @@ def _load_policy(path: str | None) -> Policy:
 @click.option("--topup", "topups", multiple=True, metavar="TIMESTAMP=AMOUNT",
               help="A top-up at a time (repeat).")
 @click.option("--timezone", default="Asia/Shanghai", show_default=True)
-@click.option("--multiplier", default=1, show_default=True, type=int)
+@click.option("--multiplier", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--allowance/--no-allowance", default=False, help="Meter gets the free allowance.")
 @click.option("--keep-power", "keep_power", multiple=True, metavar="METER",
               help="A keep-power meter, never tripped (repeat).")
@@ -213,7 +213,7 @@ def bill_replay(readings: str, tariff_files: tuple[str, ...], policy_file: str |
       edge-agent bill replay readings.csv --tariff winter.toml --opening 100 \\
           --topup 2026-12-01T09:00=50
     """
-    tz = ZoneInfo(timezone)
+    tz = _zone(timezone)
     chains = combine_versions(load_tariff(path) for path in tariff_files)
     if len(chains) != 1:
         raise UsageError(f"--tariff: give versions of one tariff, not {', '.join(chains)}")
@@ -258,6 +258,13 @@ def bill_replay(readings: str, tariff_files: tuple[str, ...], policy_file: str |
                        f"{failed}")
     emit(final, False, lambda: click.echo("final balances: " + ", ".join(
         f"{a} {b}" for a, b in final.items())))
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--timezone {name!r}: unknown time zone (e.g. Asia/Shanghai)") from None
 
 
 def _parse_topup(spec: str, tz: ZoneInfo) -> tuple[datetime, Decimal, str, str | None]:

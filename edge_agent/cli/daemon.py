@@ -6,6 +6,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import click
 
@@ -15,12 +16,15 @@ from edge_agent.prepaid.money import parse_decimal
 from .root import emit, json_option, main
 from .state import current_config, db_option, open_store
 
-PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, 25: 5, logging.WARNING: 4, logging.ERROR: 3,
             logging.CRITICAL: 2}
 
 
 class JournalFormatter(logging.Formatter):
-    """`<priority>logger: message`: journald reads the level from the prefix."""
+    """`<priority>logger: message`: journald reads the level from the prefix.
+
+    One record is one journal line: a traceback is folded into it (` | ` between lines), so a
+    crash is one entry at priority err, not thirty lines at info."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record).replace("\n", " | ")
@@ -33,17 +37,54 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    import threading
+
+    def thread_crashed(args: threading.ExceptHookArgs) -> None:
+        """A thread that dies of an exception: one err record, not a traceback at info."""
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        logging.getLogger("edge_agent").error(
+            "thread %s crashed", name,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
+
+    threading.excepthook = thread_crashed
 
 
 @main.command()
-def run() -> None:
-    """Run the daemon (systemd ExecStart): poll, store, bill, enforce, sync."""
-    from edge_agent.runtime.assembly import build_agent
+@click.option("--once", is_flag=True,
+              help="Poll each bus once, print what was read and what would be decided (no "
+                   "relay action, nothing stored), then exit: to validate a configuration.")
+@json_option
+def run(once: bool, as_json: bool) -> None:
+    """Run the daemon (systemd ExecStart): poll, store, bill, enforce, sync.
 
+    Exits 2 on a configuration error (the unit does not restart on it), 1 on a failure."""
+    from edge_agent.errors import EXPECTED_ERRORS, ConfigError
+
+    log = logging.getLogger("edge_agent")
     config = current_config()
+    if once:
+        from .dryrun import run_once
+
+        run_once(config, as_json)
+        return
     setup_logging(config.log_level)
-    agent = build_agent(config)
-    agent.run()
+    try:
+        from edge_agent.runtime.assembly import build_agent
+
+        agent = build_agent(config)
+        agent.run()
+    except ConfigError as exc:
+        log.error("configuration error, not starting: %s", exc)
+        raise
+    except EXPECTED_ERRORS as exc:
+        log.error("stopped: %s", exc)
+        raise
+    except Exception:
+        # Anything unexpected: one journal record at priority err with the traceback.
+        log.error("edge-agent crashed", exc_info=True)
+        raise SystemExit(1) from None
 
 
 @main.group("config")
@@ -52,9 +93,17 @@ def config_group() -> None:
 
 
 @config_group.command("check")
+@click.option("--file-only", is_flag=True,
+              help="Check the file and its tariffs only, not this machine (ports, groups, "
+                   "TLS files, the metrics port): for a configuration made for another "
+                   "gateway.")
 @json_option
-def config_check(as_json: bool) -> None:
-    """Validate the configuration; every mistake is reported with its key and line."""
+def config_check(file_only: bool, as_json: bool) -> None:
+    """Validate the configuration; every mistake is reported with its key and line.
+
+    Beyond the file itself: serial ports exist and may be opened, TLS files are readable,
+    the control group exists, every meter's tariff is there, the metrics port can be bound;
+    meters whose relay the agent cannot switch are warnings (exit 0)."""
     from edge_agent.errors import ConfigError
 
     from .root import wants_json
@@ -63,27 +112,140 @@ def config_check(as_json: bool) -> None:
         config = current_config()
     except ConfigError as exc:
         problems = [p for p in str(exc).splitlines() if p.strip()]
-        if wants_json(as_json):
-            emit({"ok": False, "problems": problems}, as_json)
-        else:
-            for problem in problems:
-                click.echo(problem)
+        _report(problems, [], as_json)
         raise ConfigError(f"{len(problems)} problem(s) in the configuration") from None
-    from edge_agent.runtime.daemon import load_tariffs
-
-    tariffs = load_tariffs(config)
-    missing = sorted({m.tariff for m in config.meters} - set(tariffs))
-    if missing:
-        from edge_agent.errors import ConfigError
-
-        raise ConfigError(f"{config.source}: meters use tariffs not found in "
-                          f"{config.tariff_dir}: {', '.join(missing)}")
+    problems, warnings, tariffs = _environment_problems(config, machine=not file_only)
+    if problems:
+        _report(problems, warnings, as_json)
+        raise ConfigError(f"{len(problems)} problem(s) in the configuration") from None
     summary = {"file": config.source, "ok": True, "gateway_id": config.gateway_id,
                "buses": len(config.buses), "meters": len(config.meters),
-               "tariffs": sorted(tariffs)}
-    emit(summary, as_json, lambda: click.echo(
-        f"{config.source}: ok ({len(config.buses)} bus(es), {len(config.meters)} meter(s), "
-        f"tariffs {', '.join(sorted(tariffs)) or 'none'})"))
+               "tariffs": sorted(tariffs), "warnings": warnings}
+    if wants_json(as_json):
+        emit(summary, as_json)
+        return
+    for warning in warnings:
+        click.echo(f"warning: {warning}")
+    click.echo(f"{config.source}: ok ({len(config.buses)} bus(es), {len(config.meters)} "
+               f"meter(s), tariffs {', '.join(sorted(tariffs)) or 'none'})")
+
+
+def _report(problems: list[str], warnings: list[str], as_json: bool) -> None:
+    from .root import wants_json
+
+    if wants_json(as_json):
+        emit({"ok": False, "problems": problems, "warnings": warnings}, as_json)
+        return
+    for problem in problems:
+        click.echo(problem)
+    for warning in warnings:
+        click.echo(f"warning: {warning}")
+
+
+def _environment_problems(config: Any, machine: bool = True
+                          ) -> tuple[list[str], list[str], dict[str, Any]]:
+    """What the file cannot say about the machine: (problems, warnings, tariffs)."""
+    from edge_agent.errors import ConfigError
+    from edge_agent.runtime.daemon import load_tariffs
+    from edge_agent.runtime.health import port_problem
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    where = config.source
+    tariffs: dict[str, Any] = {}
+    try:
+        tariffs = load_tariffs(config)
+    except ConfigError as exc:
+        problems += [f"{where}: [agent].tariff_dir: {p}" for p in str(exc).split("; ")]
+    if not problems:
+        for meter in config.meters:
+            if meter.tariff not in tariffs:
+                problems.append(f"{where}: meter {meter.address}: tariff {meter.tariff!r} is "
+                                f"not in {config.tariff_dir} (known: "
+                                f"{', '.join(sorted(tariffs)) or 'none'})")
+    warnings += _relay_warnings(config)
+    if not machine:
+        return problems, warnings, tariffs
+    for bus in config.buses:
+        problem = port_problem(bus.port)
+        if problem is not None:
+            problems.append(f"{where}: bus {bus.name}: {problem}")
+    problems += _file_problems(config)
+    problems += _group_problems(config)
+    port_note, in_use = _metrics_port_problem(config.metrics_port)
+    if port_note is not None:
+        (warnings if in_use else problems).append(f"{where}: {port_note}")
+    return problems, warnings, tariffs
+
+
+def _file_problems(config: Any) -> list[str]:
+    import os
+
+    out = []
+    if config.mqtt.enabled:
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(config.mqtt, key)
+            if path and not os.access(path, os.R_OK):
+                reason = "does not exist" if not os.path.exists(path) else "is not readable"
+                out.append(f"{config.source}: [mqtt].{key}: {path} {reason}")
+    return out
+
+
+def _group_problems(config: Any) -> list[str]:
+    if not config.control_group:
+        return []
+    import grp
+
+    try:
+        grp.getgrnam(config.control_group)
+    except KeyError:
+        return [f"{config.source}: [agent].control_group: no group named "
+                f"{config.control_group!r} on this machine"]
+    return []
+
+
+def _metrics_port_problem(port: int | None) -> tuple[str | None, bool]:
+    """(what is wrong, whether it is only in use: the running daemon may hold it)."""
+    if port is None:
+        return None, False
+    import errno
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"[agent].metrics_port {port} is in use (by the running daemon, or "
+                        "by something else?)"), True
+            return f"[agent].metrics_port {port}: cannot listen ({exc.strerror})", False
+    return None, False
+
+
+def _relay_warnings(config: Any) -> list[str]:
+    """Prepaid meters the agent cannot cut off or restore: DL/T 645-1997 meters, Modbus
+    meters whose register map has no relay."""
+    from edge_agent.errors import RegisterMapError
+
+    out = []
+    buses = {b.name: b for b in config.buses}
+    maps: dict[str, Any] = {}
+    for meter in config.meters:
+        protocol = buses[meter.bus].protocol if meter.bus in buses else ""
+        if protocol == "dlt645-1997":
+            out.append(f"meter {meter.address}: DL/T 645-1997 has no remote relay: the agent "
+                       "bills it but cannot cut it off")
+        elif protocol == "modbus" and meter.model:
+            from protocols.modbus import load_map
+
+            try:
+                mapping = maps.setdefault(meter.model, load_map(meter.model))
+            except RegisterMapError:
+                continue  # reported as an error at start
+            if mapping.relay is None:
+                out.append(f"meter {meter.address}: register map {meter.model} has no relay: "
+                           "the agent bills it but cannot cut it off")
+    return out
 
 
 @main.group()

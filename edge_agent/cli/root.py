@@ -6,6 +6,7 @@ errors go to stderr as one line beginning `error:`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -25,8 +26,55 @@ def one_line(exc: Exception) -> str:
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
+#: verb -> (module under edge_agent.cli that defines it, one-line help for `--help`).
+#: Verbs are imported only when invoked: `edge-agent --help` and `edge-agent status` start in
+#: a fraction of the time on a gateway (tests/cli/test_startup.py pins it).  A new verb
+#: needs a line here; the test checks each line against its module.
+VERBS: dict[str, tuple[str, str]] = {
+    "balance": ("state", "Balance of one account (or all), exact, from the ledger."),
+    "bill": ("billing", "Billing tools."),
+    "commission": ("daemon", "Add, replace or remove a meter in the daemon's database."),
+    "config": ("daemon", "Configuration files."),
+    "demo": ("demo", "Simulated meters, the agent, a local broker and head end: a tour."),
+    "events": ("state", "Events (alerts, relay actions, tamper, ...), newest last."),
+    "frame": ("frame", "Decode or build a single DL/T 645 frame."),
+    "headend": ("headend", "A head end's tools: sign, send and watch commands and messages."),
+    "keys": ("keys", "Ed25519 keys: the gateway's pair and the head end's public keys by..."),
+    "ledger": ("state", "Ledger entries (newest last), with the balance after each."),
+    "lineloss": ("grid", "Line loss of each transformer area: supply, sales, loss, rate."),
+    "map": ("grid", "GeoJSON of the configured meters' locations, for a map app."),
+    "meters": ("state", "List registered meters with their last reading, relay state and..."),
+    "outbox": ("state", "Messages waiting for the head end (store and forward), by kind."),
+    "read": ("technician", "Read named quantities or data identifiers from one meter..."),
+    "relay": ("technician", "Trip, close, alarm or keep-power a relay and confirm it from..."),
+    "run": ("daemon", "Run the daemon (systemd ExecStart): poll, store, bill, enforce, sync."),
+    "scan": ("technician", "Discover the meters on a bus: DL/T 645 by wildcard address..."),
+    "sim": ("sim", "Run simulated meters on a pseudo-terminal (or TCP) until interrupted."),
+    "status": ("state", "Health per bus and per meter: success rate, last reading, relay,..."),
+    "tariff": ("billing", "Tariff files."),
+    "tariffs": ("billing", "Tariff versions in the daemon's database: current and pending."),
+    "usage": ("grid", "Daily usage of one account: kWh per rate, cost, tier position."),
+}
+
+
 class AgentGroup(click.Group):
-    """A group that reports every failure as one `error:` line with the contract's exit code."""
+    """A group that reports every failure as one `error:` line with the contract's exit code,
+    and imports a verb's module only when that verb runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(VERBS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in VERBS:
+            importlib.import_module(f"edge_agent.cli.{VERBS[cmd_name][0]}")  # registers it
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The verb list from `VERBS`, without importing every module to read its help."""
+        rows = [(name, VERBS[name][1] if name in VERBS else
+                 self.commands[name].get_short_help_str(80)) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
@@ -35,7 +83,7 @@ class AgentGroup(click.Group):
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(2)
         except (ConfigError, UsageError, RegisterMapError) as exc:
             click.echo(f"error: {one_line(exc)}", err=True)

@@ -19,11 +19,24 @@ from edge_agent.errors import UsageError
 from .root import emit, json_option, main
 
 
+def _load(text: str) -> Decimal:
+    """--load in kW: a non-negative decimal (a typo is a usage error, not a traceback)."""
+    from edge_agent.prepaid.money import parse_decimal
+
+    try:
+        value = parse_decimal(text, "--load", places=3)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if value < 0:
+        raise UsageError(f"--load {text}: must not be negative")
+    return value
+
+
 @main.command()
 @click.option("--count", "-n", default=1, show_default=True, type=click.IntRange(1, 247))
 @click.option("--address", "-a", "addresses", multiple=True,
               help="Meter address (repeat); default 000000000001 upwards.")
-@click.option("--baud", default=2400, show_default=True, type=int)
+@click.option("--baud", default=2400, show_default=True, type=click.IntRange(1))
 @click.option("--protocol", default="dlt645-2007", show_default=True,
               type=click.Choice(["dlt645-2007", "dlt645-1997", "modbus"]))
 @click.option("--model", default="chint-ddsu666", show_default=True,
@@ -34,9 +47,10 @@ from .root import emit, json_option, main
               help="Switch a fault on for a meter: silent, late, corrupt_checksum, garbage, "
                    "abnormal or none.")
 @click.option("--load", default="1.2", show_default=True, help="Load of each meter, kW.")
-@click.option("--time-scale", default=1.0, show_default=True, type=float,
+@click.option("--time-scale", default=1.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
               help="Simulated seconds per real second (energy grows faster).")
-@click.option("--tcp", "tcp_port", type=int, default=None,
+@click.option("--tcp", "tcp_port", type=click.IntRange(0, 65535), default=None,
               help="Serve on 127.0.0.1:PORT (0: any free port) instead of a pty.")
 @json_option
 def sim(count: int, addresses: tuple[str, ...], baud: int, protocol: str, model: str,
@@ -51,17 +65,18 @@ def sim(count: int, addresses: tuple[str, ...], baud: int, protocol: str, model:
     from firmware_sim.bus import SimBus, make_meters
     from firmware_sim.dlt645_meter import FAULTS
 
+    load_kw = _load(load)
     bus: Any
     if protocol == "modbus":
         from firmware_sim.modbus_meter import ModbusSimBus, make_modbus_meters
 
         if tcp_port is not None:
             raise UsageError("--tcp is for DL/T 645 simulators; Modbus runs on a pty")
-        modbus = make_modbus_meters(count, model, load_kw=Decimal(load), time_scale=time_scale)
+        modbus = make_modbus_meters(count, model, load_kw=load_kw, time_scale=time_scale)
         by_address: dict[str, Any] = {f"unit:{m.unit}": m for m in modbus}
         names = list(by_address)
     else:
-        meters = make_meters(count, addresses=addresses, load_kw=Decimal(load),
+        meters = make_meters(count, addresses=addresses, load_kw=load_kw,
                              time_scale=time_scale, version=protocol.rsplit("-", 1)[1])
         by_address = {m.address: m for m in meters}
         names = [m.address for m in meters]

@@ -11,14 +11,18 @@ from edge_agent.config import Config, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.store import Store
 
-from .root import emit, json_option, main
+from .output import ago, clip, local_time, table, two_places, wide_option
+from .root import emit, json_option, main, wants_json
 
 
-def current_config() -> Config:
+def current_config(full: bool = True) -> Config:
+    """The configuration (read once per command); `full=False` for verbs that only read the
+    database: bus quantity names are not checked (that loads the frame codec)."""
     root = click.get_current_context().find_root()
-    cached = root.obj.get("config")
+    cached = root.obj.get("config") or (None if full else root.obj.get("config_light"))
     if cached is None:
-        cached = root.obj["config"] = load_config(root.obj["config_path"])
+        cached = load_config(root.obj["config_path"], quantities=full)
+        root.obj["config" if full else "config_light"] = cached
     return cached
 
 
@@ -27,30 +31,64 @@ def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Database file (default: the one in the configuration).")(func)
 
 
-def open_store(db_path: str | None) -> Store:
-    if db_path is None:
-        db_path = current_config().database
+def open_store(db_path: str | None, write: bool = False) -> Store:
+    """The database for a verb; read-only for a user who may read but not write it (an
+    operator in the agent's group), so reading verbs work for them too."""
+    import os
     from pathlib import Path
 
-    if not Path(db_path).exists():
+    from edge_agent.errors import StorageError
+
+    if db_path is None:
+        db_path = current_config(full=write).database
+    path = Path(db_path)
+    if not path.exists():
         raise ConfigError(f"no database at {db_path}: has the daemon run yet?")
-    return Store(db_path)
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"cannot read the database {db_path}: permission denied (run as "
+                           "the agent's user or a member of its group)")
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    if write and not writable:
+        raise StorageError(f"cannot write the database {db_path}: permission denied (run as "
+                           "the agent's user, e.g. sudo -u edge-agent)")
+    return Store(db_path, readonly=not writable)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if not rows:
-        click.echo("(none)")
-        return
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for row in rows:
-        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+def _zone() -> Any:
+    """The gateway's time zone for display (the system's when there is no configuration)."""
+    try:
+        return current_config(full=False).tz
+    except ConfigError:
+        return None
+
+
+#: a heartbeat older than this means the daemon is not running (it writes one every 10 s)
+HEARTBEAT_STALE = 30.0
+
+
+def daemon_state(store: Store) -> dict[str, Any]:
+    """Whether the daemon runs, judged by its heartbeat's age (a killed daemon says nothing:
+    its last broker state and bus health are stale, and `status` must say so)."""
+    from datetime import UTC, datetime
+
+    beat = store.setting("heartbeat")
+    if beat is None:
+        return {"running": False, "heartbeat": None, "age_seconds": None,
+                "since": None}
+    age = (datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds()
+    running = age <= HEARTBEAT_STALE
+    stopped = store.setting("stopped_at")
+    if running and stopped is not None and stopped >= beat:
+        running = False
+    return {"running": running, "heartbeat": beat, "age_seconds": round(age, 1),
+            "since": None if running else (stopped if stopped and stopped >= beat else beat)}
 
 
 @main.command()
 @db_option
+@wide_option
 @json_option
-def meters(db_path: str | None, as_json: bool) -> None:
+def meters(db_path: str | None, wide: bool, as_json: bool) -> None:
     """List registered meters with their last reading, relay state and balance."""
     store = open_store(db_path)
     rows = store.meter_status()
@@ -61,40 +99,85 @@ def meters(db_path: str | None, as_json: bool) -> None:
                            for name, s in settings.items()}
         row["set_by"] = ", ".join(f"{n}:{s['source']}" for n, s in sorted(settings.items())
                                   ) or "file"
-    emit(rows, as_json, lambda: _table(rows, ["meter", "bus", "protocol", "account", "kwh",
-                                              "relay", "phase", "balance", "online",
-                                              "set_by"]))
+    if wide or wants_json(as_json):
+        emit(rows, as_json, lambda: table(rows, ["meter", "bus", "protocol", "account",
+                                                 "tariff", "kwh", "relay", "phase", "balance",
+                                                 "online", "set_by"], width=None))
+        return
+    short = [{**r, "kwh": two_places(r["kwh"]), "balance": two_places(r["balance"]),
+              "online": "yes" if r["online"] else "NO"} for r in rows]
+    table(short, ["meter", "bus", "account", "kwh", "relay", "online", "balance"],
+          squeeze="account")
 
 
 @main.command()
 @db_option
+@wide_option
 @json_option
-def status(db_path: str | None, as_json: bool) -> None:
+def status(db_path: str | None, wide: bool, as_json: bool) -> None:
     """Health per bus and per meter: success rate, last reading, relay, balance, backlog."""
+    import json
+
     store = open_store(db_path)
     rows = store.meter_status()
-    buses = store.bus_health(rows)
+    daemon = daemon_state(store)
+    live = {b["bus"]: b for b in json.loads(store.setting("bus_health") or "[]")}
+    buses = []
+    for bus in store.bus_health(rows):
+        # the live part of runtime.health's summary (not imported: start-up time); the
+        # stored day's requests/replies/success_rate stay as they are
+        state = {k: v for k, v in live.get(bus["bus"], {}).items()
+                 if k not in ("bus", "requests", "replies")}
+        buses.append({**bus, **state,
+                      "state": state.get("state", "unknown") if daemon["running"]
+                      else "stalled"})
     depth = store.outbox_depth()
-    data = {"gateway": store.setting("gateway_id"),
-            "broker": store.setting("broker_state", "unknown"),
-            "daemon_heartbeat": store.setting("heartbeat"), "outbox": depth,
+    data = {"gateway": store.setting("gateway_id"), "daemon": daemon,
+            "broker": store.setting("broker_state", "unknown") if daemon["running"]
+            else "unknown (daemon not running)",
+            "daemon_heartbeat": daemon["heartbeat"], "outbox": depth,
             "outbox_total": sum(depth.values()), "buses": buses, "meters": rows}
+    if wants_json(as_json):
+        emit(data, as_json)
+        return
+    tz = _zone()
+    if daemon["running"]:
+        head = f"daemon running (heartbeat {ago(daemon['age_seconds'])} ago)"
+    elif daemon["since"] is None:
+        head = "daemon NOT RUNNING (it has never run on this database)"
+    else:
+        head = (f"daemon NOT RUNNING since {local_time(daemon['since'], tz)} "
+                f"({daemon['since'][:19]}Z)" if wide else
+                f"daemon NOT RUNNING since {local_time(daemon['since'], tz)} "
+                f"({daemon['since'][:16]} UTC)")
+    click.echo(head)
+    click.echo(clip(f"gateway {data['gateway']}  broker {data['broker']}  "
+                    f"outbox {data['outbox_total']}", 10**6 if wide else 80))
+    bus_rows = [{**b, "success": _rate(b.get("success_rate")),
+                 "last_poll": local_time(b.get("last_success"), tz),
+                 "error": b.get("last_error") or ""} for b in buses]
+    table(bus_rows, ["bus", "state", "meters", "online", "success", "last_poll", "error"],
+          squeeze="error", width=None if wide else 80)
+    click.echo()
+    meter_rows = [{**r, "success": _rate(r["success_rate"]),
+                   "last_reading": local_time(r["last_reading"], tz) if not wide
+                   else r["last_reading"],
+                   "balance": r["balance"] if wide else two_places(r["balance"])}
+                  for r in rows]
+    table(meter_rows, ["meter", "bus", "success", "last_reading", "relay", "balance"],
+          squeeze="bus", width=None if wide else 80)
 
-    def human() -> None:
-        click.echo(f"gateway {data['gateway']}  broker {data['broker']}  "
-                   f"outbox {data['outbox_total']}  heartbeat {data['daemon_heartbeat']}")
-        _table(buses, ["bus", "meters", "online", "success_rate", "relays_open"])
-        click.echo()
-        _table(rows, ["meter", "bus", "success_rate", "last_reading", "relay", "balance"])
 
-    emit(data, as_json, human)
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.0f}%"
 
 
 @main.command()
 @click.argument("account", required=False)
 @db_option
+@wide_option
 @json_option
-def balance(account: str | None, db_path: str | None, as_json: bool) -> None:
+def balance(account: str | None, db_path: str | None, wide: bool, as_json: bool) -> None:
     """Balance of one account (or all), exact, from the ledger."""
     from edge_agent.prepaid.money import display_money, format_money
 
@@ -105,35 +188,54 @@ def balance(account: str | None, db_path: str | None, as_json: bool) -> None:
     rows = [{"account": a, "balance": format_money(b), "display": display_money(b)}
             for a, b in balances.items()]
     emit(rows if account is None else rows[0], as_json,
-         lambda: _table(rows, ["account", "display", "balance"]))
+         lambda: table(rows, ["account", "display", "balance"] if wide
+                       else ["account", "display"], headers={"display": "balance"},
+                       squeeze="account", width=None if wide else 80))
 
 
 @main.command()
 @click.argument("account", required=False)
-@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
 @db_option
+@wide_option
 @json_option
-def ledger(account: str | None, limit: int, db_path: str | None, as_json: bool) -> None:
+def ledger(account: str | None, limit: int, db_path: str | None, wide: bool,
+           as_json: bool) -> None:
     """Ledger entries (newest last), with the balance after each."""
     rows = open_store(db_path).ledger(account, limit)
-    emit(rows, as_json, lambda: _table(rows, ["seq", "ts", "account", "kind", "amount",
-                                              "balance_after", "id"]))
+    if wide or wants_json(as_json):
+        emit(rows, as_json, lambda: table(rows, ["seq", "ts", "account", "kind", "amount",
+                                                 "balance_after", "id"], width=None))
+        return
+    tz = _zone()
+    short = [{**r, "ts": local_time(r["ts"], tz), "amount": two_places(r["amount"]),
+              "balance_after": two_places(r["balance_after"])} for r in rows]
+    table(short, ["seq", "ts", "account", "kind", "amount", "balance_after"],
+          headers={"balance_after": "balance"}, squeeze="account")
 
 
 @main.command()
 @click.option("--meter", default=None)
 @click.option("--type", "types", multiple=True, help="Only these event types (repeat).")
-@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
 @db_option
+@wide_option
 @json_option
 def events(meter: str | None, types: tuple[str, ...], limit: int, db_path: str | None,
-           as_json: bool) -> None:
+           wide: bool, as_json: bool) -> None:
     """Events (alerts, relay actions, tamper, ...), newest last."""
     rows = open_store(db_path).events(limit, meter, types)
     for row in rows:
         row["detail_text"] = ", ".join(f"{k}={v}" for k, v in row["detail"].items())
-    emit(rows, as_json, lambda: _table(rows, ["seq", "ts", "meter", "account", "type",
-                                              "severity", "detail_text"]))
+    if wide or wants_json(as_json):
+        emit(rows, as_json, lambda: table(rows, ["seq", "ts", "meter", "account", "type",
+                                                 "severity", "detail_text"], width=None))
+        return
+    tz = _zone()
+    short = [{**r, "ts": local_time(r["ts"], tz), "who": r["meter"] or r["account"] or "",
+              "severity": r["severity"][:4]} for r in rows]
+    table(short, ["seq", "ts", "who", "type", "severity", "detail_text"],
+          headers={"severity": "sev", "detail_text": "detail"}, squeeze="detail_text")
 
 
 @main.command()
@@ -141,11 +243,17 @@ def events(meter: str | None, types: tuple[str, ...], limit: int, db_path: str |
 @json_option
 def outbox(db_path: str | None, as_json: bool) -> None:
     """Messages waiting for the head end (store and forward), by kind."""
+    from datetime import UTC, datetime
+
     store = open_store(db_path)
     depth = store.outbox_depth()
     oldest = store.pending(limit=1)
+    created = store.outbox_oldest()
+    age = None if created is None else (datetime.now(UTC) - created).total_seconds()
     data = {"total": sum(depth.values()), "by_kind": depth,
-            "oldest_seq": oldest[0][0] if oldest else None}
+            "oldest_seq": oldest[0][0] if oldest else None,
+            "oldest_age_seconds": None if age is None else round(age, 1)}
     emit(data, as_json, lambda: click.echo(
         f"{data['total']} message(s) waiting: "
-        + (", ".join(f"{k} {v}" for k, v in depth.items()) or "none")))
+        + (", ".join(f"{k} {v}" for k, v in depth.items()) or "none")
+        + (f"; oldest {ago(age)} old" if age is not None else "")))

@@ -21,14 +21,16 @@ RELAY_CHOICES = list(ACTION_CHOICES)
 def line_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Port and line-setting options shared by the technician verbs."""
     options = [
-        click.option("--port", "-p", required=True,
-                     help="Serial device or socket://host:port of a TCP serial server."),
-        click.option("--baud", default=2400, show_default=True, type=int),
+        click.option("--port", "-p", default=None,
+                     help="Serial device or socket://host:port of a TCP serial server "
+                          "(default for read/relay: the bus of the meter in the configuration)."),
+        click.option("--baud", default=2400, show_default=True, type=click.IntRange(1)),
         click.option("--parity", default="E", show_default=True,
                      type=click.Choice(["N", "E", "O"])),
-        click.option("--timeout", default=0.5, show_default=True, type=float,
+        click.option("--timeout", default=0.5, show_default=True,
+                     type=click.FloatRange(0, 60, min_open=True),
                      help="Seconds a meter may take to start its reply."),
-        click.option("--retries", default=2, show_default=True, type=int),
+        click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 10)),
     ]
     for option in reversed(options):
         func = option(func)
@@ -88,6 +90,36 @@ def record_direct(address: str, action: str, relay: str | None, error: str = "")
     store.close()
 
 
+def configured_line(address: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """Without --port: the line settings of the bus the configuration puts the meter on
+    (options given on the command line still win)."""
+    from click.core import ParameterSource
+
+    from edge_agent.errors import ConfigError
+
+    from .state import current_config
+
+    if address is None:
+        raise UsageError("give --port (or --address of a configured meter)")
+    try:
+        config = current_config()
+    except ConfigError as exc:
+        raise UsageError(f"give --port: no configuration to find meter {address} in "
+                         f"({exc})") from None
+    meter = next((m for m in config.meters if m.address == address), None)
+    if meter is None:
+        raise UsageError(f"give --port: meter {address} is not in {config.source}")
+    bus = config.bus(meter.bus)
+    ctx = click.get_current_context()
+    settings = {"port": bus.port, "baud": bus.baud, "parity": bus.parity,
+                "timeout": bus.response_timeout, "retries": bus.retries,
+                "protocol": bus.protocol, "unit": meter.unit, "model": meter.model}
+    for key in settings:
+        if key in given and ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE:
+            settings[key] = given[key]
+    return settings
+
+
 def protocol_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--protocol, and --unit/--model for Modbus meters."""
     options = [
@@ -141,6 +173,13 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
       edge-agent read -p /dev/ttyUSB0 -a 000000000001 energy voltage current
       edge-agent read -p /dev/ttyUSB0 -a 000000000001 00010000 --json
     """
+    if port is None:
+        line = configured_line(address, {"baud": baud, "parity": parity, "timeout": timeout,
+                                         "retries": retries, "protocol": protocol,
+                                         "unit": unit, "model": model})
+        port, baud, parity, timeout = line["port"], line["baud"], line["parity"], line["timeout"]
+        retries, protocol, unit, model = (line["retries"], line["protocol"], line["unit"],
+                                          line["model"])
     keys = list(quantities) or ["energy"]
     if protocol != "modbus":
         from protocols.dlt645 import v1997
@@ -186,12 +225,17 @@ def scan(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
 
     Shows progress on stderr; a probe that nobody answers costs TIMEOUT seconds.
     """
+    if port is None:
+        raise UsageError("give --port: the bus to scan")
     if protocol == "modbus":
         try:
             first, _, last = units.partition("-")
             unit_range = range(int(first), int(last or first) + 1)
+            if not unit_range or unit_range[0] < 1 or unit_range[-1] > 247:
+                raise ValueError
         except ValueError:
-            raise UsageError(f"--units {units!r}: use FIRST-LAST, e.g. 1-32") from None
+            raise UsageError(f"--units {units!r}: use FIRST-LAST within 1-247, e.g. 1-32") \
+                from None
         from edge_agent.field.modbus import ModbusMeterClient
         from protocols.modbus import load_map
 
@@ -237,7 +281,7 @@ def scan(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
 @protocol_options
 @click.option("--address", "-a", default=None, help="Meter address, nameplate order.")
 @click.argument("action", type=click.Choice(RELAY_CHOICES))
-@click.option("--valid-minutes", default=10, show_default=True, type=int)
+@click.option("--valid-minutes", default=10, show_default=True, type=click.IntRange(1, 1440))
 @json_option
 def relay(port: str, baud: int, parity: str, timeout: float, retries: int, protocol: str,
           unit: int | None, model: str | None, address: str | None, action: str,
@@ -249,6 +293,13 @@ def relay(port: str, baud: int, parity: str, timeout: float, retries: int, proto
 
     if address is None and unit is None:
         raise UsageError("give --address (or --unit for a Modbus meter)")
+    if port is None:
+        line = configured_line(address, {"baud": baud, "parity": parity, "timeout": timeout,
+                                         "retries": retries, "protocol": protocol,
+                                         "unit": unit, "model": model})
+        port, baud, parity, timeout = line["port"], line["baud"], line["parity"], line["timeout"]
+        retries, protocol, unit, model = (line["retries"], line["protocol"], line["unit"],
+                                          line["model"])
     address = address or f"unit:{unit}"
     answer = via_daemon({"op": "relay", "port": port, "address": address, "action": action})
     if protocol != "dlt645-2007" and answer is None:

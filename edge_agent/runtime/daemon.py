@@ -21,7 +21,9 @@ from edge_agent.clock import Clock
 from edge_agent.config import BusConfig, Config
 from edge_agent.errors import (
     EXPECTED_ERRORS,
+    BusError,
     ConfigError,
+    RelayUnsupported,
     UnknownMeter,
 )
 from edge_agent.field.drivers import make_driver
@@ -37,6 +39,7 @@ from edge_agent.prepaid.tariff import (
     version_key,
 )
 from edge_agent.prepaid.vocabulary import ADVISORY, meter_action
+from edge_agent.runtime import health
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
 from edge_agent.store.database import from_iso
@@ -87,6 +90,11 @@ class _Cycle:
         self.remaining = meters
         self.polls: list[Any] = []
         self.done: Future[int] = Future()  # set once the polls are stored and enforced
+        self.errors: list[BaseException] = []  # polls that raised (a port that went away)
+
+
+HEARTBEAT = 10.0  # seconds between heartbeats (and STATUS= updates)
+RELAY_REMINDER = 86400.0  # seconds: a meter without a relay is reported again at most daily
 
 
 class Agent:
@@ -125,6 +133,12 @@ class Agent:
         self.reload_requested = threading.Event()
         self._status_at = float("-inf")
         self._headend_noted = float("-inf")
+        self.bus_health = {b.name: health.BusHealth(b.name, b.port, b.poll_interval,
+                                                    self.clock.monotonic())
+                           for b in config.buses}
+        self._events_seen: int | None = None  # last event seq written to the journal
+        # (meter, action) -> when a meter without a relay was last reported for it
+        self._relay_unsupported: dict[tuple[str, str], float] = {}
 
     # -- set-up ---------------------------------------------------------------------------
     def _policy(self, config: Config) -> Any:
@@ -233,9 +247,15 @@ class Agent:
                  ) -> Callable[[Any], None]:
         preempt = self.workers[cycle.bus].preempt
 
+        record = self.bus_health[cycle.bus]
+
         def job(driver: Any) -> None:
+            watched = health.ActivityDriver(driver, record, self.clock)
             try:
-                cycle.polls.append(driver.poll(meter, quantities, self.clock.now(), preempt))
+                cycle.polls.append(watched.poll(meter, quantities, self.clock.now(), preempt))
+            except BaseException as exc:
+                cycle.errors.append(exc)
+                raise
             finally:
                 cycle.remaining -= 1
                 if cycle.remaining == 0:
@@ -274,6 +294,10 @@ class Agent:
             try:
                 relay = driver.relay(decision.meter, decision.action)
                 ok, error = True, ""
+            except RelayUnsupported as exc:
+                if not self._report_unsupported(decision.meter, decision.action):
+                    return None  # reported already today: no event, no alert every poll
+                relay, ok, error = None, False, str(exc)
             except EXPECTED_ERRORS as exc:
                 relay, ok, error = None, False, str(exc)
                 log.warning("relay %s on %s failed: %s", decision.action, decision.meter, exc)
@@ -305,6 +329,18 @@ class Agent:
                 raise
         return self.processing.submit(run)
 
+    def _report_unsupported(self, meter: str, action: str) -> bool:
+        """A prepaid meter without a relay (DL/T 645-1997, a Modbus map without one): its
+        `relay_failed` is raised once, then as a reminder at most daily, not every poll."""
+        now = self.clock.monotonic()
+        last = self._relay_unsupported.get((meter, action))
+        if last is not None and now - last < RELAY_REMINDER:
+            return False
+        self._relay_unsupported[(meter, action)] = now
+        log.error("meter %s has no remote relay: the agent cannot %s it (reported again at "
+                  "most daily)", meter, action)
+        return True
+
     def poll_now(self, bus_name: str | None = None) -> list[Future[Any]]:
         """Queue a poll of every meter of one bus (or all) now; each future completes when
         its cycle has been stored, billed and enforced."""
@@ -322,9 +358,24 @@ class Agent:
             cycle.done.set_result(0)
             return cycle.done
         worker = self.workers[bus.name]
+        started = self.clock.monotonic()
+        cycle.done.add_done_callback(lambda _: self._record_health(cycle, started))
         for meter in meters:
             worker.submit(self.poll_job(cycle, meter, bus.quantities), POLL)
         return cycle.done
+
+    def _record_health(self, cycle: _Cycle, started: float) -> None:
+        """A finished cycle in its bus's health: stored (which meters answered) or failed."""
+        record = self.bus_health[cycle.bus]
+        now = self.clock.monotonic()
+        error = cycle.done.exception()
+        if error is None and cycle.errors and not cycle.polls:
+            error = cycle.errors[-1]  # no meter could be polled at all: the port
+        if error is not None:
+            record.cycle_failed(error, isinstance(error, BusError), now - started)
+            return
+        record.cycle_stored({p.meter: p.ok for p in cycle.polls}, now - started, now,
+                            self.clock.now())
 
     def schedule(self) -> None:
         """Start the bus cycles that are due, one outstanding cycle per bus at most."""
@@ -423,20 +474,39 @@ class Agent:
 
     # -- the loop -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        now = self.clock.monotonic()
+        states = {name: record.state(now) for name, record in self.bus_health.items()}
         return {"online": True, "version": __version__, "gw": self.config.gateway_id,
                 "started_at": self.started_at.isoformat(), "cycles": self.cycles,
                 "meters": len(self.store.meters()),
                 "buses": [{"name": b.name, "port": b.port, "protocol": b.protocol,
                            "stray_replies": getattr(self.workers[b.name].driver, "stray", 0),
-                           "failed_jobs": self.workers[b.name].failures}
+                           "failed_jobs": self.workers[b.name].failures,
+                           "state": states.get(b.name, health.OK)}
                           for b in self.config.buses],
+                "state": health.overall(list(states.values())),
                 "outbox": self.store.outbox_depth(),
                 "broker": self.store.setting("broker_state", "not configured"),
                 "health": self.health()}
 
     def health(self) -> dict[str, Any]:
-        """Per bus summary for the status message (per-meter detail: `edge-agent status`)."""
-        return {"buses": self.store.bus_health()}
+        """Per bus summary for the status message (per-meter detail: `edge-agent status`):
+        the stored day's counts with the live state, counters and last error of each bus."""
+        now = self.clock.monotonic()
+        live = {name: health.live_fields(record.summary(now))
+                for name, record in self.bus_health.items()}
+        buses = [{**row, **live.get(row["bus"], {})} for row in self.store.bus_health()]
+        for name, fields in live.items():
+            if not any(b["bus"] == name for b in buses):  # a bus with no meter yet
+                buses.append({"bus": name, "meters": 0, "online": 0, "requests": 0,
+                              "replies": 0, "relays_open": 0, "success_rate": None, **fields})
+        return {"buses": buses}
+
+    def stalled(self) -> list[str]:
+        """Buses with no stored cycle for their stall limit (each change logged once)."""
+        now = self.clock.monotonic()
+        return [name for name, record in self.bus_health.items()
+                if record.check(now) == health.STALLED]
 
     def start(self) -> None:
         for worker in self.workers.values():
@@ -450,6 +520,7 @@ class Agent:
             signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
             signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
             signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        self.journal_events()  # from here on, every new event goes to the journal too
         self.start()
         self.notifier.ready(f"polling {len(self.workers)} bus(es)")
         log.info("edge-agent %s started: gateway %s, %d bus(es), %d meter(s)", __version__,
@@ -481,43 +552,82 @@ class Agent:
             self.store.set_headend_last_seen(self.clock.now())
 
     def feed_watchdog(self) -> None:
-        """WATCHDOG=1 only while cycles keep being stored (a stuck bus or DB starves it)."""
-        longest = max((b.poll_interval for b in self.config.buses), default=60.0)
-        stalled = self.clock.monotonic() - self.progress_at > max(3 * longest, 5.0)
+        """WATCHDOG=1 only while every bus stores cycles (a stuck bus or DB starves it; the
+        notifier sends it at half systemd's WatchdogSec, not on every call)."""
+        stalled = self.stalled()
         if not stalled:
             self.notifier.watchdog()
+        self.journal_events()
         now = self.clock.monotonic()
-        if now - self._status_at >= 10.0:  # counting a large outbox is not free
-            self._status_at = now
-            backlog = sum(self.store.outbox_depth().values())
-            self.notifier.status(f"{self.cycles} cycles stored, outbox {backlog}")
-            self.store.set_setting("heartbeat", self.clock.now().isoformat())
+        states = {name: record.state(now) for name, record in self.bus_health.items()}
+        changed = states != getattr(self, "_states_shown", None)
+        if changed or now - self._status_at >= HEARTBEAT:  # counting the outbox is not free
+            self._status_at, self._states_shown = now, states
+            self.notifier.status(self.status_line(stalled))
+            self.write_heartbeat()
+
+    def status_line(self, stalled: list[str]) -> str:
+        """`systemctl status`'s STATUS=: the buses' states, cycles and the backlog."""
+        now = self.clock.monotonic()
+        backlog = sum(self.store.outbox_depth().values())
+        states = ", ".join(f"{name} {record.state(now)}"
+                           for name, record in self.bus_health.items())
+        prefix = f"STALLED {', '.join(stalled)}; " if stalled else ""
+        return f"{prefix}{states or 'no bus'}; {self.cycles} cycles stored, outbox {backlog}"
+
+    def write_heartbeat(self) -> None:
+        """What `edge-agent status` (another process) reads: the time, and the buses' live
+        health; a heartbeat older than `HEARTBEAT_STALE` means the daemon is not running."""
+        import json
+
+        now = self.clock.monotonic()
+        self.store.set_setting("heartbeat", self.clock.now().isoformat())
+        self.store.set_setting("bus_health", json.dumps(
+            [record.summary(now) for record in self.bus_health.values()]))
+
+    def journal_events(self) -> None:
+        """Every event stored (by polling, the head end, a technician...) also goes to the
+        journal once, at the priority of its severity: failures are never only in SQLite."""
+        newest = self.store.events(1)  # one row: cheap enough for every turn of the loop
+        last = newest[-1]["seq"] if newest else 0
+        if self._events_seen is None:  # history before this start was journalled before
+            self._events_seen = last
+            return
+        if last <= self._events_seen:
+            return
+        rows = self.store.events(min(last - self._events_seen, 200))
+        fresh = [r for r in rows if r["seq"] > self._events_seen]
+        if fresh and fresh[0]["seq"] > self._events_seen + 1:
+            log.warning("%d event(s) not shown here (see edge-agent events)",
+                        fresh[0]["seq"] - self._events_seen - 1)
+        for row in fresh:
+            health.journal_event(row)
+        self._events_seen = max(last, self._events_seen)
 
     def reload(self) -> list[str]:
-        """Re-read the configuration file; apply what can change live, say what cannot."""
-        from edge_agent.config import load_config
+        """Re-read the configuration file; apply what can change live, say what cannot.
 
+        Everything is checked before anything changes: an invalid file, tariff or policy is
+        refused (logged at err) and the daemon runs on as before.  Bus changes need a restart
+        (the buses keep running as they are); a reload never stops the daemon."""
         try:
-            new = load_config(self.config.source)
-        except ConfigError as exc:
-            log.error("reload refused, configuration invalid: %s", exc)
+            new, tariffs, policy, notes = self._checked_reload()
+        except EXPECTED_ERRORS as exc:
+            log.error("SIGHUP: reload refused, configuration invalid (still running on the "
+                      "previous one): %s", "; ".join(str(exc).splitlines()))
             return [f"refused: {exc}"]
-        notes = []
-        for key in ("gateway_id", "database", "timezone", "control_socket"):
-            if getattr(new, key) != getattr(self.config, key):
-                notes.append(f"agent.{key} changed: needs a restart")
-        if [(b.name, b.port, b.protocol, b.baud) for b in new.buses] != [
-                (b.name, b.port, b.protocol, b.baud) for b in self.config.buses]:
-            notes.append("buses changed: needs a restart")
-        if new.mqtt != self.config.mqtt:
-            notes.append("[mqtt] changed: needs a restart")
+        except Exception as exc:  # a reload must never take the daemon down
+            log.error("SIGHUP: reload failed, still running on the previous configuration",
+                      exc_info=exc)
+            return [f"refused: {exc}"]
+
         def apply() -> None:
             old = self.config
             self.config = new
-            self.tariffs.update(load_tariffs(new, self.store))
+            self.tariffs.update(tariffs)
             self.register_meters()
             self._policy_conflicts(old.policy_raw, new.policy_raw)
-            self.processor.policy = self._policy(new)
+            self.processor.policy = policy
             for account in new.accounts:
                 self.processor.set_account_class(account.name, account.policy_class,
                                                  account.tier_bonus_kwh, self.clock.now(),
@@ -526,14 +636,54 @@ class Agent:
             self.processor.reload()
 
         self.on_processor(apply)
+        logging.getLogger().setLevel(new.log_level.upper())
+        for bus in new.buses:
+            record = self.bus_health.get(bus.name)
+            if record is not None:
+                record.poll_interval = bus.poll_interval
         for service in self.services:
             if hasattr(service, "reload"):
                 service.reload()
         notes.append("reloaded: policy, meters, tariffs, poll intervals, retention, "
-                     "head-end keys")
+                     "head-end keys, log level")
         for note in notes:
-            log.info("SIGHUP: %s", note)
+            (log.warning if "restart" in note else log.info)("SIGHUP: %s", note)
         return notes
+
+    def _checked_reload(self) -> tuple[Config, dict[str, Tariff], Any, list[str]]:
+        """The new configuration as it can be applied live, its tariffs and policy, and the
+        notes on what needs a restart; raises (a typed error) if anything is invalid."""
+        import dataclasses
+
+        from edge_agent.config import load_config
+
+        new = load_config(self.config.source)
+        tariffs = load_tariffs(new, self.store)
+        known = set(tariffs) | set(self.tariffs)
+        missing = sorted({m.tariff for m in new.meters} - known)
+        if missing:
+            raise ConfigError(f"meters use tariffs not found in {new.tariff_dir}: "
+                              f"{', '.join(missing)}")
+        policy = self._policy(new)
+        notes = [f"agent.{key} changed: needs a restart"
+                 for key in ("gateway_id", "database", "timezone", "control_socket",
+                             "control_group", "metrics_port")
+                 if getattr(new, key) != getattr(self.config, key)]
+        if new.mqtt != self.config.mqtt:
+            notes.append("[mqtt] changed: needs a restart")
+
+        def wiring(buses: tuple[BusConfig, ...]) -> list[tuple[Any, ...]]:
+            return sorted((b.name, b.port, b.protocol, b.baud, b.parity, b.stopbits,
+                           b.response_timeout, b.gap, b.retries) for b in buses)
+
+        if wiring(new.buses) != wiring(self.config.buses):
+            notes.append("[[bus]] added, removed or rewired: needs a restart (buses keep "
+                         "running as they were)")
+            stay = [m for m in new.meters if m.bus in self.workers]
+            notes += [f"meter {m.address} on new bus {m.bus}: polled after a restart"
+                      for m in new.meters if m.bus not in self.workers]
+            new = dataclasses.replace(new, buses=self.config.buses, meters=tuple(stay))
+        return new, tariffs, policy, notes
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -546,5 +696,6 @@ class Agent:
         for worker in self.workers.values():
             worker.stop()
         self.processing.shutdown(wait=True)
+        self.store.set_setting("stopped_at", self.clock.now().isoformat())  # for `status`
         self.store.close()
         log.info("edge-agent stopped")

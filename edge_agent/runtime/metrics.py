@@ -10,6 +10,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from edge_agent.errors import ConfigError
+
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -48,12 +50,77 @@ def render(agent: Any) -> str:
     for m in meters:
         lines.append(f'edge_agent_meter_relay_open{{meter="{m["meter"]}"}} '
                      f'{int(m["relay"] == "open")}')
-    lines += ["# HELP edge_agent_account_balance_yuan Account balance (display; the ledger is "
-              "exact).", "# TYPE edge_agent_account_balance_yuan gauge"]
-    for account, balance in store.balances().items():
-        lines.append(f'edge_agent_account_balance_yuan{{account="{_escape(account)}"}} '
-                     f'{balance.quantize(1 / __import__("decimal").Decimal(100))}')
+    # No per-account balance series: balances are business data with one series per
+    # customer (unbounded cardinality); the head end has them from the ledger.
+    lines += _bus_lines(agent) + _process_lines(agent)
     return "\n".join(lines) + "\n"
+
+
+def _gauge(name: str, help_text: str, kind: str = "gauge") -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
+def _bus_lines(agent: Any) -> list[str]:
+    """Per bus: health state, requests, timeouts, last stored cycle, last cycle's duration."""
+    from edge_agent.runtime.health import STATES
+
+    now = agent.clock.monotonic()
+    records = list(getattr(agent, "bus_health", {}).values())
+    lines = _gauge("edge_agent_bus_state", "1 for the bus's current state (ok, degraded, "
+                   "stalled).")
+    for r in records:
+        state = r.state(now)
+        lines += [f'edge_agent_bus_state{{bus="{_escape(r.name)}",state="{s}"}} '
+                  f'{int(s == state)}' for s in STATES]
+    for name, help_text, attr in (
+            ("edge_agent_bus_requests_total", "Meter polls sent since start.", "requests"),
+            ("edge_agent_bus_timeouts_total", "Meter polls not answered since start.",
+             "timeouts")):
+        lines += _gauge(name, help_text, "counter")
+        lines += [f'{name}{{bus="{_escape(r.name)}"}} {getattr(r, attr)}' for r in records]
+    lines += _gauge("edge_agent_bus_last_success_timestamp_seconds",
+                    "Unix time of the bus's last stored poll cycle.")
+    lines += [f'edge_agent_bus_last_success_timestamp_seconds{{bus="{_escape(r.name)}"}} '
+              f'{r.last_success.timestamp():.3f}' for r in records if r.last_success]
+    lines += _gauge("edge_agent_bus_poll_duration_seconds",
+                    "How long the bus's last poll cycle took.")
+    lines += [f'edge_agent_bus_poll_duration_seconds{{bus="{_escape(r.name)}"}} '
+              f'{r.last_duration:.3f}' for r in records if r.last_duration is not None]
+    return lines
+
+
+def _process_lines(agent: Any) -> list[str]:
+    """The outbox's oldest message age, resident memory and build information."""
+    import platform
+    from datetime import UTC, datetime
+
+    from edge_agent import __version__
+
+    lines = _gauge("edge_agent_outbox_oldest_age_seconds",
+                   "Age of the oldest message waiting for the head end (0: empty).")
+    oldest = agent.store.outbox_oldest()
+    age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+    lines.append(f"edge_agent_outbox_oldest_age_seconds {max(age, 0.0):.1f}")
+    rss = resident_bytes()
+    if rss is not None:
+        lines += _gauge("process_resident_memory_bytes", "Resident memory of the daemon.")
+        lines.append(f"process_resident_memory_bytes {rss}")
+    lines += _gauge("edge_agent_build_info", "Version of edge-agent and Python (always 1).")
+    lines.append(f'edge_agent_build_info{{version="{_escape(__version__)}",'
+                 f'python="{platform.python_version()}"}} 1')
+    return lines
+
+
+def resident_bytes() -> int | None:
+    """VmRSS of this process from /proc (None where there is no /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 class MetricsServer:
@@ -62,20 +129,31 @@ class MetricsServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                self._answer(body=True)
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def _answer(self, body: bool) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404)
                     return
-                body = render(agent_ref).encode()
+                text = render(agent_ref).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
-                self.wfile.write(body)
+                if body:
+                    self.wfile.write(text)
 
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        except OSError as exc:
+            raise ConfigError(f"[agent].metrics_port {port}: cannot listen on 127.0.0.1 "
+                              f"({exc.strerror})") from None
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="metrics",
                                         daemon=True)

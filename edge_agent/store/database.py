@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.errors import StorageError
 
@@ -35,7 +36,8 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
     return module
 
 
-sqlite_utils = _import_sqlite_utils()
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 4
 
@@ -146,18 +148,35 @@ def to_decimal(text: str | None) -> Decimal | None:
 class Database:
     """The agent's database: open once per process; thread-safe for one writer at a time."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly  # a user who may read but not write the database (CLI)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            if self.readonly:
+                # Without a write-ahead log beside it (no daemon writing), a reader that may
+                # not create the -shm file opens the file as immutable; with one, the
+                # daemon's -shm is there to share.
+                wal = self.path.with_name(self.path.name + "-wal").exists()
+                query = "mode=ro" if wal else "mode=ro&immutable=1"
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True,
+                                       timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA schema_version").fetchone()  # fails now, not later
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.path}"
+                               f"{' read-only' if self.readonly else ''}: {exc}") from None
         conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
         conn.execute("PRAGMA busy_timeout=30000")
         conn.row_factory = sqlite3.Row
@@ -171,7 +190,7 @@ class Database:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
-            self._local.db = sqlite_utils.Database(conn)
+            self._local.db = None  # sqlite-utils on first use (CLI start-up time)
             self._local.depth = 0
         return conn
 
@@ -189,7 +208,9 @@ class Database:
 
     @property
     def db(self) -> sqlite_utils.Database:
-        self.conn  # noqa: B018  (creates this thread's connection)
+        conn = self.conn
+        if self._local.db is None:
+            self._local.db = _import_sqlite_utils().Database(conn)
         return self._local.db
 
     def close(self) -> None:
@@ -205,9 +226,21 @@ class Database:
         if version > SCHEMA_VERSION:
             raise StorageError(f"database {self.path} has schema {version}, newer than this "
                                f"agent understands ({SCHEMA_VERSION}); upgrade edge-agent")
+        if self.readonly:
+            if version < SCHEMA_VERSION:
+                raise StorageError(f"database {self.path} has schema {version}; the daemon "
+                                   f"(or a user who may write it) must upgrade it first")
+            return
+        if version == SCHEMA_VERSION:
+            return
+        db = self.db  # sqlite-utils loads before the write lock is taken, not while held
         for number in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
-                MIGRATIONS[number - 1](self.db)
+                # Another process (the daemon and a CLI verb, both opening a new file) may
+                # have migrated meanwhile: look again under the write lock.
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
+                MIGRATIONS[number - 1](db)
                 self.conn.execute(f"PRAGMA user_version={number}")
 
     @contextmanager
@@ -221,6 +254,9 @@ class Database:
             finally:
                 self._local.depth -= 1
             return
+        if self.readonly:
+            raise StorageError(f"cannot write the database {self.path}: opened read-only "
+                               "(this user may not write it; run as the agent's user)")
         conn.execute("BEGIN IMMEDIATE")
         self._local.depth = 1
         try:

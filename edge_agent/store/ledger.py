@@ -11,14 +11,16 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import Malformed, UnknownAccount
-from edge_agent.prepaid.enforcement import AlertState
 from edge_agent.prepaid.money import format_money, from_micro, to_micro
-from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.prepaid.vocabulary import LedgerKind
 from edge_agent.store.database import Database, to_iso
+
+if TYPE_CHECKING:  # the prepaid records load when used: `edge-agent status` starts faster
+    from edge_agent.prepaid.enforcement import AlertState
+    from edge_agent.prepaid.records import LedgerEntry
 
 _INSERT_LEDGER = ("INSERT INTO ledger (id, account, kind, amount, amount_micro, ts, meter, "
                   "detail, balance_after, origin) VALUES (?,?,?,?,?,?,?,?,?,?)")
@@ -173,6 +175,8 @@ class Ledger(Database):
         return -from_micro(row[0])
 
     def alert_states(self) -> dict[str, AlertState]:
+        from edge_agent.prepaid.enforcement import AlertState
+
         out = {}
         for account, text in self.conn.execute("SELECT id, alerts FROM accounts"):
             data = json.loads(text or "{}")

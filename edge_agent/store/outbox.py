@@ -99,6 +99,11 @@ class Outbox(Database):
         with self.transaction():
             self.conn.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in seqs])
 
+    def outbox_oldest(self) -> datetime | None:
+        """When the oldest message still waiting was queued (None: the outbox is empty)."""
+        row = self.conn.execute("SELECT created FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
     def outbox_depth(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"))
 

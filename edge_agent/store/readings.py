@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge_agent.prepaid.records import Event
 from edge_agent.store.database import Database, to_iso
+
+if TYPE_CHECKING:
+    from edge_agent.prepaid.records import Event
 
 
 class Readings(Database):

@@ -8,17 +8,22 @@ import json
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from edge_agent.prepaid.enforcement import MeterEnforcement
-from edge_agent.prepaid.records import MeterBilling
-from edge_agent.prepaid.tariff import AllowanceState, TierState
 from edge_agent.store.database import Database, from_iso, to_decimal, to_iso
+
+if TYPE_CHECKING:  # the prepaid records load when used: `edge-agent status` starts faster
+    from edge_agent.prepaid.enforcement import MeterEnforcement
+    from edge_agent.prepaid.records import MeterBilling
 
 
 class BillingState(Database):
     """Billing and enforcement state per meter: what the pure `prepaid/` functions remember."""
 
     def billing_states(self) -> dict[str, MeterBilling]:
+        from edge_agent.prepaid.records import MeterBilling
+        from edge_agent.prepaid.tariff import AllowanceState, TierState
+
         rows = self.conn.execute(
             "SELECT m.address, m.account, m.tariff, m.multiplier, m.allowance, "
             "m.commissioned_at, s.last_kwh, s.last_rates, s.last_ts, s.charge_seq, "
@@ -78,6 +83,8 @@ class BillingState(Database):
             "allowance_used=?, last_daily=? WHERE address=?", full)
 
     def enforcement_states(self) -> dict[str, MeterEnforcement]:
+        from edge_agent.prepaid.enforcement import MeterEnforcement
+
         rows = self.conn.execute(
             "SELECT m.address, m.account, m.keep_power, s.phase, s.alarm_since, s.deferred, "
             "s.cwt FROM meters m JOIN meter_state s ON s.address = m.address "

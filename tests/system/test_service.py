@@ -76,7 +76,8 @@ def test_notify_ready_watchdog_and_stall(tmp_path) -> None:
         config = load_config(agent_config(tmp_path, sim.port, ["000000000001"],
                                           poll_interval=0.5))
         agent = build_agent(config)
-        agent.notifier = Notifier(str(tmp_path / "notify.sock"))
+        # as systemd with WatchdogSec=0.4 (WATCHDOG_USEC=400000): a ping every 0.2 s
+        agent.notifier = Notifier(str(tmp_path / "notify.sock"), interval=0.2)
         runner = threading.Thread(target=agent.run, kwargs={"install_signals": False})
         runner.start()
         deadline = time.monotonic() + 10
