@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
+from .output import table
 from .root import emit, json_option, main
-from .state import _table, current_config, db_option, open_store
+from .state import current_config, db_option, open_store
 
 
 @main.command()
@@ -28,7 +29,7 @@ def lineloss(period: str, area: str | None, limit: int, db_path: str | None,
         shown = [{**r, "rate": "incomplete" if r["incomplete"] else _percent(r["rate"]),
                   "flags": ",".join(f for f in ("negative", "over_threshold") if r[f]),
                   "missing": r["missing"] or ""} for r in rows]
-        _table(shown, ["area", "label", "supply_kwh", "sales_kwh", "loss_kwh", "rate",
+        table(shown, ["area", "label", "supply_kwh", "sales_kwh", "loss_kwh", "rate",
                        "missing", "flags"])
 
     emit(rows, as_json, human)
@@ -51,7 +52,7 @@ def usage(account: str, days: int, db_path: str | None, as_json: bool) -> None:
         shown = [{"day": r["day"], "meter": r["meter"], "kwh": r["kwh"], "cost": r["cost"],
                   **{k: v for k, v in r["rates"].items()},
                   "tier": _tier(r["tier"])} for r in rows]
-        _table(shown, ["day", "meter", "kwh", "sharp", "peak", "flat", "valley", "cost",
+        table(shown, ["day", "meter", "kwh", "sharp", "peak", "flat", "valley", "cost",
                        "tier"])
 
     emit(rows, as_json, human)

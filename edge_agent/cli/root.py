@@ -38,11 +38,11 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "Simulated meters, the agent, a local broker and head end: a tour."),
     "events": ("state", "Events (alerts, relay actions, tamper, ...), newest last."),
     "frame": ("frame", "Decode or build a single DL/T 645 frame."),
-    "headend": ("headend", "A head end's tools: sign, send and watch commands and messages."),
+    "headend": ("headend", "Act as the head end: sign and send commands, watch a gateway."),
     "keys": ("keys", "Ed25519 keys: the gateway's pair and the head end's public keys by..."),
     "ledger": ("state", "Ledger entries (newest last), with the balance after each."),
-    "lineloss": ("grid", "Line loss of each transformer area: supply, sales, loss, rate."),
-    "map": ("grid", "GeoJSON of the configured meters' locations, for a map app."),
+    "lineloss": ("grid", "Line loss (台区线损) per area: supply, sales, loss, rate and flags."),
+    "map": ("grid", "Meters with a configured location as GeoJSON."),
     "meters": ("state", "List registered meters with their last reading, relay state and..."),
     "outbox": ("state", "Messages waiting for the head end (store and forward), by kind."),
     "read": ("technician", "Read named quantities or data identifiers from one meter..."),
@@ -52,8 +52,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "sim": ("sim", "Run simulated meters on a pseudo-terminal (or TCP) until interrupted."),
     "status": ("state", "Health per bus and per meter: success rate, last reading, relay,..."),
     "tariff": ("billing", "Tariff files."),
-    "tariffs": ("billing", "Tariff versions in the daemon's database: current and pending."),
-    "usage": ("grid", "Daily usage of one account: kWh per rate, cost, tier position."),
+    "tariffs": ("billing", "List tariff versions the daemon uses: current and pending."),
+    "usage": ("grid", "A customer's daily history: kWh per rate, cost, tier position."),
 }
 
 

@@ -11,11 +11,13 @@ import json
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge_agent.grid.backfill import FrozenDay
-from edge_agent.grid.lineloss import LineLoss
 from edge_agent.store.database import Database, to_iso
+
+if TYPE_CHECKING:  # loaded when used: `edge-agent status` must not load billing
+    from edge_agent.grid.backfill import FrozenDay
+    from edge_agent.grid.lineloss import LineLoss
 
 
 def migration_grid(db: Any) -> None:
@@ -59,6 +61,8 @@ class GridRecords(Database):
         """Every meter's freeze closing `day`, by meter."""
         rows = self.conn.execute("SELECT meter, at, forward FROM frozen_days WHERE day=?",
                                  (day.isoformat(),))
+        from edge_agent.grid.backfill import FrozenDay
+
         return {r["meter"]: FrozenDay(r["meter"], datetime.fromisoformat(r["at"]),
                                       tuple(Decimal(v) for v in json.loads(r["forward"])))
                 for r in rows}
