@@ -2,8 +2,8 @@
 
 Every problem is reported with its key path and, where the key is written in the file, its
 line: `agent.toml:14: [[bus]][0].baud: 2401 is not a standard baud rate`.  Defaults are
-embedded, so `edge-agent demo` needs no file at all.  See config/agent.toml for the annotated
-example and docs/configuration.md for the reference.
+embedded, so `edge-agent demo` needs no file at all.  config/agent.toml is the annotated
+example and the reference of every key.
 """
 
 from __future__ import annotations

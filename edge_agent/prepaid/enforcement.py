@@ -1,6 +1,6 @@
 """Enforcement: a pure function of (meter, balance, policy, now) -> relay decision and events.
 
-Rules (docs/enforcement.md):
+Rules (docs/prepaid.md, "Enforcement"):
 - credit exhausted (balance <= -overdraft): pre-trip alarm first, trip after the grace;
 - never trip a keep-power meter, nor in a protected window (night hours, a holiday, the head
   end's no-cutoff flag): record `cutoff_deferred` once and trip when the window ends;
