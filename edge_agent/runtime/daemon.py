@@ -32,6 +32,7 @@ from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.prepaid.tariff import Tariff, load_tariff, tariff_from_text
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
+from edge_agent.store.retention import RetentionSchedule
 
 log = logging.getLogger("edge_agent")
 
@@ -84,6 +85,9 @@ class Agent:
         self._polling: dict[str, Future[Any]] = {}
         self.reload_requested = threading.Event()
         self._status_at = float("-inf")
+        self.retention = RetentionSchedule(self.store, lambda: self.config.retention,
+                                           self.clock.now, self.clock.monotonic,
+                                           self.processing.submit)
 
     # -- set-up ---------------------------------------------------------------------------
     def _policy(self, config: Config) -> Any:
@@ -280,6 +284,7 @@ class Agent:
                     self.reload_requested.clear()
                     self.reload()
                 self.feed_watchdog()
+                self.retention.tick()
                 self.stop_event.wait(0.2)
         finally:
             self.shutdown()

@@ -8,6 +8,7 @@ transaction (SD cards wear).  The table groups live beside this module (`meters`
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import threading
@@ -37,7 +38,12 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
 
 sqlite_utils = _import_sqlite_utils()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
+# Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
+# changed by several cycles is copied into the database once, not once per cycle.
+WAL_AUTOCHECKPOINT_PAGES = 4096  # 16 MiB of WAL at 4 KiB pages
+JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -82,7 +88,14 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["tariffs"].create({"id": str, "body": str, "updated_at": str}, pk="id")
 
 
-MIGRATIONS = [_migration_1]
+def _migration_retention(db: sqlite_utils.Database) -> None:
+    """Bounded storage (docs/storage.md): the ids of compacted ledger entries stay resolvable
+    (a 64-bit hash each, for de-duplication), and readings/events/ledger can be pruned by time."""
+    db.execute("""CREATE TABLE ledger_gone (hash INTEGER PRIMARY KEY, ts INTEGER NOT NULL)""")
+    db.execute("CREATE INDEX IF NOT EXISTS commands_seen_ts ON commands_seen (ts)")
+
+
+MIGRATIONS = [_migration_1, _migration_retention]
 
 
 def to_iso(moment: datetime | None) -> str | None:
@@ -108,14 +121,40 @@ class Database:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._private_files()
         self._migrate()
 
+    def _private_files(self) -> None:
+        """The database (and its -wal/-shm) readable by its owner only, however the daemon
+        was started: balances and meter addresses are customer data."""
+        old = os.umask(0o077)
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                path = Path(f"{self.path}{suffix}")
+                if suffix == "" and not path.exists():
+                    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                if path.exists() and path.stat().st_mode & 0o077 and os.access(path, os.W_OK):
+                    try:
+                        path.chmod(0o600)
+                    except PermissionError:  # not ours (a reader's CLI): leave it alone
+                        pass
+        finally:
+            os.umask(old)
+
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        old = os.umask(0o077)  # the -wal and -shm files SQLite creates are private too
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")
+            if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table
+            conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            os.umask(old)
         conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         conn.row_factory = sqlite3.Row
         with self._guard:
             self._connections.append(conn)
@@ -156,10 +195,51 @@ class Database:
         if version > SCHEMA_VERSION:
             raise StorageError(f"database {self.path} has schema {version}, newer than this "
                                f"agent understands ({SCHEMA_VERSION}); upgrade edge-agent")
+        if version == SCHEMA_VERSION:
+            return
+        if version > 0:  # an existing database: keep a copy before changing its schema
+            self.backup_before_migration(version)
         for number in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
                 MIGRATIONS[number - 1](self.db)
                 self.conn.execute(f"PRAGMA user_version={number}")
+        if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            # Incremental vacuum only takes effect after one full VACUUM (once, here).
+            self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self.conn.execute("VACUUM")
+
+    def backup(self, target: str | Path) -> Path:
+        """An online, consistent copy (SQLite's backup API: works while the daemon writes),
+        written to a temporary name and renamed, private to its owner."""
+        target = Path(target)
+        partial = target.with_name(f".{target.name}.partial")
+        old = os.umask(0o077)
+        try:
+            partial.unlink(missing_ok=True)
+            copy = sqlite3.connect(str(partial))
+            try:
+                self.conn.backup(copy, pages=4096)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            finally:
+                copy.close()
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            os.umask(old)
+        partial.chmod(0o600)
+        os.replace(partial, target)
+        return target
+
+    def backup_before_migration(self, version: int) -> Path:
+        """`agent.db.pre-v<N>.bak` beside the database (the unit's ProtectSystem lets the
+        daemon write only there); the last `BACKUPS_KEPT` are kept."""
+        target = self.backup(self.path.with_name(f"{self.path.name}.pre-v{version + 1}.bak"))
+        old = sorted(self.path.parent.glob(f"{self.path.name}.pre-v*.bak"),
+                     key=lambda p: p.stat().st_mtime)
+        for stale in old[:-BACKUPS_KEPT]:
+            stale.unlink(missing_ok=True)
+        return target
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -183,18 +263,6 @@ class Database:
             conn.execute("COMMIT")
         finally:
             self._local.depth = 0
-
-
-
-
-
-
-
-
-
-
-
-
 
     def _last_rowid(self) -> int:
         return int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])

@@ -6,6 +6,7 @@ its entries, in integer micro-yuan.  Appending an id that exists changes nothing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -24,6 +25,12 @@ _INSERT_LEDGER = ("INSERT INTO ledger (id, account, kind, amount, amount_micro, 
 LEDGER_KINDS = ("topup", "charge", "allowance", "adjustment", "opening")
 _LEDGER_MESSAGE_COLUMNS = ("SELECT id, account, kind, amount, ts, meter, detail, balance_after "
                            "FROM ledger")
+
+
+def id_hash(entry_id: str) -> int:
+    """A ledger id as a signed 64-bit integer (the key of `ledger_gone`)."""
+    return int.from_bytes(hashlib.blake2b(entry_id.encode(), digest_size=8).digest(), "big",
+                          signed=True)
 
 
 def ledger_row(row: sqlite3.Row) -> dict[str, Any]:
@@ -76,11 +83,12 @@ class Ledger(Database):
             # was already there, undo it and take the careful path that skips known ids.
             conn.execute("SAVEPOINT ledger_batch")
             before = conn.total_changes
-            added, rows, balances = self._ledger_rows(batch, set(), origin)
+            gone = self.ledger_gone([e.id for e in batch])  # compacted away, still known
+            added, rows, balances = self._ledger_rows(batch, gone, origin)
             conn.executemany(_INSERT_LEDGER.replace("INSERT", "INSERT OR IGNORE"), rows)
             if conn.total_changes - before != len(rows):
                 conn.execute("ROLLBACK TO ledger_batch")
-                known = self._existing_ids([e.id for e in batch])
+                known = self._existing_ids([e.id for e in batch]) | gone
                 added, rows, balances = self._ledger_rows(batch, known, origin)
                 conn.executemany(_INSERT_LEDGER, rows)  # a duplicate now is an error
             conn.execute("RELEASE ledger_batch")
@@ -117,6 +125,21 @@ class Ledger(Database):
             rows.append((entry.id, entry.account, entry.kind, row["amount"], micro,
                          row["ts"], entry.meter, detail, row["balance_after"], origin))
         return added, rows, balances
+
+    def ledger_gone(self, ids: list[str]) -> set[str]:
+        """Those of `ids` whose entry was compacted into a carried-forward one (retention):
+        their hash is remembered, so appending them again is still a no-op."""
+        if not ids or self.conn.execute("SELECT 1 FROM ledger_gone LIMIT 1").fetchone() is None:
+            return set()
+        hashes = {id_hash(i): i for i in ids}
+        keys = list(hashes)
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            found.update(hashes[h] for (h,) in self.conn.execute(
+                f"SELECT hash FROM ledger_gone WHERE hash IN ({','.join('?' * len(part))})",
+                part))
+        return found
 
     def _existing_ids(self, ids: list[str]) -> set[str]:
         found: set[str] = set()

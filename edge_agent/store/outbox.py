@@ -61,9 +61,10 @@ class Outbox(Database):
         return seq
 
     def ledger_range(self, first: int, last: int) -> list[dict[str, Any]]:
-        """Ledger entries `first..last` (by ledger seq), by name."""
+        """Ledger entries `first..last` (by ledger seq), by name.  Carried-forward entries
+        (retention) are left out: the head end acknowledged the entries they sum up."""
         rows = self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE seq BETWEEN ? AND ? "
-                                 "ORDER BY seq", (first, last)).fetchall()
+                                 "AND origin != 'carry' ORDER BY seq", (first, last)).fetchall()
         return [ledger_row(r) for r in rows]
 
     def event(self, seq: int) -> dict[str, Any] | None:
