@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import backup as _backup  # noqa: F401
 from . import billing as _billing  # noqa: F401  (registers verbs)
 from . import daemon as _daemon  # noqa: F401
 from . import demo as _demo  # noqa: F401

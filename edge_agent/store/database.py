@@ -112,6 +112,46 @@ def to_decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
+def backup_database(source: str | Path, target: str | Path,
+                    conn: sqlite3.Connection | None = None) -> Path:
+    """An online, consistent copy of the database at `source` (SQLite's backup API: works
+    while the daemon writes; the schema is not touched, so an older or newer one is copied
+    as it is).  Written under a temporary name beside `target` and renamed, private to its
+    owner, as one self-contained file (no -wal)."""
+    source, target = Path(source), Path(target)
+    if conn is None and not source.is_file():
+        raise StorageError(f"no database at {source}")
+    if target.is_dir():
+        target = target / source.name
+    partial = target.with_name(f".{target.name}.partial")
+    old = os.umask(0o077)
+    own = conn is None
+    try:
+        if own:
+            conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+        assert conn is not None
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(str(partial))
+        try:
+            conn.backup(copy, pages=4096)  # in steps, so the daemon is never held for long
+            copy.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+        partial.chmod(0o600)
+        os.replace(partial, target)
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(f"backup of {source} to {target} failed: {exc}") from exc
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(f"backup to {target} failed: {exc.strerror or exc}") from exc
+    finally:
+        os.umask(old)
+        if own and conn is not None:
+            conn.close()
+    return target
+
+
 class Database:
     """The agent's database: open once per process; thread-safe for one writer at a time."""
 
@@ -133,11 +173,11 @@ class Database:
                 path = Path(f"{self.path}{suffix}")
                 if suffix == "" and not path.exists():
                     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-                if path.exists() and path.stat().st_mode & 0o077 and os.access(path, os.W_OK):
-                    try:
-                        path.chmod(0o600)
-                    except PermissionError:  # not ours (a reader's CLI): leave it alone
-                        pass
+                if not path.exists():
+                    continue
+                info = path.stat()
+                if info.st_mode & 0o077 and info.st_uid == os.geteuid():  # ours, too open
+                    path.chmod(0o600)
         finally:
             os.umask(old)
 
@@ -209,27 +249,8 @@ class Database:
             self.conn.execute("VACUUM")
 
     def backup(self, target: str | Path) -> Path:
-        """An online, consistent copy (SQLite's backup API: works while the daemon writes),
-        written to a temporary name and renamed, private to its owner."""
-        target = Path(target)
-        partial = target.with_name(f".{target.name}.partial")
-        old = os.umask(0o077)
-        try:
-            partial.unlink(missing_ok=True)
-            copy = sqlite3.connect(str(partial))
-            try:
-                self.conn.backup(copy, pages=4096)
-                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-            finally:
-                copy.close()
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        finally:
-            os.umask(old)
-        partial.chmod(0o600)
-        os.replace(partial, target)
-        return target
+        """An online, consistent copy of this database (see `backup_database`)."""
+        return backup_database(self.path, target, self.conn)
 
     def backup_before_migration(self, version: int) -> Path:
         """`agent.db.pre-v<N>.bak` beside the database (the unit's ProtectSystem lets the
