@@ -10,7 +10,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -95,6 +95,7 @@ class Ledger(Database):
             touched = {row["account"] for row in added}
             conn.executemany("UPDATE accounts SET balance_micro=? WHERE id=?",
                              [(balances[a], a) for a in touched])
+            self._count_days(rows)
             if added and outbox:
                 self.enqueue_range("ledger", self._last_rowid() - len(rows) + 1,
                                    self._last_rowid())
@@ -120,11 +121,22 @@ class Ledger(Database):
                    "amount": format_money(entry.amount), "ts": to_iso(entry.ts),
                    "meter": entry.meter, "detail": entry.detail,
                    "balance_after": format_money(from_micro(balances[entry.account]))}
-            detail = json.dumps(entry.detail, ensure_ascii=False)
+            detail = json.dumps(entry.detail, ensure_ascii=False, separators=(",", ":"))
             added.append(row)
             rows.append((entry.id, entry.account, entry.kind, row["amount"], micro,
                          row["ts"], entry.meter, detail, row["balance_after"], origin))
         return added, rows, balances
+
+    def _count_days(self, rows: list[tuple[Any, ...]]) -> None:
+        """Add the entries to `ledger_days` (money per UTC day, account and kind)."""
+        days: dict[tuple[str, str, str], int] = {}
+        for row in rows:
+            key = (row[5][:10], row[1], row[2])
+            days[key] = days.get(key, 0) + row[4]
+        self.conn.executemany("INSERT INTO ledger_days (day, account, kind, micro) "
+                              "VALUES (?,?,?,?) ON CONFLICT (day, account, kind) DO UPDATE "
+                              "SET micro = micro + excluded.micro",
+                              [(*key, micro) for key, micro in days.items()])
 
     def ledger_gone(self, ids: list[str]) -> set[str]:
         """Those of `ids` whose entry was compacted into a carried-forward one (retention):
@@ -188,11 +200,22 @@ class Ledger(Database):
         return [ledger_row(r) for r in out]
 
     def charges_since(self, account: str, since: datetime) -> Decimal:
-        """Money spent on energy and fixed charges since `since` (a positive number)."""
-        row = self.conn.execute(
-            "SELECT COALESCE(SUM(amount_micro),0) FROM ledger WHERE account=? AND "
-            "kind IN ('charge','allowance') AND ts >= ?", (account, to_iso(since))).fetchone()
-        return -from_micro(row[0])
+        """Money spent on energy and fixed charges since `since` (a positive number), from
+        the daily totals: the first day counts in proportion to the part of it after `since`
+        (an estimate for "days left", read hourly; the ledger has no per-account index)."""
+        start = since.astimezone(UTC)
+        first = start.date()
+        today = datetime.now(UTC).date()
+        days = [(first + timedelta(days=n)).isoformat()
+                for n in range((max(today, first) - first).days + 2)]
+        totals = dict(self.conn.execute(
+            f"SELECT day, SUM(micro) FROM ledger_days WHERE day IN ({','.join('?' * len(days))})"
+            " AND account=? AND kind IN ('charge','allowance') GROUP BY day",
+            (*days, account)).fetchall())
+        spent = Decimal(sum(m for d, m in totals.items() if d != days[0]))
+        part = Decimal(86400 - (start.hour * 3600 + start.minute * 60 + start.second)) / 86400
+        spent += Decimal(totals.get(days[0], 0)) * part
+        return -from_micro(int(spent.to_integral_value()))
 
     def alert_states(self) -> dict[str, AlertState]:
         out = {}

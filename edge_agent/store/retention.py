@@ -93,9 +93,11 @@ class Retention(Database):
                                 "WHERE kind=?", (kind,)).fetchone()
         floor = _NEVER if row[0] is None else int(row[0])
         if kind == "ledger":  # `sync` by id queues {"ids": [...]}
-            row = self.conn.execute(
-                "SELECT MIN(l.seq) FROM outbox o, json_each(o.payload, '$.ids') j "
-                "JOIN ledger l ON l.id = j.value WHERE o.kind='ledger'").fetchone()
+            asked = self.conn.execute("SELECT 1 FROM outbox WHERE kind='ledger' AND "
+                                      "json_type(payload, '$.ids') IS NOT NULL LIMIT 1")
+            row = (None,) if asked.fetchone() is None else self.conn.execute(
+                "SELECT MIN(seq) FROM ledger WHERE id IN (SELECT j.value FROM outbox o, "
+                "json_each(o.payload, '$.ids') j WHERE o.kind='ledger')").fetchone()
             if row[0] is not None:
                 floor = min(floor, int(row[0]))
         return floor
