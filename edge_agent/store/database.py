@@ -114,6 +114,9 @@ def _migration_retention(db: sqlite_utils.Database) -> None:
     db.execute("""CREATE TABLE ledger_gone (hash INTEGER PRIMARY KEY, ts INTEGER NOT NULL)""")
     db.execute("CREATE INDEX IF NOT EXISTS commands_seen_ts ON commands_seen (ts)")
     # A reading row holds a whole poll: `name` is `#<id>` of its list of quantities here.
+    # The newest row of each meter is pointed at from `meter_state` (rewritten every cycle
+    # anyway) instead of copied into `latest` (which stays for rows of schema 1).
+    db.execute("ALTER TABLE meter_state ADD COLUMN last_reading INTEGER")
     db.execute("CREATE TABLE shapes (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)")
 
 

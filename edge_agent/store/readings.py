@@ -79,11 +79,14 @@ class Readings(Database):
             self.values_per_row = max(self.values_per_row, len(values))
         self.conn.executemany("INSERT INTO readings (ts, meter, name, value) VALUES (?,?,?,?)",
                               params)
-        written = (self._last_rowid() - len(params) + 1, self._last_rowid())
-        self.conn.executemany(
-            "INSERT INTO latest (ts, meter, name, value) VALUES (?,?,?,?) "
-            "ON CONFLICT(meter, name) DO UPDATE SET ts=excluded.ts, value=excluded.value "
-            "WHERE excluded.ts >= latest.ts", params)
+        last = self._last_rowid()
+        written = (last - len(params) + 1, last)
+        newest: dict[str, int] = {}
+        for rowid, (_, meter, _, _) in enumerate(params, start=written[0]):
+            newest[meter] = rowid
+        # The same pages as this cycle's billing update: no extra page written.
+        self.conn.executemany("UPDATE meter_state SET last_reading=? WHERE address=?",
+                              [(rowid, meter) for meter, rowid in newest.items()])
         return written
 
     def readings(self, meter: str, limit: int = 100,
@@ -116,8 +119,13 @@ class Readings(Database):
                        "SELECT name, COUNT(*) FROM readings GROUP BY name"))
 
     def latest_reading(self, meter: str, name: str) -> str | None:
-        rows = self.conn.execute("SELECT name, value FROM latest WHERE meter=? ORDER BY ts DESC",
-                                 (meter,)).fetchall()
+        """The newest stored value of one quantity of a meter (its newest row, else what
+        schema 1 kept in `latest`)."""
+        rows = self.conn.execute(
+            "SELECT r.name, r.value FROM meter_state s JOIN readings r "
+            "ON r.rowid = s.last_reading WHERE s.address=?", (meter,)).fetchall()
+        rows += self.conn.execute("SELECT name, value FROM latest WHERE meter=? "
+                                  "ORDER BY ts DESC", (meter,)).fetchall()
         for stored, value in rows:
             for n, v in self._unpack(stored, value):
                 if n == name:

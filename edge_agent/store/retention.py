@@ -17,7 +17,6 @@ bounded amount of work (a day of readings, a chunk of ledger), so it can run bet
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -29,10 +28,12 @@ from typing import Any, Protocol
 from edge_agent.errors import StorageError
 from edge_agent.prepaid.money import format_money, from_micro
 from edge_agent.store.database import Database
-from edge_agent.store.ledger import id_hash
+from edge_agent.store.ledger import decode_detail, id_hash
 
 log = logging.getLogger("edge_agent")
 EXPECTED_ERRORS = (sqlite3.Error, StorageError)
+FREE_RESERVE_PAGES = 16_384  # free pages kept for reuse (64 MiB): a day's inserts fill
+# what retention freed, so giving them back and growing again would only add writes
 LEDGER_CHUNK = 200_000  # ledger rows looked at per call
 CARRY_ORIGIN = "carry"  # `origin` of a carried-forward ledger entry (never sent: already acked)
 _NEVER = 1 << 62
@@ -119,16 +120,15 @@ class Retention(Database):
                 (stamp - policy.ledger_ids_days * 86400,)).rowcount
         self._compact_ledger(policy, now, pruned)
         if pruned:
-            pruned.pages_freed = self.vacuum_free_pages()
+            pruned.pages_freed = self.vacuum_free_pages(FREE_RESERVE_PAGES)
         return pruned
 
-    def vacuum_free_pages(self, most: int | None = None) -> int:
-        """Return free pages to the file system (`auto_vacuum=INCREMENTAL`)."""
-        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
-        if free:
-            count = free if most is None else min(most, free)
-            self.conn.execute(f"PRAGMA incremental_vacuum({count})").fetchall()
-            return count
+    def vacuum_free_pages(self, keep: int = 0) -> int:
+        """Return free pages beyond `keep` to the file system (`auto_vacuum=INCREMENTAL`)."""
+        excess = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0]) - keep
+        if excess > 0:
+            self.conn.execute(f"PRAGMA incremental_vacuum({excess})").fetchall()
+            return excess
         return 0
 
     # -- readings ---------------------------------------------------------------------------
@@ -229,7 +229,7 @@ class Retention(Database):
                                (carry_id,)).fetchone()
         if earlier is not None:
             micro += int(earlier["amount_micro"])
-            count += int(json.loads(earlier["detail"] or "{}").get("entries", 1))
+            count += int(decode_detail(earlier["detail"]).get("entries", 1))
             conn.execute("DELETE FROM ledger WHERE seq=?", (earlier["seq"],))
         conn.execute("UPDATE ledger SET id=?, amount=?, amount_micro=?, meter=NULL, detail=?, "
                      "origin=? WHERE seq=?",
