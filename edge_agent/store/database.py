@@ -10,33 +10,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import StorageError
-
-
-def _import_sqlite_utils():  # type: ignore[no-untyped-def]
-    """sqlite-utils imports numpy and pandas when installed, only to map their types.  The
-    agent stores neither, and on a gateway those 13+ MB of memory matter, so they are hidden
-    from that one import (unless something already loaded them)."""
-    blocked = [name for name in ("numpy", "pandas") if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        import sqlite_utils as module
-    finally:
-        for name in blocked:
-            sys.modules.pop(name, None)
-    return module
-
-
-sqlite_utils = _import_sqlite_utils()
 
 SCHEMA_VERSION = 2
 BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
@@ -46,20 +28,26 @@ WAL_AUTOCHECKPOINT_PAGES = 4096  # 16 MiB of WAL at 4 KiB pages
 JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
 
 
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db["meters"].create({
-        "address": str, "bus": str, "protocol": str, "account": str, "tariff": str,
-        "multiplier": int, "keep_power": int, "allowance": int, "unit": int, "model": str,
-        "commissioned_at": str, "commission_kwh": str, "active": int, "replaced_by": str,
-    }, pk="address")
-    db["accounts"].create({"id": str, "balance_micro": int, "alerts": str}, pk="id")
-    db["meter_state"].create({
-        "address": str, "last_kwh": str, "last_rates": str, "last_ts": str, "charge_seq": int,
-        "tier_period": str, "tier_used": str, "allowance_month": str, "allowance_used": str,
-        "last_daily": str, "phase": str, "alarm_since": str, "deferred": str, "cwt": int,
-        "relay": str, "online": int, "last_seen": str, "polls": int, "replies": int,
-        "day_polls": int, "day_replies": int,
-    }, pk="address")
+Connection = sqlite3.Connection
+
+
+def _migration_1(db: Connection) -> None:
+    # The first release made these with sqlite-utils; the same tables, in plain SQL (the
+    # library cost the daemon 9 MB of memory for nothing else).
+    db.execute("""CREATE TABLE [meters] ([address] TEXT PRIMARY KEY, [bus] TEXT,
+                  [protocol] TEXT, [account] TEXT, [tariff] TEXT, [multiplier] INTEGER,
+                  [keep_power] INTEGER, [allowance] INTEGER, [unit] INTEGER, [model] TEXT,
+                  [commissioned_at] TEXT, [commission_kwh] TEXT, [active] INTEGER,
+                  [replaced_by] TEXT)""")
+    db.execute("""CREATE TABLE [accounts] ([id] TEXT PRIMARY KEY, [balance_micro] INTEGER,
+                  [alerts] TEXT)""")
+    db.execute("""CREATE TABLE [meter_state] ([address] TEXT PRIMARY KEY, [last_kwh] TEXT,
+                  [last_rates] TEXT, [last_ts] TEXT, [charge_seq] INTEGER, [tier_period] TEXT,
+                  [tier_used] TEXT, [allowance_month] TEXT, [allowance_used] TEXT,
+                  [last_daily] TEXT, [phase] TEXT, [alarm_since] TEXT, [deferred] TEXT,
+                  [cwt] INTEGER, [relay] TEXT, [online] INTEGER, [last_seen] TEXT,
+                  [polls] INTEGER, [replies] INTEGER, [day_polls] INTEGER,
+                  [day_replies] INTEGER)""")
     # Readings are appended in time order (rowid table, index on time only): each cycle
     # writes to the end of the file instead of touching one page per meter, which is both
     # faster and kinder to an SD card.  The latest value per meter and quantity is kept in
@@ -83,12 +71,13 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.execute("""CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,
                   kind TEXT NOT NULL, payload TEXT NOT NULL, created TEXT NOT NULL)""")
     db.execute("CREATE INDEX outbox_kind ON outbox (kind, seq)")
-    db["kv"].create({"key": str, "value": str}, pk="key")
-    db["commands_seen"].create({"id": str, "ts": str, "status": str}, pk="id")
-    db["tariffs"].create({"id": str, "body": str, "updated_at": str}, pk="id")
+    db.execute("CREATE TABLE [kv] ([key] TEXT PRIMARY KEY, [value] TEXT)")
+    db.execute("CREATE TABLE [commands_seen] ([id] TEXT PRIMARY KEY, [ts] TEXT, [status] TEXT)")
+    db.execute("""CREATE TABLE [tariffs] ([id] TEXT PRIMARY KEY, [body] TEXT,
+                  [updated_at] TEXT)""")
 
 
-def _migration_retention(db: sqlite_utils.Database) -> None:
+def _migration_retention(db: Connection) -> None:
     """Bounded storage and fewer bytes per reading (docs/storage.md).
 
     The ledger loses its two indexes that each cycle touched in 1,024 places (one page per
@@ -231,7 +220,6 @@ class Database:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
-            self._local.db = sqlite_utils.Database(conn)
             self._local.depth = 0
         return conn
 
@@ -242,10 +230,14 @@ class Database:
             self.conn.execute("PRAGMA cache_size=-16384")
             self._local.large_cache = True
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        self.conn  # noqa: B018  (creates this thread's connection)
-        return self._local.db
+    def upsert(self, table: str, row: dict[str, Any], pk: str) -> None:
+        """Insert `row`, or update the columns it names where `pk` matches."""
+        columns = list(row)
+        updates = ", ".join(f"[{c}]=excluded.[{c}]" for c in columns if c != pk)
+        self.conn.execute(
+            f"INSERT INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) VALUES "
+            f"({','.join('?' * len(columns))}) ON CONFLICT([{pk}]) DO "
+            + (f"UPDATE SET {updates}" if updates else "NOTHING"), list(row.values()))
 
     def close(self) -> None:
         with self._guard:
@@ -266,7 +258,7 @@ class Database:
             self.backup_before_migration(version)
         for number in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
-                MIGRATIONS[number - 1](self.db)
+                MIGRATIONS[number - 1](self.conn)
                 self.conn.execute(f"PRAGMA user_version={number}")
         if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
             # Incremental vacuum only takes effect after one full VACUUM (once, here).

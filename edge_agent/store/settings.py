@@ -28,8 +28,8 @@ class Settings(Database):
 
     def save_tariff(self, tariff_id: str, body: str, at: datetime) -> None:
         with self.transaction():
-            self.db["tariffs"].upsert({"id": tariff_id, "body": body, "updated_at": to_iso(at)},
-                                      pk="id")
+            self.upsert("tariffs", {"id": tariff_id, "body": body, "updated_at": to_iso(at)},
+                        pk="id")
 
     def tariffs(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT id, body FROM tariffs"))

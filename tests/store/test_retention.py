@@ -152,9 +152,9 @@ def test_migration_from_v1_backs_up_and_vacuums(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
     conn = sqlite3.connect(path)  # a version-1 database as the previous release made it
     conn.execute("PRAGMA journal_mode=WAL")
-    from edge_agent.store.database import MIGRATIONS, sqlite_utils
+    from edge_agent.store.database import MIGRATIONS
 
-    MIGRATIONS[0](sqlite_utils.Database(conn))
+    MIGRATIONS[0](conn)
     conn.execute("INSERT INTO kv VALUES ('k', 'v1')")
     conn.execute("PRAGMA user_version=1")
     conn.commit()
