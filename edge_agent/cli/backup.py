@@ -5,16 +5,16 @@ from __future__ import annotations
 import click
 
 from .root import emit, json_option, main
-from .state import db_option
 
 
 @main.command()
-@click.argument("path", type=click.Path(dir_okay=True, writable=True))
-@db_option
+@click.argument("path", type=click.Path())
+@click.option("--db", "db_path", default=None,
+              help="Database file (default: the one in the configuration).")
 @json_option
 def backup(path: str, db_path: str | None, as_json: bool) -> None:
-    """Copy the database to PATH (a file, or a directory to put agent.db in) while the daemon
-    keeps running (SQLite's backup API: a consistent snapshot).  Restore: docs/deployment.md."""
+    """Copy the database to PATH (a file, or a directory to put it in) while the daemon keeps
+    running: SQLite's backup API takes a consistent snapshot.  Restore: docs/deployment.md."""
     from edge_agent.store.database import backup_database
 
     if db_path is None:
