@@ -190,11 +190,14 @@ class Ledger(Database):
         return found
 
     def _existing_ids(self, ids: list[str]) -> set[str]:
+        """Those of `ids` already in the ledger as entries from outside the gateway (the
+        gateway's own ids are unique by construction, and namespaced by the gateway id)."""
         found: set[str] = set()
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
             found.update(r[0] for r in self.conn.execute(
-                f"SELECT id FROM ledger WHERE id IN ({','.join('?' * len(part))})", part))
+                f"SELECT id FROM ledger WHERE id IN ({','.join('?' * len(part))}) "
+                "AND origin != 'gateway'", part))  # the ids index covers entries from outside
         return found
 
     def balances_micro(self, accounts: Iterable[str]) -> dict[str, int]:

@@ -225,8 +225,8 @@ class Retention(Database):
         conn = self.conn
         carry_id = f"carry:{group['account']}:{group['month']}:{group['kind']}"
         micro, count = int(group["micro"]), int(group["n"])
-        earlier = conn.execute("SELECT seq, amount_micro, detail FROM ledger WHERE id=?",
-                               (carry_id,)).fetchone()
+        earlier = conn.execute("SELECT seq, amount_micro, detail FROM ledger WHERE id=? AND "
+                               "origin != 'gateway'", (carry_id,)).fetchone()  # (the index)
         if earlier is not None:
             micro += int(earlier["amount_micro"])
             count += int(decode_detail(earlier["detail"]).get("entries", 1))
