@@ -29,8 +29,8 @@ JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024  # the WAL file is truncated back to this 
 # Page caches (KiB).  The writer touches few pages per cycle now that nothing it writes is
 # indexed per meter or account (schema 2): 4 MiB hold them all with 2,048 meters.  Other
 # threads (head-end link, control socket, CLI) read little: 512 KiB each.
-WRITER_CACHE_KIB = 4096
-READER_CACHE_KIB = 512
+WRITER_CACHE_KIB = 2048
+READER_CACHE_KIB = 128
 
 
 Connection = sqlite3.Connection

@@ -187,7 +187,10 @@ class Retention(Database):
         """Fold acknowledged entries older than the detail window into one carried-forward
         entry per account, month and kind; the sum (so every balance) is unchanged."""
         floor = self.outbox_floor("ledger")
-        cutoff = (now - timedelta(days=policy.ledger_detail_days)).isoformat()
+        # Whole UTC days only: a day's entries fold at once, so each carried entry is
+        # rewritten once a day, not once per pass (SD card writes).
+        edge = now - timedelta(days=policy.ledger_detail_days)
+        cutoff = edge.replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
         conn = self.conn
         with self.transaction():
             row = conn.execute("SELECT value FROM kv WHERE key='retention.ledger_seq'").fetchone()
