@@ -108,6 +108,7 @@ class Retention(Database):
         """One bounded pass of every rule, each in its own short transaction, then give
         free pages back to the file system (incremental vacuum)."""
         pruned = Pruned()
+        now = now.astimezone(UTC)  # stored times are UTC ISO text, compared as text
         stamp = int(now.timestamp())
         self._prune_readings(policy, stamp, pruned)
         self._prune_events(policy, now, pruned)
