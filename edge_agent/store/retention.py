@@ -35,6 +35,7 @@ EXPECTED_ERRORS = (sqlite3.Error, StorageError)
 FREE_RESERVE_PAGES = 16_384  # free pages kept for reuse (64 MiB): a day's inserts fill
 # what retention freed, so giving them back and growing again would only add writes
 LEDGER_CHUNK = 200_000  # ledger rows looked at per call
+USAGE_DAYS_KEPT = 92  # `ledger_days` rows kept: the usage window is at most 90 days
 CARRY_ORIGIN = "carry"  # `origin` of a carried-forward ledger entry (never sent: already acked)
 _NEVER = 1 << 62
 
@@ -116,6 +117,9 @@ class Retention(Database):
             pruned.commands = self.conn.execute(
                 "DELETE FROM commands_seen WHERE ts < ?",
                 ((now - timedelta(days=policy.commands_seen_days)).isoformat(),)).rowcount
+            # Spending per day serves the policy's usage window (at most 90 days).
+            self.conn.execute("DELETE FROM ledger_days WHERE day < ?",
+                              ((now - timedelta(days=USAGE_DAYS_KEPT)).date().isoformat(),))
             pruned.ids_forgotten = self.conn.execute(
                 "DELETE FROM ledger_gone WHERE ts < ?",
                 (stamp - policy.ledger_ids_days * 86400,)).rowcount

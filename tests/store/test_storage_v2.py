@@ -75,6 +75,9 @@ def test_spending_per_day_matches_the_ledger(tmp_path: Path) -> None:
     since = (now - timedelta(days=5)).replace(hour=0, minute=0, second=0)
     exact = sum(-e.amount for e in entries if e.ts >= since)
     assert store.charges_since("A1", since) == exact
+    rows = store.conn.execute("SELECT COUNT(*) FROM ledger_days").fetchone()[0]
+    store.apply_retention(RetentionConfig(), now + timedelta(days=95))
+    assert store.conn.execute("SELECT COUNT(*) FROM ledger_days").fetchone()[0] < rows
 
 
 def test_sync_by_ids_holds_the_entries_it_names(tmp_path: Path) -> None:
