@@ -1,13 +1,13 @@
 """Readings per second through store + bill + enforce, bytes written per reading, and the
 daemon's resident memory with 2,048 meters registered.
 
-Run: python3 bench/ingest.py [--meters 2048] [--cycles 10]
+Run: python3 bench/ingest.py [--meters 2048] [--cycles 10] [--memory-only]
 
 Throughput is measured in this process, pinned to one core, calling the daemon's own
 `Processor.process` with one poll cycle of all meters at a time (one transaction per cycle,
 as the daemon does), a flat tariff, funded accounts and the default policy.  Memory is the
 VmRSS of a real `edge-agent run` with 2,048 meters on 8 simulated buses, after start-up and
-its first polls.
+its first polls, twice: MQTT link off, then on (`[mqtt] enabled` against a local mosquitto).
 """
 
 from __future__ import annotations
@@ -84,7 +84,30 @@ def bench_throughput(meters: int, cycles: int, tmp: Path,
             "growth_per_reading": (size_after - size_before) / readings}
 
 
-def bench_memory(meters: int, tmp: Path) -> dict[str, float]:
+def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A local Mosquitto on a free loopback port (the head end's broker)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    f"max_queued_messages 1000000\nuser root\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start listening")
+
+
+def bench_memory(meters: int, tmp: Path, mqtt: bool = False) -> dict[str, float]:
     from firmware_sim.bus import SimBus, make_meters
 
     per_bus = meters // 8
@@ -100,6 +123,12 @@ def bench_memory(meters: int, tmp: Path) -> dict[str, float]:
         for m in sim.meters:
             lines.append(f'[[meter]]\naddress = "{m.address}"\nbus = "bus{b}"\n'
                          f'account = "A{m.address}"\ntariff = "flat"\ninitial_kwh = "0"\n')
+    broker = None
+    if mqtt:  # the head-end link on, against a local broker
+        from tests.helpers import mqtt_extra
+
+        broker, port = start_mosquitto(tmp)
+        lines.append(mqtt_extra(tmp, port, status_interval=10.0))
     config = tmp / "mem.toml"
     config.write_text("\n".join(lines))
     proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "--config", str(config),
@@ -118,6 +147,9 @@ def bench_memory(meters: int, tmp: Path) -> dict[str, float]:
         polled = sum(s.requests_seen for s in sims)
         for sim in sims:
             sim.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
     return {"rss_mb": max(samples) / 1024, "requests_answered": polled}
 
 
@@ -127,6 +159,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode (median)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true")
     parser.add_argument("--only", choices=["durable", "nosync"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:  # one measurement in a fresh process, printed as a line of numbers
@@ -135,6 +168,19 @@ def main() -> None:
             t = bench_throughput(args.meters, args.cycles, Path(tmp), args.only == "durable")
         print(t["per_second"], t["written_per_reading"], t["growth_per_reading"])
         return
+    if not args.memory_only:
+        throughput(args)
+    if not args.skip_memory:
+        for mqtt in (False, True):
+            with tempfile.TemporaryDirectory(prefix="edge-agent-bench-", dir="/var/tmp") as tmp:
+                m = bench_memory(args.meters, Path(tmp), mqtt)
+            print(f"memory: edge-agent run with {args.meters} meters registered on 8 simulated "
+                  f"buses, MQTT link {'on (local mosquitto)' if mqtt else 'off'}")
+            print(f"  resident memory (max VmRSS over 30 s)  {m['rss_mb']:.1f} MB  "
+                  f"(target <= 60 MB; {m['requests_answered']} requests answered meanwhile)")
+
+
+def throughput(args: argparse.Namespace) -> None:
     results: dict[str, list[list[float]]] = {"durable": [], "nosync": []}
     for _ in range(args.repeat):
         for mode in results:
@@ -160,12 +206,6 @@ def main() -> None:
           f"(write syscalls incl. WAL and checkpoint)")
     print(f"  database growth/reading {median('durable', 2):,.0f} bytes "
           f"(reading, ledger entry, outbox reference, state)")
-    if not args.skip_memory:
-        with tempfile.TemporaryDirectory(prefix="edge-agent-bench-", dir="/var/tmp") as tmp:
-            m = bench_memory(args.meters, Path(tmp))
-        print(f"memory: edge-agent run with {args.meters} meters registered on 8 simulated buses")
-        print(f"  resident memory (max VmRSS over 30 s)  {m['rss_mb']:.1f} MB  "
-              f"(target <= 60 MB; {m['requests_answered']} requests answered meanwhile)")
 
 
 if __name__ == "__main__":

@@ -115,8 +115,19 @@ class KeysConfig:
 
 @dataclass(frozen=True)
 class RetentionConfig:
+    """How long each kind of data is kept (docs/storage.md); nothing the head end has not
+    acknowledged is ever removed, whatever these say."""
+
     outbox_max_messages: int = 2_000_000
     outbox_max_age_days: int = 30
+    readings_days: int = 31       # every 15-minute reading
+    daily_days: int = 62          # then the day's last reading per meter and quantity
+    monthly_months: int = 24      # then the month's last reading per meter and quantity
+    events_days: int = 90
+    ledger_detail_days: int = 14  # then acknowledged entries fold into one per account/month/kind
+    ledger_ids_days: int = 400    # compacted entries' ids stay resolvable (a repeat is a no-op)
+    commands_seen_days: int = 35  # the head end's longest command lifetime plus a margin
+    interval_minutes: int = 10    # how often the daemon applies retention
 
 
 @dataclass(frozen=True)
@@ -185,7 +196,10 @@ _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "us
               "reconnect_max": (int, float), "status_interval": (int, float),
               "max_payload": int}
 _KEYS_KEYS = {"directory": str, "headend_keys": str, "clock_skew": int}
-_RETENTION_KEYS = {"outbox_max_messages": int, "outbox_max_age_days": int}
+_RETENTION_KEYS = {"outbox_max_messages": int, "outbox_max_age_days": int,
+                   "readings_days": int, "daily_days": int, "monthly_months": int,
+                   "events_days": int, "ledger_detail_days": int, "ledger_ids_days": int,
+                   "commands_seen_days": int, "interval_minutes": int}
 _TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention", "accounts",
         "concentrator"}
 _ACCOUNT_KEYS = {"policy_class": str, "tier_bonus_kwh": str}

@@ -43,6 +43,7 @@ from edge_agent.runtime import health
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.store import MeterRecord, Store
 from edge_agent.store.database import from_iso
+from edge_agent.store.retention import RetentionSchedule
 
 log = logging.getLogger("edge_agent")
 
@@ -139,6 +140,9 @@ class Agent:
         self._events_seen: int | None = None  # last event seq written to the journal
         # (meter, action) -> when a meter without a relay was last reported for it
         self._relay_unsupported: dict[tuple[str, str], float] = {}
+        self.retention = RetentionSchedule(self.store, lambda: self.config.retention,
+                                           self.clock.now, self.clock.monotonic,
+                                           self.processing.submit)
 
     # -- set-up ---------------------------------------------------------------------------
     def _policy(self, config: Config) -> Any:
@@ -537,6 +541,7 @@ class Agent:
                     self.reload_requested.clear()
                     self.reload()
                 self.feed_watchdog()
+                self.retention.tick()
                 self.stop_event.wait(0.2)
         finally:
             self.shutdown()

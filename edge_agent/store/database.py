@@ -8,54 +8,51 @@ transaction (SD cards wear).  The table groups live beside this module (`meters`
 
 from __future__ import annotations
 
+import os
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from edge_agent.errors import StorageError
 
-
-def _import_sqlite_utils():  # type: ignore[no-untyped-def]
-    """sqlite-utils imports numpy and pandas when installed, only to map their types.  The
-    agent stores neither, and on a gateway those 13+ MB of memory matter, so they are hidden
-    from that one import (unless something already loaded them)."""
-    blocked = [name for name in ("numpy", "pandas") if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        import sqlite_utils as module
-    finally:
-        for name in blocked:
-            sys.modules.pop(name, None)
-    return module
+SCHEMA_VERSION = 5
+BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
+# Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
+# changed by several cycles is copied into the database once, not once per cycle.
+WAL_AUTOCHECKPOINT_PAGES = 4096  # 16 MiB of WAL at 4 KiB pages
+JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
+# Page caches (KiB).  The writer touches few pages per cycle now that nothing it writes is
+# indexed per meter or account (schema 2): 4 MiB hold them all with 2,048 meters.  Other
+# threads (head-end link, control socket, CLI) read little: 512 KiB each.
+WRITER_CACHE_KIB = 2048
+READER_CACHE_KIB = 128
 
 
-if TYPE_CHECKING:
-    import sqlite_utils
-
-SCHEMA_VERSION = 4
+Connection = sqlite3.Connection
 
 
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db["meters"].create({
-        "address": str, "bus": str, "protocol": str, "account": str, "tariff": str,
-        "multiplier": int, "keep_power": int, "allowance": int, "unit": int, "model": str,
-        "commissioned_at": str, "commission_kwh": str, "active": int, "replaced_by": str,
-    }, pk="address")
-    db["accounts"].create({"id": str, "balance_micro": int, "alerts": str}, pk="id")
-    db["meter_state"].create({
-        "address": str, "last_kwh": str, "last_rates": str, "last_ts": str, "charge_seq": int,
-        "tier_period": str, "tier_used": str, "allowance_month": str, "allowance_used": str,
-        "last_daily": str, "phase": str, "alarm_since": str, "deferred": str, "cwt": int,
-        "relay": str, "online": int, "last_seen": str, "polls": int, "replies": int,
-        "day_polls": int, "day_replies": int,
-    }, pk="address")
+def _migration_1(db: Connection) -> None:
+    # The first release made these with sqlite-utils; the same tables, in plain SQL (the
+    # library cost the daemon 9 MB of memory for nothing else).
+    db.execute("""CREATE TABLE [meters] ([address] TEXT PRIMARY KEY, [bus] TEXT,
+                  [protocol] TEXT, [account] TEXT, [tariff] TEXT, [multiplier] INTEGER,
+                  [keep_power] INTEGER, [allowance] INTEGER, [unit] INTEGER, [model] TEXT,
+                  [commissioned_at] TEXT, [commission_kwh] TEXT, [active] INTEGER,
+                  [replaced_by] TEXT)""")
+    db.execute("""CREATE TABLE [accounts] ([id] TEXT PRIMARY KEY, [balance_micro] INTEGER,
+                  [alerts] TEXT)""")
+    db.execute("""CREATE TABLE [meter_state] ([address] TEXT PRIMARY KEY, [last_kwh] TEXT,
+                  [last_rates] TEXT, [last_ts] TEXT, [charge_seq] INTEGER, [tier_period] TEXT,
+                  [tier_used] TEXT, [allowance_month] TEXT, [allowance_used] TEXT,
+                  [last_daily] TEXT, [phase] TEXT, [alarm_since] TEXT, [deferred] TEXT,
+                  [cwt] INTEGER, [relay] TEXT, [online] INTEGER, [last_seen] TEXT,
+                  [polls] INTEGER, [replies] INTEGER, [day_polls] INTEGER,
+                  [day_replies] INTEGER)""")
     # Readings are appended in time order (rowid table, index on time only): each cycle
     # writes to the end of the file instead of touching one page per meter, which is both
     # faster and kinder to an SD card.  The latest value per meter and quantity is kept in
@@ -79,12 +76,13 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.execute("""CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,
                   kind TEXT NOT NULL, payload TEXT NOT NULL, created TEXT NOT NULL)""")
     db.execute("CREATE INDEX outbox_kind ON outbox (kind, seq)")
-    db["kv"].create({"key": str, "value": str}, pk="key")
-    db["commands_seen"].create({"id": str, "ts": str, "status": str}, pk="id")
-    db["tariffs"].create({"id": str, "body": str, "updated_at": str}, pk="id")
+    db.execute("CREATE TABLE [kv] ([key] TEXT PRIMARY KEY, [value] TEXT)")
+    db.execute("CREATE TABLE [commands_seen] ([id] TEXT PRIMARY KEY, [ts] TEXT, [status] TEXT)")
+    db.execute("""CREATE TABLE [tariffs] ([id] TEXT PRIMARY KEY, [body] TEXT,
+                  [updated_at] TEXT)""")
 
 
-def _migration_policy_classes(db: sqlite_utils.Database) -> None:
+def _migration_policy_classes(db: Connection) -> None:
     """Issue 14: per-account policy class, household tier bonus and top-up sequence; tariff
     versions (an id may have versions waiting for their `effective_from`)."""
     db.execute("ALTER TABLE accounts ADD COLUMN policy_class TEXT")
@@ -99,23 +97,57 @@ def _migration_policy_classes(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE tariffs")
 
 
-def _migration_grid(db: sqlite_utils.Database) -> None:
+def _migration_grid(db: Connection) -> None:
     from edge_agent.store.grid import migration_grid
 
     migration_grid(db)
 
 
-def _migration_command_results(db: sqlite_utils.Database) -> None:
+def _migration_command_results(db: Connection) -> None:
     """Remember what a command was (its digest) and what it answered, so a redelivery gets
     the same result again; who set each meter setting (file or head end)."""
-    db["commands_seen"].add_column("digest", str)
-    db["commands_seen"].add_column("result", str)
-    db["meter_settings"].create({"address": str, "name": str, "value": str, "source": str,
-                                 "at": str, "file_value": str}, pk=("address", "name"))
+    db.execute("ALTER TABLE commands_seen ADD COLUMN digest TEXT")
+    db.execute("ALTER TABLE commands_seen ADD COLUMN result TEXT")
+    db.execute("""CREATE TABLE meter_settings (address TEXT NOT NULL, name TEXT NOT NULL,
+                  value TEXT, source TEXT, at TEXT, file_value TEXT,
+                  PRIMARY KEY (address, name))""")
+
+
+
+def _migration_retention(db: Connection) -> None:
+    """Bounded storage and fewer bytes per reading (docs/storage.md).
+
+    The ledger loses its two indexes that each cycle touched in 1,024 places (one page per
+    account or meter: megabytes of WAL a cycle).  Ids stay unique through a partial index over
+    the entries that come from outside (top-ups, adjustments); the gateway's own entries are
+    unique by construction (a per-meter sequence advanced in the same transaction).  Spending
+    per account and day goes to `ledger_days`, whose rows for today sit together.  The ids of
+    compacted entries stay resolvable in `ledger_gone` (a 64-bit hash each)."""
+    db.execute("""CREATE TABLE ledger_v2 (seq INTEGER PRIMARY KEY,
+                  id TEXT NOT NULL, account TEXT NOT NULL, kind TEXT NOT NULL,
+                  amount TEXT NOT NULL, amount_micro INTEGER NOT NULL, ts TEXT NOT NULL,
+                  meter TEXT, detail TEXT, balance_after TEXT NOT NULL, origin TEXT NOT NULL)""")
+    db.execute("INSERT INTO ledger_v2 SELECT seq, id, account, kind, amount, amount_micro, ts, "
+               "meter, detail, balance_after, origin FROM ledger ORDER BY seq")
+    db.execute("DROP TABLE ledger")
+    db.execute("ALTER TABLE ledger_v2 RENAME TO ledger")
+    db.execute("CREATE UNIQUE INDEX ledger_id ON ledger (id) WHERE origin != 'gateway'")
+    db.execute("""CREATE TABLE ledger_days (day TEXT NOT NULL, account TEXT NOT NULL,
+                  kind TEXT NOT NULL, micro INTEGER NOT NULL, PRIMARY KEY (day, account, kind))
+                  WITHOUT ROWID""")
+    db.execute("INSERT INTO ledger_days SELECT substr(ts, 1, 10), account, kind, "
+               "SUM(amount_micro) FROM ledger GROUP BY 1, 2, 3")
+    db.execute("""CREATE TABLE ledger_gone (hash INTEGER PRIMARY KEY, ts INTEGER NOT NULL)""")
+    db.execute("CREATE INDEX IF NOT EXISTS commands_seen_ts ON commands_seen (ts)")
+    # A reading row holds a whole poll: `name` is `#<id>` of its list of quantities here.
+    # The newest row of each meter is pointed at from `meter_state` (rewritten every cycle
+    # anyway) instead of copied into `latest` (which stays for rows of schema 1).
+    db.execute("ALTER TABLE meter_state ADD COLUMN last_reading INTEGER")
+    db.execute("CREATE TABLE shapes (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)")
 
 
 MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid,
-              _migration_command_results]
+              _migration_command_results, _migration_retention]
 
 
 def to_iso(moment: datetime | None) -> str | None:
@@ -145,6 +177,46 @@ def to_decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
+def backup_database(source: str | Path, target: str | Path,
+                    conn: sqlite3.Connection | None = None) -> Path:
+    """An online, consistent copy of the database at `source` (SQLite's backup API: works
+    while the daemon writes; the schema is not touched, so an older or newer one is copied
+    as it is).  Written under a temporary name beside `target` and renamed, private to its
+    owner, as one self-contained file (no -wal)."""
+    source, target = Path(source), Path(target)
+    if conn is None and not source.is_file():
+        raise StorageError(f"no database at {source}")
+    if target.is_dir():
+        target = target / source.name
+    partial = target.with_name(f".{target.name}.partial")
+    old = os.umask(0o077)
+    own = conn is None
+    try:
+        if own:
+            conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+        assert conn is not None
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(str(partial))
+        try:
+            conn.backup(copy, pages=4096)  # in steps, so the daemon is never held for long
+            copy.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+        partial.chmod(0o600)
+        os.replace(partial, target)
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(f"backup of {source} to {target} failed: {exc}") from exc
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(f"backup to {target} failed: {exc.strerror or exc}") from exc
+    finally:
+        os.umask(old)
+        if own and conn is not None:
+            conn.close()
+    return target
+
+
 class Database:
     """The agent's database: open once per process; thread-safe for one writer at a time."""
 
@@ -156,9 +228,28 @@ class Database:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._private_files()
         self._migrate()
 
+    def _private_files(self) -> None:
+        """The database (and its -wal/-shm) readable by its owner only, however the daemon
+        was started: balances and meter addresses are customer data."""
+        old = os.umask(0o077)
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                path = Path(f"{self.path}{suffix}")
+                if suffix == "" and not path.exists():
+                    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                if not path.exists():
+                    continue
+                info = path.stat()
+                if info.st_mode & 0o077 and info.st_uid == os.geteuid():  # ours, too open
+                    path.chmod(0o600)
+        finally:
+            os.umask(old)
+
     def _connect(self) -> sqlite3.Connection:
+        old = os.umask(0o077)  # the -wal and -shm files SQLite creates are private too
         try:
             if self.readonly:
                 # Without a write-ahead log beside it (no daemon writing), a reader that may
@@ -173,12 +264,23 @@ class Database:
             else:
                 conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                        check_same_thread=False)
+                conn.execute("PRAGMA busy_timeout=30000")
+                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table
                 conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open database {self.path}"
                                f"{' read-only' if self.readonly else ''}: {exc}") from None
+        finally:
+            os.umask(old)
         conn.execute("PRAGMA synchronous=FULL")  # a committed ledger entry survives power loss
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
+        # Debian builds SQLite with secure_delete on: every deleted row would be overwritten
+        # with zeros, i.e. retention would write as much as it frees.  FAST zeroes only what
+        # is being written anyway (the file is private to the daemon's user).
+        conn.execute("PRAGMA secure_delete=FAST")
         conn.row_factory = sqlite3.Row
         with self._guard:
             self._connections.append(conn)
@@ -190,15 +292,13 @@ class Database:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
-            self._local.db = None  # sqlite-utils on first use (CLI start-up time)
             self._local.depth = 0
         return conn
 
     def use_large_cache(self) -> None:
-        """Give this thread's connection a 16 MiB page cache (the writer's ledger indexes
-        stay cached); other threads keep SQLite's small default."""
+        """Give this thread's connection (the writer's) a larger page cache than readers."""
         if not getattr(self._local, "large_cache", False):
-            self.conn.execute("PRAGMA cache_size=-16384")
+            self.conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._local.large_cache = True
 
     def scratch(self) -> None:
@@ -206,12 +306,14 @@ class Database:
         thread's connection stops waiting for fsync."""
         self.conn.execute("PRAGMA synchronous=OFF")
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        conn = self.conn
-        if self._local.db is None:
-            self._local.db = _import_sqlite_utils().Database(conn)
-        return self._local.db
+    def upsert(self, table: str, row: dict[str, Any], pk: str) -> None:
+        """Insert `row`, or update the columns it names where `pk` matches."""
+        columns = list(row)
+        updates = ", ".join(f"[{c}]=excluded.[{c}]" for c in columns if c != pk)
+        self.conn.execute(
+            f"INSERT INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) VALUES "
+            f"({','.join('?' * len(columns))}) ON CONFLICT([{pk}]) DO "
+            + (f"UPDATE SET {updates}" if updates else "NOTHING"), list(row.values()))
 
     def close(self) -> None:
         with self._guard:
@@ -233,15 +335,34 @@ class Database:
             return
         if version == SCHEMA_VERSION:
             return
-        db = self.db  # sqlite-utils loads before the write lock is taken, not while held
+        if version > 0:  # an existing database: keep a copy before changing its schema
+            self.backup_before_migration(version)
         for number in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
                 # Another process (the daemon and a CLI verb, both opening a new file) may
                 # have migrated meanwhile: look again under the write lock.
                 if self.conn.execute("PRAGMA user_version").fetchone()[0] >= number:
                     continue
-                MIGRATIONS[number - 1](db)
+                MIGRATIONS[number - 1](self.conn)
                 self.conn.execute(f"PRAGMA user_version={number}")
+        if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            # Incremental vacuum only takes effect after one full VACUUM (once, here).
+            self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self.conn.execute("VACUUM")
+
+    def backup(self, target: str | Path) -> Path:
+        """An online, consistent copy of this database (see `backup_database`)."""
+        return backup_database(self.path, target, self.conn)
+
+    def backup_before_migration(self, version: int) -> Path:
+        """`agent.db.pre-v<N>.bak` beside the database (the unit's ProtectSystem lets the
+        daemon write only there); the last `BACKUPS_KEPT` are kept."""
+        target = self.backup(self.path.with_name(f"{self.path.name}.pre-v{version + 1}.bak"))
+        old = sorted(self.path.parent.glob(f"{self.path.name}.pre-v*.bak"),
+                     key=lambda p: p.stat().st_mtime)
+        for stale in old[:-BACKUPS_KEPT]:
+            stale.unlink(missing_ok=True)
+        return target
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -268,18 +389,6 @@ class Database:
             conn.execute("COMMIT")
         finally:
             self._local.depth = 0
-
-
-
-
-
-
-
-
-
-
-
-
 
     def _last_rowid(self) -> int:
         return int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])

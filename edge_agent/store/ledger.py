@@ -6,10 +6,12 @@ its entries, in integer micro-yuan.  Appending an id that exists changes nothing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
+import zlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +31,51 @@ _LEDGER_MESSAGE_COLUMNS = ("SELECT id, account, kind, amount, ts, meter, detail,
                            "FROM ledger")
 
 
+# Ledger details are small JSON objects with the same keys every time: deflated against this
+# fixed dictionary they take a third of the bytes (every byte of a ledger row is written twice,
+# WAL then database, 96 times a day per meter).  NEVER change this text: stored details need
+# it to be read; a new dictionary needs a new version byte.
+_DETAIL_V1 = b"\x01"
+_DETAIL_DICTIONARY = (
+    b'{"fixed":"daily","day":"2026-01-01","tariff":"flat"}{"kwh":"0.00","month":"2026-01",'
+    b'"allowance":"0.00"}{"kwh":"0.25","from":"2026-01-01T00:00:00+00:00","register":"0.00",'
+    b'"tariff":"flat","pieces":[{"kwh":"0.25","price":"0.5600","label":"flat"},{"kwh":"0.0",'
+    b'"price":"0.","label":"tou"},{"kwh":"0.1","price":"0.5","label":"tier1"},'
+    b'{"kwh":"1.0","price":"0.6","label":"peak"},{"kwh":"0.","price":"0.3","label":"valley"}]}')
+
+
+def encode_detail(text: str) -> str | bytes:
+    """A detail's JSON as stored: deflated with the fixed dictionary when that is shorter."""
+    raw = text.encode()
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY,
+                              _DETAIL_DICTIONARY)
+    packed = _DETAIL_V1 + packer.compress(raw) + packer.flush()
+    return packed if len(packed) < len(raw) else text
+
+
+def decode_detail(stored: str | bytes | None) -> dict[str, Any]:
+    """A stored detail back as a dict (JSON text, or deflated bytes from `encode_detail`)."""
+    if not stored:
+        return {}
+    if isinstance(stored, bytes):
+        if stored[:1] != _DETAIL_V1:
+            raise ValueError("ledger detail stored in an unknown format")
+        unpacker = zlib.decompressobj(-15, _DETAIL_DICTIONARY)
+        stored = (unpacker.decompress(stored[1:]) + unpacker.flush()).decode()
+    return json.loads(stored)  # type: ignore[no-any-return]
+
+
+def id_hash(entry_id: str) -> int:
+    """A ledger id as a signed 64-bit integer (the key of `ledger_gone`)."""
+    return int.from_bytes(hashlib.blake2b(entry_id.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
 def ledger_row(row: sqlite3.Row) -> dict[str, Any]:
     """A ledger entry by name, `detail` decoded: what the CLI shows and the head end receives."""
     return {"id": row["id"], "account": row["account"], "kind": row["kind"],
             "amount": row["amount"], "ts": row["ts"], "meter": row["meter"],
-            "detail": json.loads(row["detail"] or "{}"), "balance_after": row["balance_after"]}
+            "detail": decode_detail(row["detail"]), "balance_after": row["balance_after"]}
 
 
 class Ledger(Database):
@@ -79,17 +121,19 @@ class Ledger(Database):
             # was already there, undo it and take the careful path that skips known ids.
             conn.execute("SAVEPOINT ledger_batch")
             before = conn.total_changes
-            added, rows, balances = self._ledger_rows(batch, set(), origin)
+            gone = self.ledger_gone([e.id for e in batch])  # compacted away, still known
+            added, rows, balances = self._ledger_rows(batch, gone, origin)
             conn.executemany(_INSERT_LEDGER.replace("INSERT", "INSERT OR IGNORE"), rows)
             if conn.total_changes - before != len(rows):
                 conn.execute("ROLLBACK TO ledger_batch")
-                known = self._existing_ids([e.id for e in batch])
+                known = self._existing_ids([e.id for e in batch]) | gone
                 added, rows, balances = self._ledger_rows(batch, known, origin)
                 conn.executemany(_INSERT_LEDGER, rows)  # a duplicate now is an error
             conn.execute("RELEASE ledger_batch")
             touched = {row["account"] for row in added}
             conn.executemany("UPDATE accounts SET balance_micro=? WHERE id=?",
                              [(balances[a], a) for a in touched])
+            self._count_days(rows)
             if added and outbox:
                 self.enqueue_range("ledger", self._last_rowid() - len(rows) + 1,
                                    self._last_rowid())
@@ -115,18 +159,48 @@ class Ledger(Database):
                    "amount": format_money(entry.amount), "ts": to_iso(entry.ts),
                    "meter": entry.meter, "detail": entry.detail,
                    "balance_after": format_money(from_micro(balances[entry.account]))}
-            detail = json.dumps(entry.detail, ensure_ascii=False)
+            detail = encode_detail(json.dumps(entry.detail, ensure_ascii=False,
+                                              separators=(",", ":")))
             added.append(row)
             rows.append((entry.id, entry.account, entry.kind, row["amount"], micro,
                          row["ts"], entry.meter, detail, row["balance_after"], origin))
         return added, rows, balances
 
+    def _count_days(self, rows: list[tuple[Any, ...]]) -> None:
+        """Add the entries to `ledger_days` (money per UTC day, account and kind)."""
+        days: dict[tuple[str, str, str], int] = {}
+        for row in rows:
+            key = (row[5][:10], row[1], row[2])
+            days[key] = days.get(key, 0) + row[4]
+        self.conn.executemany("INSERT INTO ledger_days (day, account, kind, micro) "
+                              "VALUES (?,?,?,?) ON CONFLICT (day, account, kind) DO UPDATE "
+                              "SET micro = micro + excluded.micro",
+                              [(*key, micro) for key, micro in days.items()])
+
+    def ledger_gone(self, ids: list[str]) -> set[str]:
+        """Those of `ids` whose entry was compacted into a carried-forward one (retention):
+        their hash is remembered, so appending them again is still a no-op."""
+        if not ids or self.conn.execute("SELECT 1 FROM ledger_gone LIMIT 1").fetchone() is None:
+            return set()
+        hashes = {id_hash(i): i for i in ids}
+        keys = list(hashes)
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            found.update(hashes[h] for (h,) in self.conn.execute(
+                f"SELECT hash FROM ledger_gone WHERE hash IN ({','.join('?' * len(part))})",
+                part))
+        return found
+
     def _existing_ids(self, ids: list[str]) -> set[str]:
+        """Those of `ids` already in the ledger as entries from outside the gateway (the
+        gateway's own ids are unique by construction, and namespaced by the gateway id)."""
         found: set[str] = set()
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
             found.update(r[0] for r in self.conn.execute(
-                f"SELECT id FROM ledger WHERE id IN ({','.join('?' * len(part))})", part))
+                f"SELECT id FROM ledger WHERE id IN ({','.join('?' * len(part))}) "
+                "AND origin != 'gateway'", part))  # the ids index covers entries from outside
         return found
 
     def balances_micro(self, accounts: Iterable[str]) -> dict[str, int]:
@@ -151,7 +225,7 @@ class Ledger(Database):
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
         rows = self.conn.execute(sql, params).fetchall()
-        return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in reversed(rows)]
+        return [{**dict(r), "detail": decode_detail(r["detail"])} for r in reversed(rows)]
 
     def ledger_ids(self, account: str | None = None) -> set[str]:
         sql = "SELECT id FROM ledger" + (" WHERE account=?" if account else "")
@@ -168,11 +242,22 @@ class Ledger(Database):
         return [ledger_row(r) for r in out]
 
     def charges_since(self, account: str, since: datetime) -> Decimal:
-        """Money spent on energy and fixed charges since `since` (a positive number)."""
-        row = self.conn.execute(
-            "SELECT COALESCE(SUM(amount_micro),0) FROM ledger WHERE account=? AND "
-            "kind IN ('charge','allowance') AND ts >= ?", (account, to_iso(since))).fetchone()
-        return -from_micro(row[0])
+        """Money spent on energy and fixed charges since `since` (a positive number), from
+        the daily totals: the first day counts in proportion to the part of it after `since`
+        (an estimate for "days left", read hourly; the ledger has no per-account index)."""
+        start = since.astimezone(UTC)
+        first = start.date()
+        today = datetime.now(UTC).date()
+        days = [(first + timedelta(days=n)).isoformat()
+                for n in range((max(today, first) - first).days + 2)]
+        totals = dict(self.conn.execute(
+            f"SELECT day, SUM(micro) FROM ledger_days WHERE day IN ({','.join('?' * len(days))})"
+            " AND account=? AND kind IN ('charge','allowance') GROUP BY day",
+            (*days, account)).fetchall())
+        spent = Decimal(sum(m for d, m in totals.items() if d != days[0]))
+        part = Decimal(86400 - (start.hour * 3600 + start.minute * 60 + start.second)) / 86400
+        spent += Decimal(totals.get(days[0], 0)) * part
+        return -from_micro(int(spent.to_integral_value()))
 
     def alert_states(self) -> dict[str, AlertState]:
         from edge_agent.prepaid.enforcement import AlertState

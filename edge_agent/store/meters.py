@@ -51,7 +51,7 @@ class Meters(Database):
             else:
                 row["commissioned_at"] = existing.commissioned_at
                 row["commission_kwh"] = existing.commission_kwh
-            self.db["meters"].upsert(row, pk="address")
+            self.upsert("meters", row, pk="address")
             self.ensure_account(meter.account)
             if existing is None or initial_kwh is not None:
                 self.conn.execute("DELETE FROM meter_state WHERE address=?", (meter.address,))

@@ -14,11 +14,13 @@ from typing import Any
 
 from edge_agent.store.database import Database
 from edge_agent.store.ledger import _LEDGER_MESSAGE_COLUMNS, ledger_row
+from edge_agent.store.readings import TELEMETRY_VALUES
 
 PER_MESSAGE = 500  # rows one message refers to at most
 
 
 class Outbox(Database):
+    values_per_row = 1  # (Readings) values in a reading row at most
     """Store and forward: what the head end must hear of, queued in the transaction that made it."""
 
     def high_water_seq(self) -> int:
@@ -54,6 +56,8 @@ class Outbox(Database):
         """Queue messages made of rows `first..last` of the kind's table, at most
         `per_message` rows each (rendered when sent: the data is stored once, the outbox row
         only points at it).  Returns the last seq queued."""
+        if kind == "telemetry":  # a row holds a whole poll: keep messages within the schema
+            per_message = max(1, min(per_message, TELEMETRY_VALUES // self.values_per_row))
         seq = 0
         for start in range(first, last + 1, per_message):
             end = min(start + per_message - 1, last)
@@ -61,9 +65,10 @@ class Outbox(Database):
         return seq
 
     def ledger_range(self, first: int, last: int) -> list[dict[str, Any]]:
-        """Ledger entries `first..last` (by ledger seq), by name."""
+        """Ledger entries `first..last` (by ledger seq), by name.  Carried-forward entries
+        (retention) are left out: the head end acknowledged the entries they sum up."""
         rows = self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE seq BETWEEN ? AND ? "
-                                 "ORDER BY seq", (first, last)).fetchall()
+                                 "AND origin != 'carry' ORDER BY seq", (first, last)).fetchall()
         return [ledger_row(r) for r in rows]
 
     def event(self, seq: int) -> dict[str, Any] | None:
@@ -73,13 +78,6 @@ class Outbox(Database):
         if row is None:
             return None
         return {**dict(row), "detail": json.loads(row["detail"] or "{}")}
-
-    def readings_range(self, first: int, last: int) -> list[dict[str, Any]]:
-        """Readings `first..last` (by rowid), by name, `ts` as a datetime."""
-        rows = self.conn.execute(
-            "SELECT meter, ts, name, value FROM readings WHERE rowid BETWEEN ? AND ? "
-            "ORDER BY rowid", (first, last)).fetchall()
-        return [{**dict(r), "ts": datetime.fromtimestamp(r["ts"], UTC)} for r in rows]
 
     def enqueue(self, kind: str, payload: dict[str, Any]) -> int:
         return self.enqueue_encoded(kind, json.dumps(payload, default=str, ensure_ascii=False))
