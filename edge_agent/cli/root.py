@@ -31,7 +31,7 @@ def one_line(exc: Exception) -> str:
 #: a fraction of the time on a gateway (tests/cli/test_startup.py pins it).  A new verb
 #: needs a line here; the test checks each line against its module.
 VERBS: dict[str, tuple[str, str]] = {
-    "backup": ("backup", "Copy the database to PATH while the daemon keeps running."),
+    "backup": ("backup", "Copy the database to PATH (a file, or a directory) while it runs."),
     "balance": ("state", "Balance of one account (or all), exact, from the ledger."),
     "bill": ("billing", "Billing tools."),
     "commission": ("daemon", "Add, replace or remove a meter in the daemon's database."),
