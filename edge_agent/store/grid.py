@@ -125,13 +125,22 @@ class GridRecords(Database):
 
     # -- what the anomaly watch compares ---------------------------------------------------
     def latest_values(self, names: Iterable[str]) -> dict[str, dict[str, tuple[int, str]]]:
-        """meter -> name -> (epoch seconds, value) of the newest readings of `names`."""
-        wanted = list(names)
-        rows = self.conn.execute(f"SELECT meter, name, ts, value FROM latest WHERE name IN "
-                                 f"({','.join('?' * len(wanted))})", wanted)
+        """meter -> name -> (epoch seconds, value) of the newest readings of `names` (each
+        meter's newest row, which holds a whole poll; else what schema 1 kept in `latest`)."""
+        wanted = set(names)
         out: dict[str, dict[str, tuple[int, str]]] = {}
+        rows = self.conn.execute(
+            "SELECT s.address AS meter, r.ts, r.name, r.value FROM meter_state s "
+            "JOIN readings r ON r.rowid = s.last_reading").fetchall()
         for r in rows:
-            out.setdefault(r["meter"], {})[r["name"]] = (r["ts"], r["value"])
+            for name, value in self._unpack(r["name"], r["value"]):  # type: ignore[attr-defined]
+                if name in wanted:
+                    out.setdefault(r["meter"], {})[name] = (r["ts"], value)
+        if wanted:
+            old = self.conn.execute(f"SELECT meter, name, ts, value FROM latest WHERE name IN "
+                                    f"({','.join('?' * len(wanted))})", sorted(wanted))
+            for r in old:
+                out.setdefault(r["meter"], {}).setdefault(r["name"], (r["ts"], r["value"]))
         return out
 
     def poll_counters(self) -> dict[str, tuple[int, int]]:
