@@ -36,7 +36,6 @@ import os
 import random
 import selectors
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from localbroker import start_mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -62,30 +62,10 @@ REAL_INTERVAL = 900  # seconds of a real gateway's cycle that one compressed int
 
 
 # -- the broker ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Mosquitto with $SYS every second and room for the fleet's queues."""
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n"
-                    f"max_queued_messages 100000\nmax_inflight_messages 100\n"
-                    f"log_dest file {directory}/mosquitto.log\nuser root\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("error: mosquitto did not start listening")
+    return start_mosquitto(directory, "sys_interval 1\nmax_queued_messages 100000\n"
+                                      "max_inflight_messages 100")
 
 
 class SysCounters:

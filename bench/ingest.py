@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from localbroker import start_mosquitto  # noqa: E402  (bench/ is on the path)
 
 from edge_agent.prepaid.policy import Policy  # noqa: E402
 from edge_agent.prepaid.processor import Processor  # noqa: E402
@@ -84,29 +85,6 @@ def bench_throughput(meters: int, cycles: int, tmp: Path,
             "growth_per_reading": (size_after - size_before) / readings}
 
 
-def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A local Mosquitto on a free loopback port (the head end's broker)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                    f"max_queued_messages 1000000\nuser root\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("mosquitto did not start listening")
-
-
 def bench_memory(meters: int, tmp: Path, mqtt: bool = False) -> dict[str, float]:
     from firmware_sim.bus import SimBus, make_meters
 
@@ -127,7 +105,7 @@ def bench_memory(meters: int, tmp: Path, mqtt: bool = False) -> dict[str, float]
     if mqtt:  # the head-end link on, against a local broker
         from tests.helpers import mqtt_extra
 
-        broker, port = start_mosquitto(tmp)
+        broker, port = start_mosquitto(tmp, "max_queued_messages 1000000")
         lines.append(mqtt_extra(tmp, port, status_interval=10.0))
     config = tmp / "mem.toml"
     config.write_text("\n".join(lines))
