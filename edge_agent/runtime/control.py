@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EXPECTED_ERRORS, NotOwned, UsageError, kind_of
-from edge_agent.field.worker import TECHNICIAN
 
 log = logging.getLogger(__name__)
 WAIT = 300.0
@@ -113,14 +112,13 @@ class ControlServer:
             return commission_through_agent(self.agent, request, f"technician:{user}")
         worker = self._worker_for_port(request["port"])
         if op == "read":
-            from edge_agent.runtime.operations import wire_values
+            from edge_agent.runtime.operations import technician_read
 
-            address, quantities = request["address"], request["quantities"]
-            return wire_values(worker.submit(lambda driver: driver.read(address, quantities),
-                                             TECHNICIAN).result(WAIT))
+            return technician_read(worker, request["address"], request["quantities"], WAIT)
         if op == "scan":
-            timeout = request.get("timeout")
-            return worker.submit(lambda driver: driver.scan(timeout), TECHNICIAN).result(WAIT)
+            from edge_agent.runtime.operations import scan
+
+            return scan(worker, request.get("timeout"), WAIT)
         if op == "relay":
             from edge_agent.runtime.operations import technician_relay
 

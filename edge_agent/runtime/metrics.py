@@ -92,14 +92,13 @@ def _bus_lines(agent: Any) -> list[str]:
 def _process_lines(agent: Any) -> list[str]:
     """The outbox's oldest message age, resident memory and build information."""
     import platform
-    from datetime import UTC, datetime
 
     from edge_agent import __version__
 
     lines = _gauge("edge_agent_outbox_oldest_age_seconds",
                    "Age of the oldest message waiting for the head end (0: empty).")
     oldest = agent.store.outbox_oldest()
-    age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+    age = 0.0 if oldest is None else (agent.clock.now() - oldest).total_seconds()
     lines.append(f"edge_agent_outbox_oldest_age_seconds {max(age, 0.0):.1f}")
     rss = resident_bytes()
     if rss is not None:

@@ -391,6 +391,22 @@ def read(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     return Plan(result={"meter": meter, "values": wire_values(values)})
 
 
+def technician_read(worker: Any, address: str, quantities: list[str], wait: float) -> Any:
+    """A technician's reading through the daemon's bus worker (any meter on the port, billed
+    or not), ahead of routine polling; values as on the wire contract."""
+    from edge_agent.field.worker import TECHNICIAN
+
+    return wire_values(worker.submit(lambda driver: driver.read(address, quantities),
+                                     TECHNICIAN).result(wait))
+
+
+def scan(worker: Any, timeout: float | None, wait: float) -> list[str]:
+    """Find the meters on a port the daemon owns, between its routine polls."""
+    from edge_agent.field.worker import TECHNICIAN
+
+    return worker.submit(lambda driver: driver.scan(timeout), TECHNICIAN).result(wait)
+
+
 def resend(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
     store = agent.store
 
