@@ -120,6 +120,18 @@ def configured_line(address: str | None, given: dict[str, Any]) -> dict[str, Any
     return settings
 
 
+LINE_KEYS = ("port", "baud", "parity", "timeout", "retries", "protocol", "unit", "model")
+
+
+def line_for(address: str | None, port: str | None, *settings: Any) -> tuple[Any, ...]:
+    """The line to use, in `LINE_KEYS` order: the options as given with --port; without it,
+    the configured bus of the meter (options given on the command line still win)."""
+    if port is not None:
+        return (port, *settings)
+    line = configured_line(address, dict(zip(LINE_KEYS[1:], settings, strict=True)))
+    return tuple(line[key] for key in LINE_KEYS)
+
+
 def protocol_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--protocol, and --unit/--model for Modbus meters."""
     options = [
@@ -173,13 +185,8 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
       edge-agent read -p /dev/ttyUSB0 -a 000000000001 energy voltage current
       edge-agent read -p /dev/ttyUSB0 -a 000000000001 00010000 --json
     """
-    if port is None:
-        line = configured_line(address, {"baud": baud, "parity": parity, "timeout": timeout,
-                                         "retries": retries, "protocol": protocol,
-                                         "unit": unit, "model": model})
-        port, baud, parity, timeout = line["port"], line["baud"], line["parity"], line["timeout"]
-        retries, protocol, unit, model = (line["retries"], line["protocol"], line["unit"],
-                                          line["model"])
+    port, baud, parity, timeout, retries, protocol, unit, model = line_for(
+        address, port, baud, parity, timeout, retries, protocol, unit, model)
     keys = list(quantities) or ["energy"]
     if protocol != "modbus":
         from protocols.dlt645 import v1997
@@ -293,13 +300,8 @@ def relay(port: str, baud: int, parity: str, timeout: float, retries: int, proto
 
     if address is None and unit is None:
         raise UsageError("give --address (or --unit for a Modbus meter)")
-    if port is None:
-        line = configured_line(address, {"baud": baud, "parity": parity, "timeout": timeout,
-                                         "retries": retries, "protocol": protocol,
-                                         "unit": unit, "model": model})
-        port, baud, parity, timeout = line["port"], line["baud"], line["parity"], line["timeout"]
-        retries, protocol, unit, model = (line["retries"], line["protocol"], line["unit"],
-                                          line["model"])
+    port, baud, parity, timeout, retries, protocol, unit, model = line_for(
+        address, port, baud, parity, timeout, retries, protocol, unit, model)
     address = address or f"unit:{unit}"
     answer = via_daemon({"op": "relay", "port": port, "address": address, "action": action})
     if protocol != "dlt645-2007" and answer is None:
