@@ -375,10 +375,14 @@ def _buses(check: _Checker, raw: Any, check_quantities: bool = True) -> list[Bus
 
             for q in bus["quantities"]:
                 try:
-                    catalogue.lookup(str(q))
+                    item = catalogue.lookup(str(q))
                 except KeyError:
                     if bus.get("protocol") != "modbus":
                         check.add("bus", index, "quantities", f"unknown quantity {q!r}")
+                    continue
+                if item.kind == "block":  # a reading is one value under one name (contract)
+                    check.add("bus", index, "quantities", f"{q!r} is a block of several "
+                              "values: name each (e.g. voltage_a, voltage_b, voltage_c)")
         if "quantities" in bus:
             bus["quantities"] = tuple(bus["quantities"])
         if "name" in bus and "port" in bus:

@@ -207,8 +207,10 @@ def read(port: str, baud: int, parity: str, timeout: float, retries: int, protoc
     rows = via_daemon({"op": "read", "port": port, "address": meter, "quantities": keys})
     if rows is None:
         driver = direct_driver(protocol, port, baud, parity, timeout, retries, unit, model)
-        try:
-            rows = driver.read(meter, keys)
+        from edge_agent.runtime.operations import wire_values
+
+        try:  # the values as the daemon gives them (status words in hex, ...)
+            rows = wire_values(driver.read(meter, keys))
         finally:
             driver.close()
 

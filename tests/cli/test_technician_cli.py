@@ -108,3 +108,13 @@ def test_usage_errors_exit_2() -> None:
 def test_missing_port_exit_1() -> None:
     code, _, err = run("read", "-p", "/dev/does-not-exist", "-a", "000000000001")
     assert code == 1 and "cannot open port /dev/does-not-exist" in err
+
+
+def test_a_direct_read_shows_status_words_as_the_daemon_does(sim_bus: SimBus) -> None:
+    """One format for status words everywhere: 4 hex digits (issue 11), on a port the CLI
+    opens itself as well as through the daemon."""
+    code, out, err = run("read", "-p", sim_bus.port, *LINE, "-a", "000000000001",
+                         "status_word_3", "--json")
+    assert code == 0, err
+    value = json.loads(out)[0]["value"]
+    assert isinstance(value, str) and len(value) == 4 and int(value, 16) >= 0
