@@ -50,6 +50,10 @@ SHARE = re.compile(r"(0(\.[0-9]{1,4})?|1(\.0{1,4})?)")
 RELAY_ACTIONS = tuple(o.value for o in RelayOrder)
 READ_ALIASES = ("energy", "voltage", "current", "power", "status", "relay")
 ENVELOPE_KEYS = frozenset({"cmd", "kid", "sig"})
+# The longest a command may be valid.  Command ids are remembered for `[retention]
+# commands_seen_days` (35 by default): a command must expire well before its id is forgotten,
+# or it could be replayed after that.
+MAX_LIFETIME = timedelta(days=7)
 CMD_KEYS = frozenset({"v", "id", "type", "gw", "issued_at", "expires_at", "args"})
 
 
@@ -439,6 +443,10 @@ def verify(payload: bytes, keys: KeyRing, gateway: str, now: datetime, skew: tim
         raise CommandRejected(f"for another gateway ({cut(cmd['gw'])!r}, this is {gateway!r})")
     if now > expires + skew:
         raise CommandRejected(f"expired at {expires.isoformat()}")
+    if expires - issued > MAX_LIFETIME:  # its id must be remembered for as long as it is valid
+        raise CommandRejected(f"malformed: valid for longer than {MAX_LIFETIME.days} days "
+                              f"(issued_at {issued.isoformat()}, expires_at "
+                              f"{expires.isoformat()})")
     if issued > now + skew:
         raise CommandRejected(f"not yet valid: issued at {issued.isoformat()}, "
                               f"gateway time {now.isoformat()}")

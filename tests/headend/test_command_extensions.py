@@ -76,3 +76,13 @@ def test_a_hospital_trip_needs_force(rig: Rig) -> None:
     forced = rig.send("relay", {"meter": METERS[0], "action": "trip", "force": True})
     assert forced["status"] == "ok", forced
     assert forced["result"]["relay"] == "open"
+
+
+def test_a_command_valid_for_longer_than_its_id_is_remembered_is_refused(rig: Rig) -> None:
+    """Ids are forgotten after [retention] commands_seen_days; a command valid for longer
+    could be replayed after that, so the lifetime is bounded (7 days)."""
+    cmd = rig.cmd("ping", {})
+    cmd["expires_at"] = "2099-01-01T00:00:00Z"
+    answer = rig.handler.handle(rig.signed(cmd))
+    assert answer["status"] == "rejected" and "longer than 7 days" in answer["reason"]
+    assert rig.send("ping", {})["status"] == "ok"
