@@ -113,7 +113,8 @@ clock_skew = 60
 # -- the MQTT contract ---------------------------------------------------------------------
 SCHEMAS = REPO / "docs" / "schemas"
 SCHEMA_BY_TOPIC = {"telemetry": "telemetry", "events": "events", "ledger": "ledger",
-                   "cmd/result": "cmd-result", "cmd": "cmd"}
+                   "cmd/result": "cmd-result", "cmd": "cmd", "lineloss": "lineloss",
+                   "usage": "usage"}
 
 
 def _validators() -> dict[str, object]:

@@ -39,7 +39,8 @@ from edge_agent.store import Store
 log = logging.getLogger(__name__)
 
 TOPICS = {"telemetry": "telemetry", "events": "events", "ledger": "ledger",
-          "cmd_result": "cmd/result", "status": "status"}
+          "cmd_result": "cmd/result", "status": "status",
+          "lineloss": "lineloss", "usage": "usage"}  # the concentrator's (docs/concentrator.md)
 WINDOW = 200  # messages in flight before waiting for PUBACKs
 SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (and queued commands) a week
 
