@@ -124,7 +124,6 @@ class Agent:
         for account in config.accounts:  # [accounts.NAME]: the configuration wins at start
             self.processor.set_account_class(account.name, account.policy_class,
                                              account.tier_bonus_kwh, self.started_at, "config")
-        self.progress_at = self.clock.monotonic()  # last time a poll cycle was stored
         self.cycles = 0  # written by the processing thread only
         self.processing_failures = 0  # likewise
         self.services: list[Any] = []  # head-end link, command handler, control socket...
@@ -283,7 +282,6 @@ class Agent:
             cycle.done.set_exception(exc)
             return
         self.cycles += 1
-        self.progress_at = self.clock.monotonic()
         self.dispatch(decisions)
         cycle.done.set_result(len(cycle.polls))
 
