@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -151,3 +153,14 @@ def contract_problems(messages: list[tuple[str, dict[str, object]]]) -> list[str
         problems += [f"{topic} seq {body.get('seq')}: {e.message}"
                      for e in validator.iter_errors(body)]  # type: ignore[attr-defined]
     return problems
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0,
+             step: float = 0.05) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False

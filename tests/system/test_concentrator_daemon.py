@@ -4,7 +4,6 @@ and reads their clocks (one meter is 90 s off: `clock_deviation`, once)."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta
 from decimal import Decimal as D
 from zoneinfo import ZoneInfo
@@ -14,7 +13,7 @@ from edge_agent.runtime.daemon import Agent
 from firmware_sim.bus import SimBus, make_meters
 from firmware_sim.clock import SimClock
 from firmware_sim.dlt645_meter import FrozenRecord
-from tests.helpers import agent_config
+from tests.helpers import agent_config, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 CONCENTRATOR = """
@@ -23,14 +22,6 @@ enabled = true
 clock_trust = "distrust"
 """
 
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_daemon_reads_freezes_at_start_and_watches_clocks(tmp_path) -> None:

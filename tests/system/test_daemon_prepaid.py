@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from decimal import Decimal as D
 
@@ -10,6 +11,7 @@ from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.runtime.daemon import Agent
 from firmware_sim.bus import SimBus, make_meters
 from tests.helpers import agent_config
+from tests.helpers import wait_for as _wait_for
 
 POLICY = """
 alert_levels = ["1.00"]
@@ -19,13 +21,8 @@ close_mode = "close_allowed"
 """
 
 
-def wait_for(predicate, timeout: float = 15.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+
+wait_for = functools.partial(_wait_for, timeout=15.0)  # this file's bound
 
 
 def test_credit_runs_down_trips_and_restores(tmp_path) -> None:

@@ -14,7 +14,7 @@ from edge_agent.runtime.assembly import build_agent
 from firmware_sim.bus import SimBus, make_meters
 from firmware_sim.headend import HeadEnd
 from firmware_sim.modbus_meter import ModbusSimBus, SimModbusMeter
-from tests.helpers import REPO, contract_problems, mqtt_extra
+from tests.helpers import REPO, contract_problems, mqtt_extra, wait_for
 
 POLICY = """
 [policy]
@@ -54,14 +54,6 @@ def meter(address: str, bus_name: str, account: str, extra: str = "") -> str:
     return (f'\n[[meter]]\naddress = "{address}"\nbus = "{bus_name}"\naccount = "{account}"\n'
             f'tariff = "flat"\ninitial_kwh = "0.00"\n{extra}\n')
 
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_modbus_meter_runs_down_trips_and_restores(tmp_path) -> None:
