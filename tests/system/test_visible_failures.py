@@ -209,3 +209,40 @@ def test_status_says_the_daemon_is_not_running_after_a_kill(tmp_path: Path) -> N
                                      capture_output=True, text=True, cwd=REPO,
                                      timeout=30).stdout)
     assert data["daemon"]["running"] is False
+
+
+def test_a_port_the_agent_may_not_open_is_named_at_err_and_in_config_check(
+        tmp_path: Path) -> None:
+    """A real permission problem, not a simulated one: the pty is mode 000, and as root the
+    agent runs without CAP_DAC_OVERRIDE (through setpriv), so the kernel refuses it as it
+    refuses a user without the device's group."""
+    import os
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "util-linux's setpriv is part of every Debian system"
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    with SimBus(make_meters(1), baud=9600) as sim:
+        os.chmod(sim.port, 0o000)
+        config = agent_config(tmp_path, sim.port, ["000000000001"], poll_interval=0.5)
+        check = subprocess.run([*prefix, *EXE, "--config", str(config), "config", "check"],
+                               capture_output=True, text=True, cwd=REPO, timeout=30)
+        proc = subprocess.Popen([*prefix, *EXE, "--config", str(config), "run"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=REPO)
+        STARTED.append(proc)
+        time.sleep(4)
+        status = subprocess.run([*EXE, "--config", str(config), "status", "--json"],
+                                capture_output=True, text=True, cwd=REPO, timeout=30)
+        code, out, err = finish(proc)
+    denied = [line for line in lines_at(out, 3) if "permission denied" in line]
+    assert len(denied) == 1, out + err  # once at err, not once per poll
+    assert sim.port in denied[0] and "dialout" in denied[0]
+    assert "Traceback" not in err, err
+    assert code == 0, out + err
+    assert check.returncode != 0 and "permission denied" in check.stdout + check.stderr, (
+        check.stdout + check.stderr)
+    data = json.loads(status.stdout)
+    assert [b["state"] for b in data["buses"]] == ["degraded"], data
+    assert "permission denied" in data["buses"][0]["last_error"]
