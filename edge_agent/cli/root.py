@@ -58,6 +58,26 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+def stderr_is_journal() -> bool:
+    """Whether stderr is journald's stream (systemd sets JOURNAL_STREAM to its device:inode
+    for a service; a shell started from such a service inherits the variable but not the
+    stream, hence the comparison)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        found = os.fstat(2)
+    except (ValueError, OSError):
+        return False
+    return (found.st_dev, found.st_ino) == (device, inode)
+
+
+def fail(text: str, code: int) -> None:
+    """The one `error:` line and the exit code.  Under systemd the line carries journald's
+    priority err (`<3>`), or `journalctl -p err` would not show why the service stopped."""
+    click.echo(f"{'<3>' if stderr_is_journal() else ''}error: {text}", err=True)
+    sys.exit(code)
+
+
 class AgentGroup(click.Group):
     """A group that reports every failure as one `error:` line with the contract's exit code,
     and imports a verb's module only when that verb runs."""
@@ -84,17 +104,13 @@ class AgentGroup(click.Group):
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
-            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
-            sys.exit(2)
+            fail(" ".join(exc.format_message().split()), 2)
         except (ConfigError, UsageError, RegisterMapError) as exc:
-            click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(2)
+            fail(one_line(exc), 2)
         except EXPECTED_ERRORS as exc:
-            click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(1)
+            fail(one_line(exc), 1)
         except click.Abort:
-            click.echo("error: aborted", err=True)
-            sys.exit(1)
+            fail("aborted", 1)
         except KeyboardInterrupt:
             sys.exit(130)
         sys.exit(0)

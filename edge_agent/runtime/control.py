@@ -53,7 +53,9 @@ class ControlServer:
         os.chmod(self.path, 0o660)
         if self.group:
             try:
-                os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+                gid = grp.getgrnam(self.group).gr_gid
+                if self.path.stat().st_gid != gid:  # under the unit it is already the
+                    os.chown(self.path, -1, gid)    # service's group: no chown at all
             except (KeyError, PermissionError) as exc:
                 log.warning("control socket: cannot give it to group %s: %s", self.group, exc)
         sock.listen(8)

@@ -223,3 +223,24 @@ def test_run_with_an_unknown_tariff_exits_2_and_says_so_at_err(tmp_path: Path) -
     assert "no-such-tariff" in result.stderr
     assert any(line.startswith("<3>") and "not starting" in line
                for line in result.stdout.splitlines())
+
+
+def test_the_error_line_carries_priority_err_only_when_stderr_is_the_journal(
+        tmp_path: Path) -> None:
+    """Under systemd (JOURNAL_STREAM names stderr's device:inode) `run`'s configuration
+    error must reach `journalctl -p err`; anywhere else the line stays plain."""
+    bad = tmp_path / "agent.toml"
+    bad.write_text("[agent]\nnot_a_key = 1\n")
+    for journal in (True, False):
+        sink = tmp_path / f"stderr-{journal}"
+        with sink.open("w") as err:
+            found = os.fstat(err.fileno())
+            stream = f"{found.st_dev}:{found.st_ino}" if journal else f"{found.st_dev}:1"
+            done = subprocess.run([sys.executable, "-m", "edge_agent", "--config", str(bad),
+                                   "run"], stderr=err, stdout=subprocess.DEVNULL, timeout=30,
+                                  env={**os.environ, "JOURNAL_STREAM": stream})
+        lines = sink.read_text().splitlines()
+        assert done.returncode == 2
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("<3>error: " if journal else "error: "), lines
+        assert "not_a_key" in lines[0]

@@ -1,7 +1,7 @@
 """install.sh / uninstall.sh into a scratch root: install, upgrade with a backup, uninstall, purge.
 
-systemd is not PID 1 here, so a recorder stands in for systemctl (SYSTEMCTL=...): the test
-checks what the scripts would have asked of systemd, never a real unit.
+A recorder stands in for systemctl (SYSTEMCTL=...): the test checks what the scripts would
+have asked of systemd.  The same scripts under a real systemd: test_install_systemd.py.
 """
 
 from __future__ import annotations
