@@ -2,7 +2,8 @@
 
 Freezes are kept once per meter and day (a later read of the same freeze changes nothing), so
 backfill can ask which days are missing; line-loss periods and daily usage are upserted per key
-and queued for the head end (`lineloss`, `usage`) in the same transaction.
+and, when new or changed, queued for the head end (`lineloss`, `usage`) in the same transaction
+(a day closed again after a restart is not sent twice).
 """
 
 from __future__ import annotations
@@ -83,16 +84,24 @@ class GridRecords(Database):
         return {r["meter"]: Decimal(r["kwh"]) for r in rows}
 
     # -- line loss -------------------------------------------------------------------------
-    def save_line_loss(self, result: LineLoss, publish: bool = True) -> None:
+    def save_line_loss(self, result: LineLoss, publish: bool = True) -> bool:
+        """Keep one period's result; queue it for the head end only when it is new or differs
+        from the one kept (a day closed again after a restart is not sent twice; a day a
+        backfill completed is).  True when something changed."""
         body = result.as_dict()
+        text = json.dumps(body)
+        key = (result.area, result.period, result.start.isoformat())
+        row = self.conn.execute("SELECT body FROM line_loss WHERE area=? AND period=? AND "
+                                "start=?", key).fetchone()
+        if row is not None and row["body"] == text:
+            return False
         self.conn.execute(
             "INSERT INTO line_loss (area, period, start, body, incomplete) VALUES (?,?,?,?,?) "
             "ON CONFLICT(area, period, start) DO UPDATE SET body=excluded.body, "
-            "incomplete=excluded.incomplete",
-            (result.area, result.period, result.start.isoformat(), json.dumps(body),
-             int(result.incomplete)))
+            "incomplete=excluded.incomplete", (*key, text, int(result.incomplete)))
         if publish:
             self.enqueue("lineloss", body)  # type: ignore[attr-defined]
+        return True
 
     def line_losses(self, period: str | None = None, area: str | None = None,
                     limit: int = 50) -> list[dict[str, Any]]:
@@ -150,13 +159,24 @@ class GridRecords(Database):
 
     # -- daily usage -----------------------------------------------------------------------
     def save_usage(self, account: str, day: date, body: dict[str, Any],
-                   publish: bool = True) -> None:
+                   publish: bool = True) -> bool:
+        """Keep an account's day; queue it for the head end only when it is new or the day's
+        own figures differ from the ones kept.  `tier` and `allowance` are the position when
+        the day was first closed (they follow the running billing state): a day closed again
+        later with the same figures keeps them and is not sent again.  True when queued."""
+        text = json.dumps(body, default=str)
+        row = self.conn.execute("SELECT body FROM daily_usage WHERE account=? AND day=?",
+                                (account, day.isoformat())).fetchone()
+        if row is not None and _day_figures(json.loads(row["body"])) == _day_figures(
+                json.loads(text)):
+            return False
         self.conn.execute(
             "INSERT INTO daily_usage (account, day, body) VALUES (?,?,?) "
             "ON CONFLICT(account, day) DO UPDATE SET body=excluded.body",
-            (account, day.isoformat(), json.dumps(body, default=str)))
+            (account, day.isoformat(), text))
         if publish:
             self.enqueue("usage", body)  # type: ignore[attr-defined]
+        return True
 
     def usage(self, account: str, limit: int = 31) -> list[dict[str, Any]]:
         """Daily usage of an account, newest first."""
@@ -170,3 +190,12 @@ class GridRecords(Database):
             "SELECT COALESCE(SUM(amount_micro), 0) FROM ledger WHERE account=? AND "
             "kind='charge' AND ts >= ? AND ts < ?", (account, to_iso(start), to_iso(end)))
         return Decimal(-int(row.fetchone()[0])) / Decimal(1_000_000)
+
+
+#: parts of a `usage` body that are the running position when the day was closed, not the day's
+#: own figures (compared to decide whether a day closed again is a change)
+USAGE_POSITION = ("tier", "allowance")
+
+
+def _day_figures(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in USAGE_POSITION}

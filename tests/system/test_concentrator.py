@@ -374,3 +374,65 @@ def test_quarter_hour_line_loss_and_theft_raised_once(site_factory: Any) -> None
     assert D(first["supply_kwh"]) == D("1.75") and first["sales_kwh"] == "1.50"
     assert first["over_threshold"] and second["over_threshold"]
     assert len(site.events("line_loss_high")) == 1  # raised once while it lasts
+
+
+def restarted(site: Site) -> Site:
+    """The gateway restarted: the same database file reopened, a new processor and
+    concentrator (nothing kept in memory), the same meters and bus."""
+    site.store.close()
+    store = Store(site.store.path)
+    processor = Processor(store, {TARIFF.id: TARIFF}, Policy(), TZ, "gw")
+    conc = Concentrator(site.conc.config, store, processor, {"b1": site.worker},
+                        site.conc.clock, lambda fn, *args: fn(*args), ntp=lambda: True)
+    return Site(site.sim, site.world, store, processor, site.worker, conc)
+
+
+def queued(site: Site) -> dict[str, list[tuple[Any, ...]]]:
+    """Keys of the `lineloss` and `usage` messages waiting in the outbox, in order."""
+    import json
+
+    out: dict[str, list[tuple[Any, ...]]] = {"lineloss": [], "usage": []}
+    for _, kind, payload in site.store.pending(1000):
+        body = json.loads(payload)
+        if kind == "lineloss":
+            out[kind].append((body["area"], body["period"], body["start"], body["incomplete"]))
+        elif kind == "usage":
+            out[kind].append((body["account"], body["day"]))
+    return out
+
+
+def test_a_restart_queues_no_lineloss_or_usage_twice_but_a_completed_day_again(
+        site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("1"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals)
+    customers[2].fault = "silent"  # its freezes are not read: the day is incomplete
+    site.sim.advance_to(datetime(2026, 4, 3, 10, 0))
+    settle(site)
+    day = ("000000000099", "day", "2026-04-01T16:00:00Z")
+    first = queued(site)
+    assert first["lineloss"] == [(*day, True)]
+    assert sorted(first["usage"]) == [("acct-01", "2026-04-02"), ("acct-02", "2026-04-02")]
+    # the running tier position moves on before the restart (it is in the usage body)
+    site.sim.advance_to(datetime(2026, 4, 3, 11, 0))
+    for meter in customers[:2]:
+        site.poll(meter.address)
+    site = restarted(site)
+    try:
+        settle(site)  # the day is closed again, from the same freezes: nothing new
+        assert queued(site) == first
+        customers[2].fault = None  # back: a backfill completes the day, which is news
+        site.sim.advance_to(datetime(2026, 4, 3, 11, 30))
+        site = restarted(site)
+        settle(site)
+        again = queued(site)
+        assert again["lineloss"] == [(*day, True), (*day, False)]  # changed: sent, last wins
+        assert sorted(again["usage"]) == sorted([*first["usage"], ("acct-03", "2026-04-02")])
+        (loss,) = site.store.line_losses(period="day")
+        assert not loss["incomplete"] and loss["missing"] == 0
+    finally:
+        site.store.close()
