@@ -22,6 +22,41 @@ from edge_agent.prepaid.policy import Policy, parse_policy
 BAUDS = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 ADDRESS = re.compile(r"^\d{12}$")
+#: a meter's field data for technicians (`[[meter]]` and the head end's `add_meter`)
+FIELD_DATA = ("lat", "lon", "pole", "phase", "customer_class")
+PHASES = ("A", "B", "C", "ABC")
+LABEL_MAX = 64  # characters of a pole or customer class
+
+
+def field_value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one field-data value (None: nothing).  The one rule for agent.toml
+    and the head end: lat -90..90 and lon -180..180 as numbers, phase A, B, C or ABC, pole
+    and customer class 1-64 printable characters."""
+    if key in ("lat", "lon"):
+        limit = 90 if key == "lat" else 180
+        if (not isinstance(value, int | float) or isinstance(value, bool)
+                or not -limit <= value <= limit):
+            return (f"{value!r} is not a {'latitude' if key == 'lat' else 'longitude'} "
+                    f"(a number from -{limit} to {limit})")
+    elif key == "phase":
+        if value not in PHASES or not isinstance(value, str):
+            return f"{value!r} is not A, B, C or ABC"
+    elif key in ("pole", "customer_class"):
+        if (not isinstance(value, str) or not 1 <= len(value) <= LABEL_MAX
+                or not value.isprintable()):
+            return f"{value!r} is not 1-{LABEL_MAX} printable characters"
+    return None
+
+
+def field_data_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for every bad field-data value given (None values are not given);
+    lat and lon go together."""
+    given = {k: v for k, v in values.items() if k in FIELD_DATA and v is not None}
+    out = [(k, why) for k, v in given.items() if (why := field_value_problem(k, v))]
+    for key, other in (("lat", "lon"), ("lon", "lat")):
+        if key in given and other not in given:
+            out.append((key, f"{key} without {other}: give both or neither"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -475,12 +510,8 @@ def _areas(check: _Checker, meters: list[MeterConfig]) -> None:
     for index, m in enumerate(meters):
         if m.role not in ("customer", "total"):
             check.add("meter", index, "role", f"{m.role!r} is not customer or total")
-        if m.phase is not None and m.phase not in ("A", "B", "C", "ABC"):
-            check.add("meter", index, "phase", f"{m.phase!r} is not A, B, C or ABC")
-        if m.lat is not None and not -90 <= m.lat <= 90:
-            check.add("meter", index, "lat", f"{m.lat} is not a latitude")
-        if m.lon is not None and not -180 <= m.lon <= 180:
-            check.add("meter", index, "lon", f"{m.lon} is not a longitude")
+        for key, message in field_data_problems({k: getattr(m, k) for k in FIELD_DATA}):
+            check.add("meter", index, key, message)
         if m.behind is not None and m.behind not in totals:
             check.add("meter", index, "behind", f"{m.behind} is not a meter with role = total")
         for key in ("ct_ratio", "pt_ratio"):

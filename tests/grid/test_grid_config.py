@@ -32,6 +32,9 @@ def test_total_meters_are_kept_apart_from_billed_meters() -> None:
     ('[concentrator]\nclock_trust = "maybe"\n', "auto, trust or distrust"),
     (CUSTOMER.replace('"B"', '"D"'), "is not A, B, C or ABC"),
     (CUSTOMER.replace("30.2", "95.0"), "is not a latitude"),
+    (CUSTOMER.replace("lon = 120.1\n", ""), "lat without lon"),
+    (CUSTOMER + 'pole = ""\n', "1-64 printable characters"),
+    (CUSTOMER + 'customer_class = "a\\tb"\n', "1-64 printable characters"),
     (CUSTOMER.replace("99", "98"), "is not a meter with role = total"),
 ])
 def test_bad_values_are_reported(text: str, message: str) -> None:
