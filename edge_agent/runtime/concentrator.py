@@ -113,6 +113,7 @@ class Concentrator:
         self._counters: dict[str, tuple[int, int]] = {}
         self._streaks: dict[str, int] = {}
         self._raised: set[tuple[str, str]] = set()
+        self._saved_raised: dict[str, list[str]] | None = None  # as `status` last saw it
         self._states: dict[str, Any] = {}  # billing states at the last look (gap detection)
         self._quarter: datetime | None = None
 
@@ -129,6 +130,9 @@ class Concentrator:
         """Queue what is due (cheap when nothing is); never blocks on a bus.  A failure here
         is logged and never stops the daemon's polling, billing and enforcement."""
         if not self.settings.enabled:
+            if self._saved_raised is None:  # conditions a former run held raised are stale
+                self._saved_raised = {}
+                self.on_processor(self._save_raised, True)
             return
         try:
             self._tick()
@@ -340,6 +344,7 @@ class Concentrator:
                     events += self._once(area, ("line_loss_high", "line_loss_negative"),
                                          lineloss.loss_events(result))
             self.store.record_events(events)
+            self._save_raised()
 
     # -- the day closed: line loss and usage -----------------------------------------------
     def close_day(self, day: date) -> None:
@@ -407,11 +412,29 @@ class Concentrator:
                 events += self._compare(meter, before, values, multipliers.get(meter, 1))
         for meter, (polls, replies) in counters.items():
             events += self._failures(meter, polls, replies)
-        if events or gaps:
+        if events or gaps or self._raised_changed():
             with self.store.transaction():
                 self.store.record_events(events)
                 for meter, body in gaps.items():
                     self.store.set_setting(f"billed_gap:{meter}", body)
+                self._save_raised()
+
+    def _raised_now(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for meter, kind in sorted(self._raised):
+            out.setdefault(meter, []).append(kind)
+        return out
+
+    def _raised_changed(self) -> bool:
+        return self._raised_now() != self._saved_raised
+
+    def _save_raised(self, always: bool = False) -> None:
+        """Keep the conditions held raised for `status` (in the caller's transaction), when
+        they changed."""
+        if always or self._raised_changed():
+            self._saved_raised = self._raised_now()
+            with self.store.transaction():
+                self.store.save_raised(self._saved_raised)
 
     def _gaps(self) -> dict[str, str]:
         """Spans of a day or more billed from one reading since the last look (the freezes
@@ -467,6 +490,10 @@ class Concentrator:
                                                        self.thresholds)
                 events += raised
         self._streaks[meter] = streak
+        if streak >= self.thresholds.failure_streak:  # held raised until the meter answers
+            self._raised.add((meter, "read_failures"))
+        else:
+            self._raised.discard((meter, "read_failures"))
         return events
 
     # -- meter clocks ----------------------------------------------------------------------

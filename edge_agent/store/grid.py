@@ -132,6 +132,31 @@ class GridRecords(Database):
     def meter_clocks(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM meter_clocks ORDER BY meter")]
 
+    # -- problem meters (`status`, `meters --geojson`) --------------------------------------
+    def save_raised(self, raised: dict[str, list[str]]) -> None:
+        """The anomaly conditions the concentrator holds raised now, by meter (read-failure
+        streaks, register too fast or stopped, line loss of an area): what `status` shows."""
+        self.set_setting(RAISED_KEY, json.dumps(raised, sort_keys=True))  # type: ignore[attr-defined]
+
+    def meter_problems(self) -> dict[str, list[str]]:
+        """meter -> what is wrong with it now, from what the daemon stored: `offline` (its last
+        poll went unanswered), `relay_open` (tripped), `clock_deviation` (raised, not yet
+        back), and the anomaly conditions the concentrator holds raised.  Meters without a
+        problem are left out.  The one rule of `status` and `meters --geojson`."""
+        out: dict[str, set[str]] = {}
+        for r in self.conn.execute("SELECT s.address, s.online, s.relay FROM meter_state s "
+                                   "JOIN meters m ON m.address=s.address WHERE m.active=1"):
+            if not r["online"]:
+                out.setdefault(r["address"], set()).add("offline")
+            if r["relay"] == "open":
+                out.setdefault(r["address"], set()).add("relay_open")
+        for r in self.conn.execute("SELECT meter FROM meter_clocks WHERE raised=1"):
+            out.setdefault(r["meter"], set()).add("clock_deviation")
+        raised = self.setting(RAISED_KEY)  # type: ignore[attr-defined]
+        for meter, kinds in json.loads(raised or "{}").items():
+            out.setdefault(meter, set()).update(kinds)
+        return {m: sorted(kinds, key=_problem_order) for m, kinds in sorted(out.items())}
+
     # -- what the anomaly watch compares ---------------------------------------------------
     def latest_values(self, names: Iterable[str]) -> dict[str, dict[str, tuple[int, str]]]:
         """meter -> name -> (epoch seconds, value) of the newest readings of `names` (each
@@ -199,3 +224,12 @@ USAGE_POSITION = ("tier", "allowance")
 
 def _day_figures(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in USAGE_POSITION}
+
+
+RAISED_KEY = "anomalies_raised"  # kv: {meter: [condition, ...]} the concentrator holds raised
+#: problems in the order a technician looks at them (others follow, by name)
+PROBLEM_ORDER = ("offline", "read_failures", "relay_open", "clock_deviation")
+
+
+def _problem_order(kind: str) -> tuple[int, str]:
+    return (PROBLEM_ORDER.index(kind) if kind in PROBLEM_ORDER else len(PROBLEM_ORDER), kind)

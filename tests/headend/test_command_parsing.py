@@ -355,3 +355,26 @@ def test_add_meter_keeps_its_field_data(rig: Rig, name: str, extra: dict[str, An
 def test_add_meter_without_field_data_stores_none(rig: Rig) -> None:
     assert rig.send("add_meter", ADD)["status"] == "ok"
     assert rig.agent.store.meter_locations() == {}
+
+
+def test_field_data_of_a_head_end_meter_shows_in_meters_and_status(rig: Rig) -> None:
+    from click.testing import CliRunner
+
+    from edge_agent.cli import main
+
+    where = {**WHERE, "pole": "P-17", "phase": "B", "customer_class": "residential"}
+    assert rig.send("add_meter", {**ADD, **where})["status"] == "ok"
+    db = str(rig.agent.store.path)
+
+    def cli(*args: str) -> Any:
+        result = CliRunner().invoke(main, [*args, "--db", db, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    (listed,) = [m for m in cli("meters") if m["meter"] == ADD["meter"]]
+    assert listed["location"] == {**where, "source": "headend"}
+    (shown,) = [m for m in cli("status")["meters"] if m["meter"] == ADD["meter"]]
+    assert shown["location"] == listed["location"]
+    (feature,) = cli("meters", "--geojson")["features"]
+    assert feature["properties"]["pole"] == "P-17"
+    assert feature["geometry"]["coordinates"] == [WHERE["lon"], WHERE["lat"]]

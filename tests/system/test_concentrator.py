@@ -308,7 +308,12 @@ def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
     assert cycle() == []  # back to normal
     meter.time_scale = 0.0  # the register stops while 1 kW flows
     assert cycle() == ["register_stopped"]
+    assert site.store.meter_problems() == {a1: ["register_stopped"]}  # what `status` shows
     assert cycle() == []  # raised once while it lasts
+    meter.time_scale = 1.0
+    assert cycle() == [] and site.store.meter_problems() == {}  # cleared
+    meter.time_scale = 0.0
+    assert cycle() == ["register_stopped"]
     meter.alarm = True
     changes = cycle()
     assert changes[-1] == "status_change"
@@ -319,6 +324,7 @@ def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
                                                           response_timeout=0.05, retries=0)
     raised = [kind for _ in range(4) for kind in cycle(0.25)]
     assert raised.count("read_failures") == 1
+    assert site.store.meter_problems()[a1][:2] == ["offline", "read_failures"]
 
 
 def settle(site: Site) -> None:
