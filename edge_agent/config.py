@@ -120,6 +120,7 @@ class ConcentratorConfig:
     publish: bool = True  # queue `lineloss` and `usage` messages for the head end
     settlement_day: int = 1  # the meters' settlement day and hour (04000B01), for 0001FFNN
     settlement_hour: int = 0
+    quarter_skew: int = 60  # seconds a 15-minute read may be from its boundary (else incomplete)
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ _CONCENTRATOR_KEYS = {"enabled": bool, "frozen_read_at": str, "backfill_at": str
                       "broadcast_at": str, "clock_threshold": int, "clock_trust": str,
                       "loss_threshold": str, "fast_factor": str, "stopped_kwh": str,
                       "failure_streak": int, "publish": bool, "settlement_day": int,
-                      "settlement_hour": int}
+                      "settlement_hour": int, "quarter_skew": int}
 _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "username": str,
               "password": str, "ca_file": str, "cert_file": str, "key_file": str,
               "keepalive": int, "batch_size": int, "reconnect_min": (int, float),
@@ -538,6 +539,8 @@ def _concentrator(check: _Checker, raw: Any) -> ConcentratorConfig:
         check.add("concentrator", None, "settlement_day", "must be 1..28")
     if not 0 <= values.get("settlement_hour", 0) <= 23:
         check.add("concentrator", None, "settlement_hour", "must be 0..23")
+    if not 1 <= values.get("quarter_skew", 60) <= 450:
+        check.add("concentrator", None, "quarter_skew", "must be 1..450 seconds")
     if not 1 <= values.get("backfill_days", 3) <= 7:
         check.add("concentrator", None, "backfill_days", "must be 1..7")
     if values.get("clock_trust", "auto") not in ("auto", "trust", "distrust"):

@@ -306,19 +306,21 @@ class Concentrator:
             client = collection.client_of(driver)
             if client is None:
                 return 0
-            values = {}
+            values, read_at = {}, {}
             for meter in self._area_meters(bus):
                 try:
                     values[meter] = Decimal(str(client.read(meter, "energy").value))
                 except EXPECTED_ERRORS:
                     continue
-            self.on_processor(self._record_quarter, quarter, values)
+                read_at[meter] = self.clock.now()  # when the reply came: the register's time
+            self.on_processor(self._record_quarter, quarter, values, read_at)
             return len(values)
         return job
 
-    def _record_quarter(self, quarter: datetime, values: dict[str, Decimal]) -> None:
+    def _record_quarter(self, quarter: datetime, values: dict[str, Decimal],
+                        read_at: dict[str, datetime] | None = None) -> None:
         with self.store.transaction():
-            self.store.record_quarter(quarter, values)
+            self.store.record_quarter(quarter, values, read_at)
 
     def quarter_loss(self, start: datetime) -> None:
         """The loss of [start, start + 15 min) of every area (processing thread); its
@@ -327,6 +329,8 @@ class Concentrator:
         opening, closing = self.store.quarter_values(start), self.store.quarter_values(end)
         if not opening or not closing:
             return  # the concentrator was not running at one of the quarter's ends
+        opened, closed = self.store.quarter_times(start), self.store.quarter_times(end)
+        skew = self.settings.quarter_skew
         events: list[Event] = []
         with self.store.transaction():
             for area, total in sorted(self.totals.items()):
@@ -336,9 +340,12 @@ class Concentrator:
 
                 sales = {m.address: energy(m.address, m.multiplier)
                          for m in self.config.meters if m.behind == area}
+                meters = [area, *sales]
+                late = (lineloss.late_reads(start, opened, meters, skew)
+                        + lineloss.late_reads(end, closed, meters, skew))
                 result = lineloss.line_loss(area, "15min", start, end,
                                             energy(area, total.ct_ratio * total.pt_ratio),
-                                            sales, self.settings.loss_threshold)
+                                            sales, self.settings.loss_threshold, late, skew)
                 self.store.save_line_loss(result, self.settings.publish)
                 if not result.incomplete:
                     events += self._once(area, ("line_loss_high", "line_loss_negative"),

@@ -73,15 +73,25 @@ class GridRecords(Database):
                                      (day.isoformat(),)).fetchone()[0])
 
     # -- 15-minute registers of line-loss areas ----------------------------------------------
-    def record_quarter(self, quarter: datetime, values: dict[str, Decimal]) -> None:
+    def record_quarter(self, quarter: datetime, values: dict[str, Decimal],
+                       read_at: dict[str, datetime] | None = None) -> None:
+        """Registers read for a quarter boundary, with when each was read."""
+        times = read_at or {}
         self.conn.executemany(
-            "INSERT OR IGNORE INTO quarter_readings (meter, quarter, kwh) VALUES (?,?,?)",
-            [(m, to_iso(quarter), str(v)) for m, v in values.items()])
+            "INSERT OR IGNORE INTO quarter_readings (meter, quarter, kwh, read_at) "
+            "VALUES (?,?,?,?)",
+            [(m, to_iso(quarter), str(v), to_iso(times.get(m))) for m, v in values.items()])
 
     def quarter_values(self, quarter: datetime) -> dict[str, Decimal]:
         rows = self.conn.execute("SELECT meter, kwh FROM quarter_readings WHERE quarter=?",
                                  (to_iso(quarter),))
         return {r["meter"]: Decimal(r["kwh"]) for r in rows}
+
+    def quarter_times(self, quarter: datetime) -> dict[str, datetime]:
+        """When each register of a quarter boundary was read (rows that say)."""
+        rows = self.conn.execute("SELECT meter, read_at FROM quarter_readings WHERE quarter=? "
+                                 "AND read_at IS NOT NULL", (to_iso(quarter),))
+        return {r["meter"]: datetime.fromisoformat(r["read_at"]) for r in rows}
 
     # -- line loss -------------------------------------------------------------------------
     def save_line_loss(self, result: LineLoss, publish: bool = True) -> bool:

@@ -9,14 +9,14 @@ from decimal import Decimal
 from pathlib import Path
 
 from edge_agent.store import SCHEMA_VERSION, MeterRecord, Store
-from edge_agent.store.database import MIGRATIONS, _migration_meter_locations
+from edge_agent.store.database import MIGRATIONS, _migration_field_data
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 
 
 def test_an_existing_database_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
-    before = MIGRATIONS.index(_migration_meter_locations)  # the schema before this migration
+    before = MIGRATIONS.index(_migration_field_data)  # the schema before this migration
     conn = sqlite3.connect(path)
     for migration in MIGRATIONS[:before]:
         migration(conn)
@@ -37,6 +37,7 @@ def test_an_existing_database_is_upgraded(tmp_path: Path) -> None:
     assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert [m.address for m in store.meters()] == ["000000000001"]  # kept
     assert store.meter_locations() == {}
+    assert store.quarter_times(T0) == {}  # quarter_readings has its read times
     with store.transaction():
         store.set_meter_location("000000000001", {"lat": 30.5, "lon": 120.25, "pole": "P-1"},
                                  "headend", T0)

@@ -442,3 +442,35 @@ def test_a_restart_queues_no_lineloss_or_usage_twice_but_a_completed_day_again(
         assert not loss["incomplete"] and loss["missing"] == 0
     finally:
         site.store.close()
+
+
+def test_quarter_reads_are_timed_and_a_late_read_makes_the_quarter_incomplete(
+        site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 10, 0)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(2, clock=clock, load_kw=D("2"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=D("1"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals, quarter_skew=30)
+    for minutes in (0, 15, 30):
+        site.sim.advance_to(start + timedelta(minutes=minutes))
+        settle(site)
+    boundary = datetime(2026, 4, 1, 10, 15, tzinfo=TZ)
+    times = site.store.quarter_times(boundary)
+    assert sorted(times) == sorted([TOTAL, *(c.address for c in customers)])
+    assert all(t == boundary for t in times.values())  # the world clock stood still
+    (on_time,) = site.store.line_losses(period="15min")
+    assert not on_time["incomplete"] and on_time["over_threshold"]
+    # the next quarter's closing read of one customer came 45 s after its boundary
+    closing = datetime(2026, 4, 1, 10, 45, tzinfo=TZ)
+    values = {m: v + D("1") for m, v in site.store.quarter_values(boundary
+                                                                   + timedelta(minutes=15)).items()}
+    site.conc._record_quarter(closing, values, {
+        **{m: closing for m in values}, customers[1].address: closing + timedelta(seconds=45)})
+    site.conc.quarter_loss(datetime(2026, 4, 1, 10, 30, tzinfo=TZ))
+    late = next(r for r in site.store.line_losses(period="15min")
+                if r["label"].endswith("10:30"))
+    assert late["incomplete"] and late["rate"] is None
+    assert late["late_meters"] == [customers[1].address]
+    assert late["reason"] == "1 meter(s) read more than 30 s from the period's boundary"
