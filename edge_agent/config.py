@@ -28,6 +28,12 @@ PHASES = ("A", "B", "C", "ABC")
 LABEL_MAX = 64  # characters of a pole or customer class
 
 
+def _shown(value: Any, limit: int = 24) -> str:
+    """A value as a message quotes it: repr (control characters escaped), at most `limit`."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def field_value_problem(key: str, value: Any) -> str | None:
     """What is wrong with one field-data value (None: nothing).  The one rule for agent.toml
     and the head end: lat -90..90 and lon -180..180 as numbers, phase A, B, C or ABC, pole
@@ -36,15 +42,15 @@ def field_value_problem(key: str, value: Any) -> str | None:
         limit = 90 if key == "lat" else 180
         if (not isinstance(value, int | float) or isinstance(value, bool)
                 or not -limit <= value <= limit):
-            return (f"{value!r} is not a {'latitude' if key == 'lat' else 'longitude'} "
+            return (f"{_shown(value)} is not a {'latitude' if key == 'lat' else 'longitude'} "
                     f"(a number from -{limit} to {limit})")
     elif key == "phase":
         if value not in PHASES or not isinstance(value, str):
-            return f"{value!r} is not A, B, C or ABC"
+            return f"{_shown(value)} is not A, B, C or ABC"
     elif key in ("pole", "customer_class"):
         if (not isinstance(value, str) or not 1 <= len(value) <= LABEL_MAX
                 or not value.isprintable()):
-            return f"{value!r} is not 1-{LABEL_MAX} printable characters"
+            return f"{_shown(value)} is not 1-{LABEL_MAX} printable characters"
     return None
 
 

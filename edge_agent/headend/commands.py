@@ -248,7 +248,7 @@ class FieldData:
     def parse(self, name: str, value: Any) -> Any:
         problem = field_value_problem(name, value)
         if problem is not None:
-            raise Malformed(f"args.{name}: {cut(problem)}")
+            raise Malformed(f"args.{name}: {problem}")
         return value
 
 

@@ -378,3 +378,12 @@ def test_field_data_of_a_head_end_meter_shows_in_meters_and_status(rig: Rig) -> 
     (feature,) = cli("meters", "--geojson")["features"]
     assert feature["properties"]["pole"] == "P-17"
     assert feature["geometry"]["coordinates"] == [WHERE["lon"], WHERE["lat"]]
+
+
+def test_out_of_range_lat_is_rejected_by_name_and_changes_nothing(rig: Rig) -> None:
+    before = rig.state()
+    answer = rig.send("add_meter", {**ADD, "lat": 95, "lon": 120.1, "pole": "P-1"})
+    assert answer["status"] == "rejected"
+    assert answer["reason"] == ("malformed: args.lat: 95 is not a latitude (a number from -90 "
+                                "to 90)")
+    assert rig.state() == before and rig.agent.store.meter(ADD["meter"]) is None
