@@ -129,13 +129,12 @@ class Concentrator:
     def tick(self) -> None:
         """Queue what is due (cheap when nothing is); never blocks on a bus.  A failure here
         is logged and never stops the daemon's polling, billing and enforcement."""
-        if not self.settings.enabled:
-            if self._saved_raised is None:  # conditions a former run held raised are stale
+        try:
+            if self.settings.enabled:
+                self._tick()
+            elif self._saved_raised is None:  # what a former run held raised is stale now
                 self._saved_raised = {}
                 self.on_processor(self._save_raised, True)
-            return
-        try:
-            self._tick()
         except Exception:  # the book of record must not take prepaid enforcement down
             log.exception("concentrator: a scheduled job failed")
 

@@ -146,7 +146,9 @@ class GridRecords(Database):
     def save_raised(self, raised: dict[str, list[str]]) -> None:
         """The anomaly conditions the concentrator holds raised now, by meter (read-failure
         streaks, register too fast or stopped, line loss of an area): what `status` shows."""
-        self.set_setting(RAISED_KEY, json.dumps(raised, sort_keys=True))  # type: ignore[attr-defined]
+        text = json.dumps(raised, sort_keys=True)
+        if (self.setting(RAISED_KEY) or "{}") != text:  # type: ignore[attr-defined]
+            self.set_setting(RAISED_KEY, text)  # type: ignore[attr-defined]
 
     def meter_problems(self) -> dict[str, list[str]]:
         """meter -> what is wrong with it now, from what the daemon stored: `offline` (its last

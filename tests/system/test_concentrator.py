@@ -474,3 +474,19 @@ def test_quarter_reads_are_timed_and_a_late_read_makes_the_quarter_incomplete(
     assert late["incomplete"] and late["rate"] is None
     assert late["late_meters"] == [customers[1].address]
     assert late["reason"] == "1 meter(s) read more than 30 s from the period's boundary"
+
+
+def test_a_concentrator_switched_off_clears_the_conditions_it_held(site_factory: Any) -> None:
+    from dataclasses import replace
+
+    start = datetime(2026, 4, 1, 9)
+    meters = make_meters(1, clock=SimClock(start, speed=0))
+    site = site_factory(meters, [meters[0].address], start)
+    with site.store.transaction():
+        site.store.save_raised({meters[0].address: ["register_stopped"]})  # a former run
+    assert site.store.meter_problems() == {meters[0].address: ["register_stopped"]}
+    off = replace(site.conc.config, concentrator=ConcentratorConfig(enabled=False))
+    conc = Concentrator(off, site.store, site.processor, {"b1": site.worker}, site.conc.clock,
+                        lambda fn, *args: fn(*args))
+    conc.tick()
+    assert site.store.meter_problems() == {}
