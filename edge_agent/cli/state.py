@@ -145,6 +145,8 @@ def geojson(store: Store) -> dict[str, Any]:
         if where.get("lat") is None or where.get("lon") is None:
             continue
         meter, row = configured.get(address), status.get(address, {})
+        if meter is None and not row:
+            continue  # a meter removed since (its history is kept, it is not on the map)
         props = {"meter": address, "role": meter.role if meter else "customer",
                  "account": (meter.account if meter else row.get("account")) or None,
                  "pole": where.get("pole"), "phase": where.get("phase"),
@@ -186,7 +188,7 @@ def meters(as_geojson: bool, db_path: str | None, wide: bool, as_json: bool) -> 
         emit(rows, as_json, lambda: table(shown, [
             "meter", "bus", "protocol", "account", "tariff", "kwh", "relay", "phase", "balance",
             "online", "set_by", "problems", "pole", "line_phase", "lat_lon", "class"],
-            headers={"line_phase": "ph", "lat_lon": "lat,lon"}, width=None))
+            headers={"line_phase": "line_ph", "lat_lon": "lat,lon"}, width=None))
         return
     short = [{**r, "kwh": two_places(r["kwh"]), "balance": two_places(r["balance"]),
               "online": "yes" if r["online"] else "NO"} for r in rows]

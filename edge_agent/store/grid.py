@@ -167,7 +167,9 @@ class GridRecords(Database):
         raised = self.setting(RAISED_KEY)  # type: ignore[attr-defined]
         for meter, kinds in json.loads(raised or "{}").items():
             out.setdefault(meter, set()).update(kinds)
-        return {m: sorted(kinds, key=_problem_order) for m, kinds in sorted(out.items())}
+        gone = {r[0] for r in self.conn.execute("SELECT address FROM meters WHERE active=0")}
+        return {m: sorted(kinds, key=_problem_order) for m, kinds in sorted(out.items())
+                if m not in gone}  # removed meters are no one's problem (total meters are kept)
 
     # -- what the anomaly watch compares ---------------------------------------------------
     def latest_values(self, names: Iterable[str]) -> dict[str, dict[str, tuple[int, str]]]:

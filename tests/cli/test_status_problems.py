@@ -42,6 +42,11 @@ def database(tmp_path: Path) -> str:
             "customer_class": "residential"}, "headend", T0)
         store.set_meter_location("000000000002", {"pole": "P-2", "phase": "A"}, "headend", T0)
         store.set_meter_location("000000000003", {"lat": 30.1, "lon": 120.1}, "headend", T0)
+        # a meter removed since: its location and clock are kept, it is no problem and no pin
+        store.add_meter(MeterRecord("000000000007", "rs485-1", "ACC-7", "flat"))
+        store.set_meter_location("000000000007", {"lat": 30.3, "lon": 120.3}, "headend", T0)
+        store.save_clock("000000000007", T0, datetime(2026, 4, 1, 0, 9), 540.0, True)
+        store.remove_meter("000000000007")
     store.close()
     return str(path)
 
