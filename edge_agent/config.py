@@ -22,6 +22,47 @@ from edge_agent.prepaid.policy import Policy, parse_policy
 BAUDS = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 ADDRESS = re.compile(r"^\d{12}$")
+#: a meter's field data for technicians (`[[meter]]` and the head end's `add_meter`)
+FIELD_DATA = ("lat", "lon", "pole", "phase", "customer_class")
+PHASES = ("A", "B", "C", "ABC")
+LABEL_MAX = 64  # characters of a pole or customer class
+
+
+def _shown(value: Any, limit: int = 24) -> str:
+    """A value as a message quotes it: repr (control characters escaped), at most `limit`."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def field_value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one field-data value (None: nothing).  The one rule for agent.toml
+    and the head end: lat -90..90 and lon -180..180 as numbers, phase A, B, C or ABC, pole
+    and customer class 1-64 printable characters."""
+    if key in ("lat", "lon"):
+        limit = 90 if key == "lat" else 180
+        if (not isinstance(value, int | float) or isinstance(value, bool)
+                or not -limit <= value <= limit):
+            return (f"{_shown(value)} is not a {'latitude' if key == 'lat' else 'longitude'} "
+                    f"(a number from -{limit} to {limit})")
+    elif key == "phase":
+        if value not in PHASES or not isinstance(value, str):
+            return f"{_shown(value)} is not A, B, C or ABC"
+    elif key in ("pole", "customer_class"):
+        if (not isinstance(value, str) or not 1 <= len(value) <= LABEL_MAX
+                or not value.isprintable()):
+            return f"{_shown(value)} is not 1-{LABEL_MAX} printable characters"
+    return None
+
+
+def field_data_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for every bad field-data value given (None values are not given);
+    lat and lon go together."""
+    given = {k: v for k, v in values.items() if k in FIELD_DATA and v is not None}
+    out = [(k, why) for k, v in given.items() if (why := field_value_problem(k, v))]
+    for key, other in (("lat", "lon"), ("lon", "lat")):
+        if key in given and other not in given:
+            out.append((key, f"{key} without {other}: give both or neither"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -85,6 +126,7 @@ class ConcentratorConfig:
     publish: bool = True  # queue `lineloss` and `usage` messages for the head end
     settlement_day: int = 1  # the meters' settlement day and hour (04000B01), for 0001FFNN
     settlement_hour: int = 0
+    quarter_skew: int = 60  # seconds a 15-minute read may be from its boundary (else incomplete)
 
 
 @dataclass(frozen=True)
@@ -189,7 +231,7 @@ _CONCENTRATOR_KEYS = {"enabled": bool, "frozen_read_at": str, "backfill_at": str
                       "broadcast_at": str, "clock_threshold": int, "clock_trust": str,
                       "loss_threshold": str, "fast_factor": str, "stopped_kwh": str,
                       "failure_streak": int, "publish": bool, "settlement_day": int,
-                      "settlement_hour": int}
+                      "settlement_hour": int, "quarter_skew": int}
 _MQTT_KEYS = {"enabled": bool, "urls": list, "prefix": str, "protocol": str, "username": str,
               "password": str, "ca_file": str, "cert_file": str, "key_file": str,
               "keepalive": int, "batch_size": int, "reconnect_min": (int, float),
@@ -475,12 +517,8 @@ def _areas(check: _Checker, meters: list[MeterConfig]) -> None:
     for index, m in enumerate(meters):
         if m.role not in ("customer", "total"):
             check.add("meter", index, "role", f"{m.role!r} is not customer or total")
-        if m.phase is not None and m.phase not in ("A", "B", "C", "ABC"):
-            check.add("meter", index, "phase", f"{m.phase!r} is not A, B, C or ABC")
-        if m.lat is not None and not -90 <= m.lat <= 90:
-            check.add("meter", index, "lat", f"{m.lat} is not a latitude")
-        if m.lon is not None and not -180 <= m.lon <= 180:
-            check.add("meter", index, "lon", f"{m.lon} is not a longitude")
+        for key, message in field_data_problems({k: getattr(m, k) for k in FIELD_DATA}):
+            check.add("meter", index, key, message)
         if m.behind is not None and m.behind not in totals:
             check.add("meter", index, "behind", f"{m.behind} is not a meter with role = total")
         for key in ("ct_ratio", "pt_ratio"):
@@ -507,6 +545,8 @@ def _concentrator(check: _Checker, raw: Any) -> ConcentratorConfig:
         check.add("concentrator", None, "settlement_day", "must be 1..28")
     if not 0 <= values.get("settlement_hour", 0) <= 23:
         check.add("concentrator", None, "settlement_hour", "must be 0..23")
+    if not 1 <= values.get("quarter_skew", 60) <= 450:
+        check.add("concentrator", None, "quarter_skew", "must be 1..450 seconds")
     if not 1 <= values.get("backfill_days", 3) <= 7:
         check.add("concentrator", None, "backfill_days", "must be 1..7")
     if values.get("clock_trust", "auto") not in ("auto", "trust", "distrust"):

@@ -1,6 +1,6 @@
 """The concentrator's book of record, for people: line loss, a customer's daily usage, and the
-meters as GeoJSON for a technician's map app (`edge-agent map`; kept out of `meters` so the
-state verbs stay as they are)."""
+meters as GeoJSON for a technician's map app (`edge-agent map`, the same as
+`edge-agent meters --geojson`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 from .output import table
 from .root import emit, json_option, main
-from .state import current_config, db_option, open_store
+from .state import db_option, geojson, open_store
 
 
 @main.command()
@@ -68,20 +68,5 @@ def _tier(tier: dict[str, Any] | None) -> str:
 @main.command("map")
 @db_option
 def map_(db_path: str | None) -> None:
-    """Meters with a configured location as GeoJSON (problem meters carry `problem`)."""
-    config = current_config()
-    status = {r["meter"]: r for r in open_store(db_path).meter_status()}
-    features = []
-    for meter in (*config.meters, *config.total_meters):
-        if meter.lat is None or meter.lon is None:
-            continue
-        row = status.get(meter.address, {})
-        props = {"meter": meter.address, "role": meter.role, "account": meter.account or None,
-                 "pole": meter.pole, "phase": meter.phase,
-                 "customer_class": meter.customer_class, "behind": meter.behind,
-                 "online": row.get("online"), "relay": row.get("relay"),
-                 "balance": row.get("balance")}
-        props["problem"] = row.get("online") in (0, False) or row.get("relay") == "open"
-        features.append({"type": "Feature", "properties": props,
-                         "geometry": {"type": "Point", "coordinates": [meter.lon, meter.lat]}})
-    emit({"type": "FeatureCollection", "features": features}, True)
+    """Meters with a location as GeoJSON (the same as `meters --geojson`)."""
+    emit(geojson(open_store(db_path)), True)

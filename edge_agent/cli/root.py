@@ -43,7 +43,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "keys": ("keys", "Ed25519 keys: the gateway's pair and the head end's public keys by..."),
     "ledger": ("state", "Ledger entries (newest last), with the balance after each."),
     "lineloss": ("grid", "Line loss (台区线损) per area: supply, sales, loss, rate and flags."),
-    "map": ("grid", "Meters with a configured location as GeoJSON."),
+    "map": ("grid", "Meters with a location as GeoJSON (the same as..."),
     "meters": ("state", "List registered meters with their last reading, relay state and..."),
     "outbox": ("state", "Messages waiting for the head end (store and forward), by kind."),
     "read": ("technician", "Read named quantities or data identifiers from one meter..."),

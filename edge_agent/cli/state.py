@@ -84,13 +84,95 @@ def daemon_state(store: Store) -> dict[str, Any]:
             "since": None if running else (stopped if stopped and stopped >= beat else beat)}
 
 
+# -- field data and problems (status, meters, meters --geojson, map) -------------------------
+FIELD_DATA = ("lat", "lon", "pole", "phase", "customer_class")  # config.FIELD_DATA
+
+
+def meter_locations(store: Store) -> dict[str, dict[str, Any]]:
+    """Each meter's field data: what the database keeps (the head end's `add_meter`, the file
+    as the daemon last read it), with the configuration's values on top (the file may have
+    changed since); meters with none are left out."""
+    kept = store.meter_locations()
+    try:
+        config = current_config(full=False)
+    except ConfigError:  # `--db` without a configuration
+        return kept
+    for meter in (*config.meters, *config.total_meters):
+        given = {k: getattr(meter, k) for k in FIELD_DATA if getattr(meter, k) is not None}
+        if given:
+            before = kept.get(meter.address, dict.fromkeys(FIELD_DATA))
+            kept[meter.address] = {**before, **given, "source": "file"}
+    return kept
+
+
+def with_field_data(store: Store, rows: list[dict[str, Any]]
+                    ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Give each `meter_status` row its `problems` (store.meter_problems: the one rule),
+    `problem` and `location` (None when it has no field data); (problems, locations)."""
+    problems, locations = store.meter_problems(), meter_locations(store)
+    for row in rows:
+        row["problems"] = problems.get(row["meter"], [])
+        row["problem"] = bool(row["problems"])
+        row["location"] = locations.get(row["meter"])
+    return problems, locations
+
+
+def _place(location: dict[str, Any] | None, wide: bool) -> dict[str, str]:
+    """Pole, phase and `lat,lon` for a table (5 decimals, about a metre, unless wide)."""
+    where = location or {}
+    lat, lon = where.get("lat"), where.get("lon")
+    if lat is None or lon is None:
+        point = ""
+    else:
+        point = f"{lat},{lon}" if wide else f"{round(lat, 5)},{round(lon, 5)}"
+    pole = where.get("pole") or ""
+    return {"pole": pole if wide else clip(pole, 10), "line_phase": where.get("phase") or "",
+            "lat_lon": point, "class": where.get("customer_class") or ""}
+
+
+def geojson(store: Store) -> dict[str, Any]:
+    """Meters with coordinates (configured or given by the head end) as a GeoJSON
+    FeatureCollection, with `problem` / `problems` by the rule `status` uses."""
+    status = {r["meter"]: r for r in store.meter_status()}
+    problems, locations = store.meter_problems(), meter_locations(store)
+    try:
+        config: Config | None = current_config(full=False)
+    except ConfigError:
+        config = None
+    configured = {m.address: m for m in (*config.meters, *config.total_meters)} if config else {}
+    features = []
+    for address, where in sorted(locations.items()):
+        if where.get("lat") is None or where.get("lon") is None:
+            continue
+        meter, row = configured.get(address), status.get(address, {})
+        if meter is None and not row:
+            continue  # a meter removed since (its history is kept, it is not on the map)
+        props = {"meter": address, "role": meter.role if meter else "customer",
+                 "account": (meter.account if meter else row.get("account")) or None,
+                 "pole": where.get("pole"), "phase": where.get("phase"),
+                 "customer_class": where.get("customer_class"),
+                 "behind": meter.behind if meter else None, "source": where.get("source"),
+                 "online": row.get("online"), "relay": row.get("relay"),
+                 "balance": row.get("balance"), "problems": problems.get(address, []),
+                 "problem": bool(problems.get(address))}
+        features.append({"type": "Feature", "properties": props,
+                         "geometry": {"type": "Point",
+                                      "coordinates": [where["lon"], where["lat"]]}})
+    return {"type": "FeatureCollection", "features": features}
+
+
 @main.command()
+@click.option("--geojson", "as_geojson", is_flag=True,
+              help="Meters with a location as GeoJSON for a map app (problem meters flagged).")
 @db_option
 @wide_option
 @json_option
-def meters(db_path: str | None, wide: bool, as_json: bool) -> None:
+def meters(as_geojson: bool, db_path: str | None, wide: bool, as_json: bool) -> None:
     """List registered meters with their last reading, relay state and balance."""
     store = open_store(db_path)
+    if as_geojson:
+        emit(geojson(store), True)
+        return
     rows = store.meter_status()
     owned = store.meter_settings()  # who set what: the file unless the head end/technician did
     for row in rows:
@@ -99,10 +181,14 @@ def meters(db_path: str | None, wide: bool, as_json: bool) -> None:
                            for name, s in settings.items()}
         row["set_by"] = ", ".join(f"{n}:{s['source']}" for n, s in sorted(settings.items())
                                   ) or "file"
+    with_field_data(store, rows)
     if wide or wants_json(as_json):
-        emit(rows, as_json, lambda: table(rows, ["meter", "bus", "protocol", "account",
-                                                 "tariff", "kwh", "relay", "phase", "balance",
-                                                 "online", "set_by"], width=None))
+        shown = [{**r, **_place(r["location"], True), "problems": ",".join(r["problems"])}
+                 for r in rows]
+        emit(rows, as_json, lambda: table(shown, [
+            "meter", "bus", "protocol", "account", "tariff", "kwh", "relay", "phase", "balance",
+            "online", "set_by", "problems", "pole", "line_phase", "lat_lon", "class"],
+            headers={"line_phase": "line_ph", "lat_lon": "lat,lon"}, width=None))
         return
     short = [{**r, "kwh": two_places(r["kwh"]), "balance": two_places(r["balance"]),
               "online": "yes" if r["online"] else "NO"} for r in rows]
@@ -136,7 +222,13 @@ def status(db_path: str | None, wide: bool, as_json: bool) -> None:
             "broker": store.setting("broker_state", "unknown") if daemon["running"]
             else "unknown (daemon not running)",
             "daemon_heartbeat": daemon["heartbeat"], "outbox": depth,
-            "outbox_total": sum(depth.values()), "buses": buses, "meters": rows}
+            "outbox_total": sum(depth.values()), "buses": buses}
+    problems, locations = with_field_data(store, rows)
+    rows.sort(key=lambda r: not r["problem"])  # problem meters first, each in bus order
+    # every meter with a problem, billed or not (a total meter's clock or line loss)
+    data["problems"] = [{"meter": m, "problems": kinds, "location": locations.get(m)}
+                        for m, kinds in problems.items()]
+    data["meters"] = rows
     if wants_json(as_json):
         emit(data, as_json)
         return
@@ -159,12 +251,25 @@ def status(db_path: str | None, wide: bool, as_json: bool) -> None:
     table(bus_rows, ["bus", "state", "meters", "online", "success", "last_poll", "error"],
           squeeze="error", width=None if wide else 80)
     click.echo()
+    if data["problems"]:
+        click.echo(f"{len(data['problems'])} meter(s) with a problem:")
+        table([{**p, **_place(p["location"], wide), "problems": ",".join(p["problems"])}
+               for p in data["problems"]],
+              ["meter", "pole", "line_phase", "lat_lon", "problems"]
+              + (["class"] if wide else []),
+              headers={"line_phase": "ph", "lat_lon": "lat,lon"}, squeeze="problems",
+              width=None if wide else 80)
+        click.echo()
     meter_rows = [{**r, "success": _rate(r["success_rate"]),
                    "last_reading": local_time(r["last_reading"], tz) if not wide
                    else r["last_reading"],
-                   "balance": r["balance"] if wide else two_places(r["balance"])}
+                   "balance": r["balance"] if wide else two_places(r["balance"]),
+                   "flag": "!" if r["problem"] else "",
+                   **_place(r["location"], True), "problems": ",".join(r["problems"])}
                   for r in rows]
-    table(meter_rows, ["meter", "bus", "success", "last_reading", "relay", "balance"],
+    table(meter_rows, ["flag", "meter", "bus", "success", "last_reading", "relay", "balance"]
+          + (["problems", "pole", "line_phase", "lat_lon", "class"] if wide else []),
+          headers={"flag": "!", "line_phase": "ph", "lat_lon": "lat,lon"},
           squeeze="bus", width=None if wide else 80)
 
 

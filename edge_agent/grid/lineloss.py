@@ -10,7 +10,7 @@ above the configured threshold (theft or a fault), each raising one event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -39,6 +39,8 @@ class LineLoss:
     incomplete: bool = False
     negative: bool = False
     over_threshold: bool = False
+    late: tuple[str, ...] = ()  # meters read too far from a boundary of the period (15min)
+    reason: str | None = None  # why an incomplete period is incomplete
 
     @property
     def label(self) -> str:
@@ -61,7 +63,9 @@ class LineLoss:
                 "rate": text(self.rate), "customers": self.customers,
                 "missing": len(self.missing), "missing_meters": list(self.missing),
                 "incomplete": self.incomplete, "negative": self.negative,
-                "over_threshold": self.over_threshold}
+                "over_threshold": self.over_threshold,
+                **({"reason": self.reason} if self.reason else {}),
+                **({"late_meters": list(self.late)} if self.late else {})}
 
 
 def utc(moment: datetime) -> str:
@@ -79,17 +83,29 @@ def energy_between(first: Decimal | None, last: Decimal | None,
 
 def line_loss(area: str, period: str, start: datetime, end: datetime,
               supply_kwh: Decimal | None, sales: Mapping[str, Decimal | None],
-              threshold: Decimal) -> LineLoss:
+              threshold: Decimal, late: Sequence[str] = (),
+              late_limit: float | None = None) -> LineLoss:
     """The loss of one period from the total meter's energy and each customer's (None: not
-    read).  Never computed from partial data: any None makes the result incomplete."""
+    read).  Never computed from partial data: any None makes the result incomplete, and so
+    does any meter in `late` (read more than `late_limit` seconds from a boundary of the
+    period: its energy is not the period's)."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {PERIODS}, not {period!r}")
     missing = tuple(sorted(m for m, kwh in sales.items() if kwh is None))
     known = [kwh for kwh in sales.values() if kwh is not None]
     sold = sum(known, Decimal(0)) if not missing else None
-    if supply_kwh is None or missing:
+    late = tuple(sorted(set(late)))
+    if supply_kwh is None or missing or late:
+        why = []
+        if supply_kwh is None:
+            why.append("total meter: no energy (not read, or its register went back)")
+        if missing:
+            why.append(f"{len(missing)} customer meter(s) not read")
+        if late:
+            limit = "" if late_limit is None else f" more than {late_limit:g} s"
+            why.append(f"{len(late)} meter(s) read{limit} from the period's boundary")
         return LineLoss(area, period, start, end, supply_kwh, sold, None, None, len(sales),
-                        missing, incomplete=True)
+                        missing, incomplete=True, late=late, reason="; ".join(why))
     loss = supply_kwh - sold  # type: ignore[operator]
     rate = (loss / supply_kwh).quantize(RATE_PLACES) if supply_kwh > 0 else None
     return LineLoss(area, period, start, end, supply_kwh, sold, loss, rate, len(sales),
@@ -124,3 +140,11 @@ def month_window(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     first = day.replace(day=1)
     following = (first + timedelta(days=32)).replace(day=1)
     return datetime.combine(first, time(), tz), datetime.combine(following, time(), tz)
+
+
+def late_reads(boundary: datetime, read_at: Mapping[str, datetime], meters: Sequence[str],
+               limit: float) -> list[str]:
+    """Meters whose register for `boundary` was read more than `limit` seconds from it (a
+    meter without a read time is not judged here: a missing read is `missing`)."""
+    return [m for m in meters if m in read_at
+            and abs((read_at[m] - boundary).total_seconds()) > limit]

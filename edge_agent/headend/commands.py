@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from edge_agent.config import PHASES, field_value_problem
 from edge_agent.errors import CommandRejected, Malformed
 from edge_agent.headend.keys import KeyRing, canonical
 from edge_agent.prepaid.vocabulary import CLOSE_MODES, RelayOrder
@@ -240,6 +241,23 @@ class Quantity:
 
 
 @dataclass(frozen=True)
+class FieldData:
+    """A meter's field data (lat, lon, pole, customer_class), by the rule of the `[[meter]]`
+    keys of the same name (`config.field_value_problem`)."""
+
+    def parse(self, name: str, value: Any) -> Any:
+        problem = field_value_problem(name, value)
+        if problem is not None:
+            raise Malformed(f"args.{name}: {problem}")
+        return value
+
+
+def _lat_and_lon(args: dict[str, Any]) -> None:
+    if (args.get("lat") is None) != (args.get("lon") is None):
+        raise Malformed("args.lat and args.lon: give both or neither")
+
+
+@dataclass(frozen=True)
 class Table:
     """A nested object with its own fields (set_policy's `policy`)."""
 
@@ -353,7 +371,10 @@ COMMANDS: dict[str, CommandType] = {c.name: c for c in (
     CommandType("add_meter", ArgSpec((
         METER, Arg("bus", Text()), ACCOUNT, Arg("tariff", Text(TARIFF_ID, "a tariff id")),
         Arg("initial_kwh", Money(pattern=KWH)), Arg("multiplier", Integer(1, 100000), False, 1),
-        Arg("keep_power", Flag(), False, False), Arg("allowance", Flag(), False, False))),
+        Arg("keep_power", Flag(), False, False), Arg("allowance", Flag(), False, False),
+        Arg("lat", FieldData(), False), Arg("lon", FieldData(), False),
+        Arg("pole", FieldData(), False), Arg("phase", OneOf(PHASES), False),
+        Arg("customer_class", FieldData(), False)), _lat_and_lon),
         "add_meter", transactional=True),
     CommandType("remove_meter", ArgSpec((METER,)), "remove_meter", transactional=True),
     CommandType("read", ArgSpec((METER, Arg("quantities", ListOf(Quantity()), False,

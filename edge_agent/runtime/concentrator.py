@@ -113,6 +113,7 @@ class Concentrator:
         self._counters: dict[str, tuple[int, int]] = {}
         self._streaks: dict[str, int] = {}
         self._raised: set[tuple[str, str]] = set()
+        self._saved_raised: dict[str, list[str]] | None = None  # as `status` last saw it
         self._states: dict[str, Any] = {}  # billing states at the last look (gap detection)
         self._quarter: datetime | None = None
 
@@ -128,10 +129,12 @@ class Concentrator:
     def tick(self) -> None:
         """Queue what is due (cheap when nothing is); never blocks on a bus.  A failure here
         is logged and never stops the daemon's polling, billing and enforcement."""
-        if not self.settings.enabled:
-            return
         try:
-            self._tick()
+            if self.settings.enabled:
+                self._tick()
+            elif self._saved_raised is None:  # what a former run held raised is stale now
+                self._saved_raised = {}
+                self.on_processor(self._save_raised, True)
         except Exception:  # the book of record must not take prepaid enforcement down
             log.exception("concentrator: a scheduled job failed")
 
@@ -302,19 +305,21 @@ class Concentrator:
             client = collection.client_of(driver)
             if client is None:
                 return 0
-            values = {}
+            values, read_at = {}, {}
             for meter in self._area_meters(bus):
                 try:
                     values[meter] = Decimal(str(client.read(meter, "energy").value))
                 except EXPECTED_ERRORS:
                     continue
-            self.on_processor(self._record_quarter, quarter, values)
+                read_at[meter] = self.clock.now()  # when the reply came: the register's time
+            self.on_processor(self._record_quarter, quarter, values, read_at)
             return len(values)
         return job
 
-    def _record_quarter(self, quarter: datetime, values: dict[str, Decimal]) -> None:
+    def _record_quarter(self, quarter: datetime, values: dict[str, Decimal],
+                        read_at: dict[str, datetime] | None = None) -> None:
         with self.store.transaction():
-            self.store.record_quarter(quarter, values)
+            self.store.record_quarter(quarter, values, read_at)
 
     def quarter_loss(self, start: datetime) -> None:
         """The loss of [start, start + 15 min) of every area (processing thread); its
@@ -323,6 +328,8 @@ class Concentrator:
         opening, closing = self.store.quarter_values(start), self.store.quarter_values(end)
         if not opening or not closing:
             return  # the concentrator was not running at one of the quarter's ends
+        opened, closed = self.store.quarter_times(start), self.store.quarter_times(end)
+        skew = self.settings.quarter_skew
         events: list[Event] = []
         with self.store.transaction():
             for area, total in sorted(self.totals.items()):
@@ -332,14 +339,18 @@ class Concentrator:
 
                 sales = {m.address: energy(m.address, m.multiplier)
                          for m in self.config.meters if m.behind == area}
+                meters = [area, *sales]
+                late = (lineloss.late_reads(start, opened, meters, skew)
+                        + lineloss.late_reads(end, closed, meters, skew))
                 result = lineloss.line_loss(area, "15min", start, end,
                                             energy(area, total.ct_ratio * total.pt_ratio),
-                                            sales, self.settings.loss_threshold)
+                                            sales, self.settings.loss_threshold, late, skew)
                 self.store.save_line_loss(result, self.settings.publish)
                 if not result.incomplete:
                     events += self._once(area, ("line_loss_high", "line_loss_negative"),
                                          lineloss.loss_events(result))
             self.store.record_events(events)
+            self._save_raised()
 
     # -- the day closed: line loss and usage -----------------------------------------------
     def close_day(self, day: date) -> None:
@@ -407,11 +418,29 @@ class Concentrator:
                 events += self._compare(meter, before, values, multipliers.get(meter, 1))
         for meter, (polls, replies) in counters.items():
             events += self._failures(meter, polls, replies)
-        if events or gaps:
+        if events or gaps or self._raised_changed():
             with self.store.transaction():
                 self.store.record_events(events)
                 for meter, body in gaps.items():
                     self.store.set_setting(f"billed_gap:{meter}", body)
+                self._save_raised()
+
+    def _raised_now(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for meter, kind in sorted(self._raised):
+            out.setdefault(meter, []).append(kind)
+        return out
+
+    def _raised_changed(self) -> bool:
+        return self._raised_now() != self._saved_raised
+
+    def _save_raised(self, always: bool = False) -> None:
+        """Keep the conditions held raised for `status` (in the caller's transaction), when
+        they changed."""
+        if always or self._raised_changed():
+            self._saved_raised = self._raised_now()
+            with self.store.transaction():
+                self.store.save_raised(self._saved_raised)
 
     def _gaps(self) -> dict[str, str]:
         """Spans of a day or more billed from one reading since the last look (the freezes
@@ -467,6 +496,10 @@ class Concentrator:
                                                        self.thresholds)
                 events += raised
         self._streaks[meter] = streak
+        if streak >= self.thresholds.failure_streak:  # held raised until the meter answers
+            self._raised.add((meter, "read_failures"))
+        else:
+            self._raised.discard((meter, "read_failures"))
         return events
 
     # -- meter clocks ----------------------------------------------------------------------

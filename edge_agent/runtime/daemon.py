@@ -18,7 +18,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.clock import Clock
-from edge_agent.config import BusConfig, Config
+from edge_agent.config import FIELD_DATA, BusConfig, Config
 from edge_agent.errors import (
     EXPECTED_ERRORS,
     BusError,
@@ -218,6 +218,9 @@ class Agent:
                                  allowance=meter.allowance, unit=meter.unit, model=meter.model)
             initial = meter.initial_kwh if known is None else None
             self.store.add_meter(record, initial, now if initial is not None else None)
+        self.store.seed_meter_locations(
+            [(m.address, {k: getattr(m, k) for k in FIELD_DATA})
+             for m in (*self.config.meters, *self.config.total_meters)], now)
         for record in self.store.meters():
             if record.address not in listed and "added" not in owned.get(record.address, {}):
                 self.store.remove_meter(record.address)

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.config import FIELD_DATA
 from edge_agent.errors import (
     ConfigError,
     Conflict,
@@ -244,12 +245,16 @@ def add_meter(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
                          args.get("multiplier") or 1, bool(args.get("keep_power")),
                          bool(args.get("allowance")))
 
+    location = {k: args[k] for k in FIELD_DATA if args.get(k) is not None}
+
     def apply() -> dict[str, Any]:
         agent.store.add_meter(record, args["initial_kwh"], agent.clock.now())
         agent.store.clear_meter_settings(meter)
         own(agent, ctx, meter, "added", "true")
+        if location:  # none given: a meter added again keeps the field data it had
+            agent.store.set_meter_location(meter, location, _source(ctx), agent.clock.now())
         agent.processor.reload()
-        return {"meter": meter}
+        return {"meter": meter, **({"location": location} if location else {})}
 
     return Plan(apply=apply)
 

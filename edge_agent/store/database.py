@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_agent.errors import StorageError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
 # Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
 # changed by several cycles is copied into the database once, not once per cycle.
@@ -146,8 +146,19 @@ def _migration_retention(db: Connection) -> None:
     db.execute("CREATE TABLE shapes (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)")
 
 
+def _migration_field_data(db: Connection) -> None:
+    """Issue 13: a meter's field data for technicians (location, pole, phase, customer class),
+    from agent.toml or the head end's `add_meter`, so the state verbs show it for every meter
+    (`store.meters.Meters.meter_locations`); when each 15-minute register was read (a read too
+    far from its quarter boundary makes the quarter's line loss incomplete)."""
+    db.execute("""CREATE TABLE meter_locations (address TEXT PRIMARY KEY, lat REAL, lon REAL,
+                  pole TEXT, phase TEXT, customer_class TEXT, source TEXT NOT NULL,
+                  at TEXT)""")
+    db.execute("ALTER TABLE quarter_readings ADD COLUMN read_at TEXT")
+
+
 MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid,
-              _migration_command_results, _migration_retention]
+              _migration_command_results, _migration_retention, _migration_field_data]
 
 
 def to_iso(moment: datetime | None) -> str | None:

@@ -2,7 +2,8 @@
 
 Freezes are kept once per meter and day (a later read of the same freeze changes nothing), so
 backfill can ask which days are missing; line-loss periods and daily usage are upserted per key
-and queued for the head end (`lineloss`, `usage`) in the same transaction.
+and, when new or changed, queued for the head end (`lineloss`, `usage`) in the same transaction
+(a day closed again after a restart is not sent twice).
 """
 
 from __future__ import annotations
@@ -72,27 +73,45 @@ class GridRecords(Database):
                                      (day.isoformat(),)).fetchone()[0])
 
     # -- 15-minute registers of line-loss areas ----------------------------------------------
-    def record_quarter(self, quarter: datetime, values: dict[str, Decimal]) -> None:
+    def record_quarter(self, quarter: datetime, values: dict[str, Decimal],
+                       read_at: dict[str, datetime] | None = None) -> None:
+        """Registers read for a quarter boundary, with when each was read."""
+        times = read_at or {}
         self.conn.executemany(
-            "INSERT OR IGNORE INTO quarter_readings (meter, quarter, kwh) VALUES (?,?,?)",
-            [(m, to_iso(quarter), str(v)) for m, v in values.items()])
+            "INSERT OR IGNORE INTO quarter_readings (meter, quarter, kwh, read_at) "
+            "VALUES (?,?,?,?)",
+            [(m, to_iso(quarter), str(v), to_iso(times.get(m))) for m, v in values.items()])
 
     def quarter_values(self, quarter: datetime) -> dict[str, Decimal]:
         rows = self.conn.execute("SELECT meter, kwh FROM quarter_readings WHERE quarter=?",
                                  (to_iso(quarter),))
         return {r["meter"]: Decimal(r["kwh"]) for r in rows}
 
+    def quarter_times(self, quarter: datetime) -> dict[str, datetime]:
+        """When each register of a quarter boundary was read (rows that say)."""
+        rows = self.conn.execute("SELECT meter, read_at FROM quarter_readings WHERE quarter=? "
+                                 "AND read_at IS NOT NULL", (to_iso(quarter),))
+        return {r["meter"]: datetime.fromisoformat(r["read_at"]) for r in rows}
+
     # -- line loss -------------------------------------------------------------------------
-    def save_line_loss(self, result: LineLoss, publish: bool = True) -> None:
+    def save_line_loss(self, result: LineLoss, publish: bool = True) -> bool:
+        """Keep one period's result; queue it for the head end only when it is new or differs
+        from the one kept (a day closed again after a restart is not sent twice; a day a
+        backfill completed is).  True when something changed."""
         body = result.as_dict()
+        text = json.dumps(body)
+        key = (result.area, result.period, result.start.isoformat())
+        row = self.conn.execute("SELECT body FROM line_loss WHERE area=? AND period=? AND "
+                                "start=?", key).fetchone()
+        if row is not None and row["body"] == text:
+            return False
         self.conn.execute(
             "INSERT INTO line_loss (area, period, start, body, incomplete) VALUES (?,?,?,?,?) "
             "ON CONFLICT(area, period, start) DO UPDATE SET body=excluded.body, "
-            "incomplete=excluded.incomplete",
-            (result.area, result.period, result.start.isoformat(), json.dumps(body),
-             int(result.incomplete)))
+            "incomplete=excluded.incomplete", (*key, text, int(result.incomplete)))
         if publish:
             self.enqueue("lineloss", body)  # type: ignore[attr-defined]
+        return True
 
     def line_losses(self, period: str | None = None, area: str | None = None,
                     limit: int = 50) -> list[dict[str, Any]]:
@@ -123,6 +142,35 @@ class GridRecords(Database):
     def meter_clocks(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM meter_clocks ORDER BY meter")]
 
+    # -- problem meters (`status`, `meters --geojson`) --------------------------------------
+    def save_raised(self, raised: dict[str, list[str]]) -> None:
+        """The anomaly conditions the concentrator holds raised now, by meter (read-failure
+        streaks, register too fast or stopped, line loss of an area): what `status` shows."""
+        text = json.dumps(raised, sort_keys=True)
+        if (self.setting(RAISED_KEY) or "{}") != text:  # type: ignore[attr-defined]
+            self.set_setting(RAISED_KEY, text)  # type: ignore[attr-defined]
+
+    def meter_problems(self) -> dict[str, list[str]]:
+        """meter -> what is wrong with it now, from what the daemon stored: `offline` (its last
+        poll went unanswered), `relay_open` (tripped), `clock_deviation` (raised, not yet
+        back), and the anomaly conditions the concentrator holds raised.  Meters without a
+        problem are left out.  The one rule of `status` and `meters --geojson`."""
+        out: dict[str, set[str]] = {}
+        for r in self.conn.execute("SELECT s.address, s.online, s.relay FROM meter_state s "
+                                   "JOIN meters m ON m.address=s.address WHERE m.active=1"):
+            if not r["online"]:
+                out.setdefault(r["address"], set()).add("offline")
+            if r["relay"] == "open":
+                out.setdefault(r["address"], set()).add("relay_open")
+        for r in self.conn.execute("SELECT meter FROM meter_clocks WHERE raised=1"):
+            out.setdefault(r["meter"], set()).add("clock_deviation")
+        raised = self.setting(RAISED_KEY)  # type: ignore[attr-defined]
+        for meter, kinds in json.loads(raised or "{}").items():
+            out.setdefault(meter, set()).update(kinds)
+        gone = {r[0] for r in self.conn.execute("SELECT address FROM meters WHERE active=0")}
+        return {m: sorted(kinds, key=_problem_order) for m, kinds in sorted(out.items())
+                if m not in gone}  # removed meters are no one's problem (total meters are kept)
+
     # -- what the anomaly watch compares ---------------------------------------------------
     def latest_values(self, names: Iterable[str]) -> dict[str, dict[str, tuple[int, str]]]:
         """meter -> name -> (epoch seconds, value) of the newest readings of `names` (each
@@ -150,13 +198,24 @@ class GridRecords(Database):
 
     # -- daily usage -----------------------------------------------------------------------
     def save_usage(self, account: str, day: date, body: dict[str, Any],
-                   publish: bool = True) -> None:
+                   publish: bool = True) -> bool:
+        """Keep an account's day; queue it for the head end only when it is new or the day's
+        own figures differ from the ones kept.  `tier` and `allowance` are the position when
+        the day was first closed (they follow the running billing state): a day closed again
+        later with the same figures keeps them and is not sent again.  True when queued."""
+        text = json.dumps(body, default=str)
+        row = self.conn.execute("SELECT body FROM daily_usage WHERE account=? AND day=?",
+                                (account, day.isoformat())).fetchone()
+        if row is not None and _day_figures(json.loads(row["body"])) == _day_figures(
+                json.loads(text)):
+            return False
         self.conn.execute(
             "INSERT INTO daily_usage (account, day, body) VALUES (?,?,?) "
             "ON CONFLICT(account, day) DO UPDATE SET body=excluded.body",
-            (account, day.isoformat(), json.dumps(body, default=str)))
+            (account, day.isoformat(), text))
         if publish:
             self.enqueue("usage", body)  # type: ignore[attr-defined]
+        return True
 
     def usage(self, account: str, limit: int = 31) -> list[dict[str, Any]]:
         """Daily usage of an account, newest first."""
@@ -170,3 +229,21 @@ class GridRecords(Database):
             "SELECT COALESCE(SUM(amount_micro), 0) FROM ledger WHERE account=? AND "
             "kind='charge' AND ts >= ? AND ts < ?", (account, to_iso(start), to_iso(end)))
         return Decimal(-int(row.fetchone()[0])) / Decimal(1_000_000)
+
+
+#: parts of a `usage` body that are the running position when the day was closed, not the day's
+#: own figures (compared to decide whether a day closed again is a change)
+USAGE_POSITION = ("tier", "allowance")
+
+
+def _day_figures(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in USAGE_POSITION}
+
+
+RAISED_KEY = "anomalies_raised"  # kv: {meter: [condition, ...]} the concentrator holds raised
+#: problems in the order a technician looks at them (others follow, by name)
+PROBLEM_ORDER = ("offline", "read_failures", "relay_open", "clock_deviation")
+
+
+def _problem_order(kind: str) -> tuple[int, str]:
+    return (PROBLEM_ORDER.index(kind) if kind in PROBLEM_ORDER else len(PROBLEM_ORDER), kind)

@@ -157,10 +157,45 @@ class Meters(Database):
                                 (address,)).fetchone()
         return bool(row and row["online"])
 
+    # -- field data (location, pole, phase, customer class) -----------------------------------
+    def set_meter_location(self, address: str, fields: dict[str, Any], source: str,
+                           at: datetime) -> None:
+        """A meter's field data as the head end (or a technician) gives it: replaces what was
+        kept (a field not given is none)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meter_locations (address, lat, lon, pole, phase, "
+            "customer_class, source, at) VALUES (?,?,?,?,?,?,?,?)",
+            (address, *(fields.get(k) for k in LOCATION_FIELDS), source, to_iso(at)))
+
+    def seed_meter_locations(self, rows: Iterable[tuple[str, dict[str, Any]]],
+                             at: datetime) -> None:
+        """Field data from agent.toml: the fields the file sets win, the ones it leaves out
+        keep what is kept (e.g. the head end's); a meter the file gives none is untouched."""
+        self.conn.executemany(
+            "INSERT INTO meter_locations (address, lat, lon, pole, phase, customer_class, "
+            "source, at) VALUES (?,?,?,?,?,?,'file',?) ON CONFLICT(address) DO UPDATE SET "
+            + ", ".join(f"{k}=COALESCE(excluded.{k}, {k})" for k in LOCATION_FIELDS)
+            + ", source='file', at=excluded.at WHERE "
+            + " OR ".join(f"(excluded.{k} IS NOT NULL AND excluded.{k} IS NOT {k})"
+                          for k in LOCATION_FIELDS),
+            [(address, *(fields.get(k) for k in LOCATION_FIELDS), to_iso(at))
+             for address, fields in rows
+             if any(fields.get(k) is not None for k in LOCATION_FIELDS)])
+
+    def meter_locations(self) -> dict[str, dict[str, Any]]:
+        """meter -> {lat, lon, pole, phase, customer_class, source} of the meters with any."""
+        return {r["address"]: {k: r[k] for k in (*LOCATION_FIELDS, "source")}
+                for r in self.conn.execute(
+                    f"SELECT address, {', '.join(LOCATION_FIELDS)}, source "
+                    "FROM meter_locations")}
+
     def online_states(self) -> dict[str, bool]:
         return {a: bool(o) for a, o in
                 self.conn.execute("SELECT address, online FROM meter_state")}
 
+
+#: a meter's field data (the `[[meter]]` keys of the same names)
+LOCATION_FIELDS = ("lat", "lon", "pole", "phase", "customer_class")
 
 _METER_COLUMNS = ("address, bus, account, tariff, protocol, multiplier, keep_power, allowance, "
                   "unit, model, commissioned_at, commission_kwh, active")

@@ -38,6 +38,25 @@ def test_missing_supply_is_incomplete() -> None:
     assert result.incomplete and result.rate is None and result.missing == ()
 
 
+def test_a_read_far_from_the_quarter_boundary_makes_the_quarter_incomplete() -> None:
+    start = datetime(2026, 4, 1, 2, 0, tzinfo=UTC)
+    read_at = {"t": start + timedelta(seconds=5), "a": start + timedelta(seconds=61),
+               "b": start - timedelta(seconds=90)}
+    assert lineloss.late_reads(start, read_at, ["t", "a", "b", "c"], 60) == ["a", "b"]
+    assert lineloss.late_reads(start, read_at, ["t", "a", "b"], 61) == ["b"]  # 61 s: on time
+    end = start + timedelta(minutes=15)
+    result = lineloss.line_loss("t", "15min", start, end, D("10"), {"a": D("5"), "b": D("1")},
+                                D("0.08"), ["b", "a", "a"], 60)
+    assert result.incomplete and result.rate is None and result.loss_kwh is None
+    assert result.late == ("a", "b") and result.missing == ()
+    assert result.reason == "2 meter(s) read more than 60 s from the period's boundary"
+    assert lineloss.loss_events(result) == []  # a theft-sized loss from skewed reads: nothing
+    body = result.as_dict()
+    assert body["late_meters"] == ["a", "b"] and body["reason"] == result.reason
+    on_time = lineloss.line_loss("t", "15min", start, end, D("10"), {"a": D("5")}, D("0.08"))
+    assert "reason" not in on_time.as_dict() and "late_meters" not in on_time.as_dict()
+
+
 def test_negative_loss_is_flagged_with_an_event() -> None:
     result = loss(D("90"), {"a": D("50"), "b": D("45")})
     assert result.negative and result.loss_kwh == D("-5") and result.rate == D("-0.0556")

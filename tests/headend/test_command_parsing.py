@@ -60,7 +60,8 @@ class Rig:
         store = self.agent.store
         return (store.balances(), len(store.ledger(limit=10000)),
                 [(m.address, m.tariff, m.keep_power, m.active) for m in store.meters(False)],
-                store.setting("policy_override"), sorted(store.tariffs()))
+                store.setting("policy_override"), sorted(store.tariffs()),
+                store.meter_locations())
 
 
 @pytest.fixture
@@ -126,6 +127,33 @@ BAD_ARGS = [
                                               "initial_kwh": "0"}),
     ("ping with an argument", "ping", {"x": 1}),
 ]
+ADD = {"meter": "000000000009", "bus": "bus1", "account": "A9", "tariff": "flat",
+       "initial_kwh": "0"}
+WHERE = {"lat": 30.2743, "lon": 120.1556}
+# field data of add_meter: the rules of the [[meter]] keys (config.field_value_problem)
+BAD_LOCATIONS = [
+    ("lat out of range", {**WHERE, "lat": 95}),
+    ("lat below -90", {**WHERE, "lat": -90.5}),
+    ("lon out of range", {**WHERE, "lon": 180.01}),
+    ("lat as a string", {**WHERE, "lat": "30.2743"}),
+    ("lat a boolean", {**WHERE, "lat": True}),
+    ("lat null", {**WHERE, "lat": None}),
+    ("lat huge", {**WHERE, "lat": 1e308}),
+    ("lat without lon", {"lat": 30.2743}),
+    ("lon without lat", {"lon": 120.1556}),
+    ("phase D", {**WHERE, "phase": "D"}),
+    ("phase lower case", {**WHERE, "phase": "b"}),
+    ("phase a number", {**WHERE, "phase": 1}),
+    ("pole empty", {**WHERE, "pole": ""}),
+    ("pole too long", {**WHERE, "pole": "P" * 65}),
+    ("pole with newline", {**WHERE, "pole": "P-17\n"}),
+    ("pole with terminal escape", {**WHERE, "pole": "\x1b[2J"}),
+    ("customer class a number", {**WHERE, "customer_class": 5}),
+    ("customer class too long", {**WHERE, "customer_class": "c" * 65}),
+    ("unknown location key", {**WHERE, "altitude": 12}),
+]
+BAD_ARGS += [(f"add_meter {name}", "add_meter", {**ADD, **extra})
+             for name, extra in BAD_LOCATIONS]
 
 
 @pytest.mark.parametrize(("name", "kind", "args"), BAD_ARGS, ids=[b[0] for b in BAD_ARGS])
@@ -304,3 +332,58 @@ def test_read_answers_unknown_quantities_and_hex_status_words(rig: Rig) -> None:
     status = read["result"]["values"][0]
     assert status["name"] == "status_word_3" and len(status["value"]) == 4
     int(status["value"], 16)
+
+
+GOOD_LOCATIONS = [
+    ("all fields", {**WHERE, "pole": "P-17", "phase": "B", "customer_class": "residential"}),
+    ("bounds, whole degrees", {"lat": -90, "lon": 180, "phase": "ABC"}),
+    ("pole without coordinates", {"pole": "杆-17 北", "customer_class": "commercial"}),
+]
+
+
+@pytest.mark.parametrize(("name", "extra"), GOOD_LOCATIONS, ids=[g[0] for g in GOOD_LOCATIONS])
+def test_add_meter_keeps_its_field_data(rig: Rig, name: str, extra: dict[str, Any]) -> None:
+    answer = rig.send("add_meter", {**ADD, **extra})
+    assert answer["status"] == "ok", answer
+    assert answer["result"] == {"meter": ADD["meter"], "location": extra}
+    kept = rig.agent.store.meter_locations()[ADD["meter"]]
+    assert {k: v for k, v in kept.items() if v is not None} == {**extra, "source": "headend"}
+    rig.agent.register_meters()  # a SIGHUP: the file does not list it, its data stays
+    assert rig.agent.store.meter_locations()[ADD["meter"]] == kept
+
+
+def test_add_meter_without_field_data_stores_none(rig: Rig) -> None:
+    assert rig.send("add_meter", ADD)["status"] == "ok"
+    assert rig.agent.store.meter_locations() == {}
+
+
+def test_field_data_of_a_head_end_meter_shows_in_meters_and_status(rig: Rig) -> None:
+    from click.testing import CliRunner
+
+    from edge_agent.cli import main
+
+    where = {**WHERE, "pole": "P-17", "phase": "B", "customer_class": "residential"}
+    assert rig.send("add_meter", {**ADD, **where})["status"] == "ok"
+    db = str(rig.agent.store.path)
+
+    def cli(*args: str) -> Any:
+        result = CliRunner().invoke(main, [*args, "--db", db, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    (listed,) = [m for m in cli("meters") if m["meter"] == ADD["meter"]]
+    assert listed["location"] == {**where, "source": "headend"}
+    (shown,) = [m for m in cli("status")["meters"] if m["meter"] == ADD["meter"]]
+    assert shown["location"] == listed["location"]
+    (feature,) = cli("meters", "--geojson")["features"]
+    assert feature["properties"]["pole"] == "P-17"
+    assert feature["geometry"]["coordinates"] == [WHERE["lon"], WHERE["lat"]]
+
+
+def test_out_of_range_lat_is_rejected_by_name_and_changes_nothing(rig: Rig) -> None:
+    before = rig.state()
+    answer = rig.send("add_meter", {**ADD, "lat": 95, "lon": 120.1, "pole": "P-1"})
+    assert answer["status"] == "rejected"
+    assert answer["reason"] == ("malformed: args.lat: 95 is not a latitude (a number from -90 "
+                                "to 90)")
+    assert rig.state() == before and rig.agent.store.meter(ADD["meter"]) is None

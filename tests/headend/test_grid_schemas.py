@@ -39,6 +39,11 @@ def test_line_loss_bodies_validate() -> None:
                          D("0.08")).as_dict()
         assert errors("lineloss", {**HEADER, **body}) == []
     assert errors("lineloss", {**HEADER, **body, "rate": 0.1}) != []  # never a float
+    assert body["reason"] == "1 customer meter(s) not read"
+    late = line_loss("000000000099", "15min", start, start + (end - start) / 96, D("1.00"),
+                     {"000000000001": D("0.90")}, D("0.08"), ["000000000001"], 60).as_dict()
+    assert late["late_meters"] == ["000000000001"] and late["incomplete"]
+    assert errors("lineloss", {**HEADER, **late}) == []
 
 
 def test_usage_body_validates() -> None:

@@ -165,6 +165,9 @@ def test_command_without_v_is_version_1() -> None:
     ("set_policy", "cmd.args.policy", {}),
     ("add_meter", "cmd.args.multiplier", 0),
     ("add_meter", "cmd.args.initial_kwh", 12.34),
+    ("add_meter", "cmd.args.lat", 95),  # out of range (and without lon)
+    ("add_meter", "cmd.args.phase", "D"),
+    ("add_meter", "cmd.args.pole", ""),
     ("read", "cmd.args.quantities", ["no_such_quantity"]),
     ("sync", "cmd.args.ids", ["x"]),  # with since_seq: one or the other
     ("ping", "cmd.args.x", 1),
@@ -172,6 +175,18 @@ def test_command_without_v_is_version_1() -> None:
 def test_wrong_command_args_are_refused(kind: str, path: str, value: Any) -> None:
     envelope = json.loads((EXAMPLES / "cmd" / f"{kind}.json").read_text())
     assert errors("cmd", _with(envelope, path, value))
+
+
+def test_add_meter_field_data_in_the_schema() -> None:
+    envelope = json.loads((EXAMPLES / "cmd" / "add_meter.json").read_text())
+    where = {"lat": 30.2743, "lon": 120.1556, "pole": "P-17", "phase": "B",
+             "customer_class": "residential"}
+    good = _with(envelope, "cmd.args", {**envelope["cmd"]["args"], **where})
+    assert errors("cmd", good) == []
+    for path, value in (("cmd.args.lat", 95), ("cmd.args.lon", -180.5), ("cmd.args.lat", "30"),
+                        ("cmd.args.phase", "AB"), ("cmd.args.pole", "x" * 65),
+                        ("cmd.args.customer_class", "a\nb"), ("cmd.args.lon", ...)):
+        assert errors("cmd", _with(good, path, value)), (path, value)
 
 
 def test_events_detail_is_checked_by_type() -> None:

@@ -308,7 +308,12 @@ def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
     assert cycle() == []  # back to normal
     meter.time_scale = 0.0  # the register stops while 1 kW flows
     assert cycle() == ["register_stopped"]
+    assert site.store.meter_problems() == {a1: ["register_stopped"]}  # what `status` shows
     assert cycle() == []  # raised once while it lasts
+    meter.time_scale = 1.0
+    assert cycle() == [] and site.store.meter_problems() == {}  # cleared
+    meter.time_scale = 0.0
+    assert cycle() == ["register_stopped"]
     meter.alarm = True
     changes = cycle()
     assert changes[-1] == "status_change"
@@ -319,6 +324,7 @@ def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
                                                           response_timeout=0.05, retries=0)
     raised = [kind for _ in range(4) for kind in cycle(0.25)]
     assert raised.count("read_failures") == 1
+    assert site.store.meter_problems()[a1][:2] == ["offline", "read_failures"]
 
 
 def settle(site: Site) -> None:
@@ -374,3 +380,113 @@ def test_quarter_hour_line_loss_and_theft_raised_once(site_factory: Any) -> None
     assert D(first["supply_kwh"]) == D("1.75") and first["sales_kwh"] == "1.50"
     assert first["over_threshold"] and second["over_threshold"]
     assert len(site.events("line_loss_high")) == 1  # raised once while it lasts
+
+
+def restarted(site: Site) -> Site:
+    """The gateway restarted: the same database file reopened, a new processor and
+    concentrator (nothing kept in memory), the same meters and bus."""
+    site.store.close()
+    store = Store(site.store.path)
+    processor = Processor(store, {TARIFF.id: TARIFF}, Policy(), TZ, "gw")
+    conc = Concentrator(site.conc.config, store, processor, {"b1": site.worker},
+                        site.conc.clock, lambda fn, *args: fn(*args), ntp=lambda: True)
+    return Site(site.sim, site.world, store, processor, site.worker, conc)
+
+
+def queued(site: Site) -> dict[str, list[tuple[Any, ...]]]:
+    """Keys of the `lineloss` and `usage` messages waiting in the outbox, in order."""
+    import json
+
+    out: dict[str, list[tuple[Any, ...]]] = {"lineloss": [], "usage": []}
+    for _, kind, payload in site.store.pending(1000):
+        body = json.loads(payload)
+        if kind == "lineloss":
+            out[kind].append((body["area"], body["period"], body["start"], body["incomplete"]))
+        elif kind == "usage":
+            out[kind].append((body["account"], body["day"]))
+    return out
+
+
+def test_a_restart_queues_no_lineloss_or_usage_twice_but_a_completed_day_again(
+        site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("1"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals)
+    customers[2].fault = "silent"  # its freezes are not read: the day is incomplete
+    site.sim.advance_to(datetime(2026, 4, 3, 10, 0))
+    settle(site)
+    day = ("000000000099", "day", "2026-04-01T16:00:00Z")
+    first = queued(site)
+    assert first["lineloss"] == [(*day, True)]
+    assert sorted(first["usage"]) == [("acct-01", "2026-04-02"), ("acct-02", "2026-04-02")]
+    # the running tier position moves on before the restart (it is in the usage body)
+    site.sim.advance_to(datetime(2026, 4, 3, 11, 0))
+    for meter in customers[:2]:
+        site.poll(meter.address)
+    site = restarted(site)
+    try:
+        settle(site)  # the day is closed again, from the same freezes: nothing new
+        assert queued(site) == first
+        customers[2].fault = None  # back: a backfill completes the day, which is news
+        site.sim.advance_to(datetime(2026, 4, 3, 11, 30))
+        site = restarted(site)
+        settle(site)
+        again = queued(site)
+        assert again["lineloss"] == [(*day, True), (*day, False)]  # changed: sent, last wins
+        assert sorted(again["usage"]) == sorted([*first["usage"], ("acct-03", "2026-04-02")])
+        (loss,) = site.store.line_losses(period="day")
+        assert not loss["incomplete"] and loss["missing"] == 0
+    finally:
+        site.store.close()
+
+
+def test_quarter_reads_are_timed_and_a_late_read_makes_the_quarter_incomplete(
+        site_factory: Any) -> None:
+    start = datetime(2026, 4, 1, 10, 0)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(2, clock=clock, load_kw=D("2"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=D("1"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals, quarter_skew=30)
+    for minutes in (0, 15, 30):
+        site.sim.advance_to(start + timedelta(minutes=minutes))
+        settle(site)
+    boundary = datetime(2026, 4, 1, 10, 15, tzinfo=TZ)
+    times = site.store.quarter_times(boundary)
+    assert sorted(times) == sorted([TOTAL, *(c.address for c in customers)])
+    assert all(t == boundary for t in times.values())  # the world clock stood still
+    (on_time,) = site.store.line_losses(period="15min")
+    assert not on_time["incomplete"] and on_time["over_threshold"]
+    # the next quarter's closing read of one customer came 45 s after its boundary
+    closing = datetime(2026, 4, 1, 10, 45, tzinfo=TZ)
+    values = {m: v + D("1") for m, v in site.store.quarter_values(boundary
+                                                                   + timedelta(minutes=15)).items()}
+    site.conc._record_quarter(closing, values, {
+        **{m: closing for m in values}, customers[1].address: closing + timedelta(seconds=45)})
+    site.conc.quarter_loss(datetime(2026, 4, 1, 10, 30, tzinfo=TZ))
+    late = next(r for r in site.store.line_losses(period="15min")
+                if r["label"].endswith("10:30"))
+    assert late["incomplete"] and late["rate"] is None
+    assert late["late_meters"] == [customers[1].address]
+    assert late["reason"] == "1 meter(s) read more than 30 s from the period's boundary"
+
+
+def test_a_concentrator_switched_off_clears_the_conditions_it_held(site_factory: Any) -> None:
+    from dataclasses import replace
+
+    start = datetime(2026, 4, 1, 9)
+    meters = make_meters(1, clock=SimClock(start, speed=0))
+    site = site_factory(meters, [meters[0].address], start)
+    with site.store.transaction():
+        site.store.save_raised({meters[0].address: ["register_stopped"]})  # a former run
+    assert site.store.meter_problems() == {meters[0].address: ["register_stopped"]}
+    off = replace(site.conc.config, concentrator=ConcentratorConfig(enabled=False))
+    conc = Concentrator(off, site.store, site.processor, {"b1": site.worker}, site.conc.clock,
+                        lambda fn, *args: fn(*args))
+    conc.tick()
+    assert site.store.meter_problems() == {}
