@@ -12,6 +12,8 @@ import base64
 import copy
 import json
 import re
+import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,17 @@ def test_messages_rendered_by_the_store_validate(tmp_path: Path) -> None:
         problems += [f"{kind}: {e}" for e in errors(kind, body)]
     store.close()
     assert problems == []
+
+
+@pytest.mark.parametrize("kind", COMMAND_TYPES)
+def test_every_signed_example_is_accepted_by_the_gateway(kind: str, tmp_path: Path) -> None:
+    """The examples are what a head-end developer copies: the gateway's own parser (not only
+    the schema) must take each one, signature, arguments and all."""
+    from edge_agent.headend.commands import verify
+    from edge_agent.headend.keys import KeyRing
+
+    shutil.copy(EXAMPLES / "headend-example.pub", tmp_path / "headend-example.pub")
+    payload = (EXAMPLES / "cmd" / f"{kind}.json").read_bytes()
+    issued = datetime.fromisoformat(json.loads(payload)["cmd"]["issued_at"])
+    command = verify(payload, KeyRing(tmp_path), "gw-0042", issued, timedelta(seconds=30))
+    assert command.type == kind
