@@ -373,11 +373,16 @@ class Agent:
         error = cycle.done.exception()
         if error is None and cycle.errors and not cycle.polls:
             error = cycle.errors[-1]  # no meter could be polled at all: the port
-        if error is not None:
-            record.cycle_failed(error, isinstance(error, BusError), now - started)
-            return
-        record.cycle_stored({p.meter: p.ok for p in cycle.polls}, now - started, now,
-                            self.clock.now())
+        try:
+            if error is not None:
+                record.cycle_failed(error, isinstance(error, BusError), now - started)
+                return
+            record.cycle_stored({p.meter: p.ok for p in cycle.polls}, now - started, now,
+                                self.clock.now())
+        finally:
+            # `_polling` keeps the finished future (and through this callback, the cycle)
+            # until the bus's next cycle: its polls are not needed any more.
+            cycle.polls, cycle.errors = [], []
 
     def schedule(self) -> None:
         """Start the bus cycles that are due, one outstanding cycle per bus at most."""
