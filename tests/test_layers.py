@@ -125,3 +125,24 @@ def test_the_cli_loads_no_heavy_dependency() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def loaded(code: str, *names: str) -> list[str]:
+    """Which of `names` are in sys.modules after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport sys; print(sorted(m for m in {names!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_valid_frames_load_no_construct() -> None:
+    """The daemon decodes and encodes valid frames on the fast path; `construct` (the
+    definition of record, ~1 MB resident) loads on the first fault or reference call."""
+    code = ("from protocols.dlt645 import frame\n"
+            "f = frame.decode(bytes.fromhex('FEFE68010000000000689108333334337856343"
+            "36C16'))\n"
+            "frame.find_frame(f.encode())\n"
+            "try:\n    frame.decode(b'\\x68\\x01')\nexcept frame.FrameError:\n    pass")
+    assert loaded(code, "construct") == []
+    assert loaded("from protocols.dlt645 import frame; frame.FRAME", "construct") == [
+        "construct"]
