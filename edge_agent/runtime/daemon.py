@@ -363,7 +363,7 @@ class Agent:
         started = self.clock.monotonic()
         cycle.done.add_done_callback(lambda _: self._record_health(cycle, started))
         for meter in meters:
-            worker.submit(self.poll_job(cycle, meter, bus.quantities), POLL)
+            worker.post(self.poll_job(cycle, meter, bus.quantities), POLL)
         return cycle.done
 
     def _record_health(self, cycle: _Cycle, started: float) -> None:
