@@ -146,3 +146,33 @@ def test_valid_frames_load_no_construct() -> None:
     assert loaded(code, "construct") == []
     assert loaded("from protocols.dlt645 import frame; frame.FRAME", "construct") == [
         "construct"]
+
+
+def test_the_daemon_verifies_commands_without_key_serialization_modbus_or_construct(
+        tmp_path: Path) -> None:
+    """The daemon's modules, a head-end key ring and one verified command: cryptography is
+    loaded (it verifies), its serialization module (SSH, RSA, EC, ciphers: ~1.2 MB) is not,
+    nor pymodbus without a Modbus bus, nor construct."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "headend-1.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    code = (
+        "import json\nfrom datetime import UTC, datetime, timedelta\n"
+        "import edge_agent.runtime.assembly, edge_agent.runtime.daemon\n"
+        "import edge_agent.headend.handler, edge_agent.headend.mqtt_link\n"
+        "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\n"
+        "from edge_agent.headend.commands import verify\n"
+        "from edge_agent.headend.keys import KeyRing\n"
+        "from edge_agent.headend.signing import envelope\n"
+        f"key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex('{raw.hex()}'))\n"
+        "payload = json.dumps(envelope('ping', {}, 'gw1', key, 'headend-1')).encode()\n"
+        f"ring = KeyRing({str(tmp_path)!r})\n"
+        "assert verify(payload, ring, 'gw1', datetime.now(UTC), timedelta(minutes=1)).type "
+        "== 'ping'")
+    assert loaded(code, "cryptography", "cryptography.hazmat.primitives.serialization",
+                  "pymodbus", "construct") == ["cryptography"]
