@@ -420,17 +420,16 @@ class Agent:
         self.on_processor(self.processor.set_account_class, account, policy_class,
                           tier_bonus_kwh, self.clock.now(), actor)
 
-    def dispatch(self, decisions: list[Decision], actor: str = "policy") -> list[Future[Any]]:
+    def dispatch(self, decisions: list[Decision], actor: str = "policy") -> None:
         """Queue relay decisions on their buses, ahead of polling (failures: the worker logs
-        them at WARNING with the bus name and counts them)."""
-        futures = []
+        them at WARNING with the bus name and counts them; the outcome is stored by
+        `relay_done`, so nobody waits on a future: a mass alarm of 2,048 meters does not
+        allocate 2,048 of them)."""
         for decision in decisions:
             meter = self.store.meter(decision.meter)
             if meter is None or meter.bus not in self.workers:
                 continue
-            futures.append(self.workers[meter.bus].submit(self.relay_job(decision, actor),
-                                                          RELAY))
-        return futures
+            self.workers[meter.bus].post(self.relay_job(decision, actor), RELAY)
 
     def operator_relay(self, meter: str, order: str, actor: str,
                        reason: str = "", force: bool = False) -> dict[str, Any]:
