@@ -89,14 +89,15 @@ def bench_throughput(meters: int, cycles: int, tmp: Path,
             "growth_per_reading": (size_after - size_before) / readings}
 
 
-def memory_config(meters: int, tmp: Path, sims: list[Any], mqtt_port: int | None) -> Path:
+def memory_config(meters: int, tmp: Path, sims: list[Any], mqtt_port: int | None,
+                  poll_interval: float = 3600) -> Path:
     """The bench's agent.toml: `meters` on 8 buses (one per simulator), the link optional."""
     lines = [f'[agent]\ngateway_id = "bench"\ndatabase = "{tmp / "mem.db"}"\n'
              f'tariff_dir = "{ROOT / "config" / "tariffs"}"\n'
              f'control_socket = "{tmp / "control.sock"}"\n']
     for b, sim in enumerate(sims):
         lines.append(f'[[bus]]\nname = "bus{b}"\nport = "{sim.port}"\nbaud = 9600\n'
-                     f'response_timeout = 0.2\ngap = 0.0\npoll_interval = 3600\n')
+                     f'response_timeout = 0.2\ngap = 0.0\npoll_interval = {poll_interval}\n')
     for b, sim in enumerate(sims):
         for m in sim.meters:
             lines.append(f'[[meter]]\naddress = "{m.address}"\nbus = "bus{b}"\n'

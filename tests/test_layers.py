@@ -152,7 +152,8 @@ def test_the_daemon_verifies_commands_without_key_serialization_modbus_or_constr
         tmp_path: Path) -> None:
     """The daemon's modules, a head-end key ring and one verified command: cryptography is
     loaded (it verifies), its serialization module (SSH, RSA, EC, ciphers: ~1.2 MB) is not,
-    nor pymodbus without a Modbus bus, nor construct."""
+    nor pymodbus without a Modbus bus, nor construct, nor what paho's unused
+    `urllib.request` would bring (http.client, email: ~2.4 MB)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -175,4 +176,16 @@ def test_the_daemon_verifies_commands_without_key_serialization_modbus_or_constr
         "assert verify(payload, ring, 'gw1', datetime.now(UTC), timedelta(minutes=1)).type "
         "== 'ping'")
     assert loaded(code, "cryptography", "cryptography.hazmat.primitives.serialization",
-                  "pymodbus", "construct") == ["cryptography"]
+                  "pymodbus", "construct", "http.client", "email") == ["cryptography"]
+
+
+def test_urllib_request_deferred_by_the_link_still_works_when_used() -> None:
+    code = ("import sys, edge_agent.headend.mqtt_link\n"
+            "import paho.mqtt.client as client\n"
+            "assert 'http.client' not in sys.modules\n"
+            "from urllib.request import getproxies\n"
+            "assert isinstance(getproxies(), dict)\n"
+            "import urllib.request\n"
+            "assert urllib.request.Request and client.urllib.request.proxy_bypass\n"
+            "assert type(sys.modules['urllib.request']).__name__ == 'module'")
+    assert loaded(code, "http.client") == ["http.client"]
