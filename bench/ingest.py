@@ -131,8 +131,8 @@ COMMANDS_AT = {5: ("topup", {"amount": "50.00", "txn_id": "bench-pay-1"}),
                25: ("ping", {})}
 
 
-def bench_memory(meters: int, tmp: Path, mqtt: bool = False,
-                 seconds: int = 30) -> dict[str, Any]:
+def bench_memory(meters: int, tmp: Path, mqtt: bool = False, seconds: int = 30,
+                 poll_interval: float = 3600) -> dict[str, Any]:
     from firmware_sim.bus import SimBus, make_meters
 
     per_bus = meters // 8
@@ -142,7 +142,7 @@ def bench_memory(meters: int, tmp: Path, mqtt: bool = False,
     port = None
     if mqtt:
         broker, port = start_mosquitto(tmp, "max_queued_messages 1000000")
-    config = memory_config(meters, tmp, sims, port)
+    config = memory_config(meters, tmp, sims, port, poll_interval)
     env = {**os.environ, **unit_environment()}
     proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "--config", str(config),
                              "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -192,6 +192,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode (median)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--seconds", type=int, default=30, help="memory: seconds sampled")
+    parser.add_argument("--poll-interval", type=float, default=3600,
+                        help="memory: each bus's poll interval (3600: one cycle, the "
+                        "baseline readings; 10: cycles that bill, so ledger messages flow)")
+    parser.add_argument("--mqtt-only", action="store_true", help="memory: the link on only")
     parser.add_argument("--only", choices=["durable", "nosync"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:  # one measurement in a fresh process, printed as a line of numbers
@@ -208,16 +213,19 @@ def main() -> None:
 
 def memory(args: argparse.Namespace) -> None:
     env = " ".join(f"{k}={v}" for k, v in unit_environment().items()) or "none"
-    for mqtt in (False, True):
+    for mqtt in (True,) if args.mqtt_only else (False, True):
         runs = []
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix="edge-agent-bench-", dir="/var/tmp") as tmp:
-                runs.append(bench_memory(args.meters, Path(tmp), mqtt))
+                runs.append(bench_memory(args.meters, Path(tmp), mqtt, args.seconds,
+                                         args.poll_interval))
         rss = [m["rss_mb"] for m in runs]
         print(f"memory: edge-agent run with {args.meters} meters registered on 8 simulated "
               f"buses, MQTT link {'on (local mosquitto)' if mqtt else 'off'}, the unit's "
-              f"environment ({env}), median of {args.repeat} fresh daemons")
-        print(f"  resident memory (max VmRSS over 30 s)  {statistics.median(rss):.1f} MB  "
+              f"environment ({env}), polls every {args.poll_interval:g} s, median of "
+              f"{args.repeat} fresh daemons")
+        print(f"  resident memory (max VmRSS over {args.seconds} s)  "
+              f"{statistics.median(rss):.1f} MB  "
               f"[{', '.join(f'{r:.1f}' for r in rss)}]  (target <= 60 MB; "
               f"{runs[-1]['requests_answered']} requests answered meanwhile)")
         if mqtt:
