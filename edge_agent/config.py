@@ -81,7 +81,7 @@ class BusConfig:
                                    "cover_open_count")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MeterConfig:
     address: str
     bus: str

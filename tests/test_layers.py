@@ -125,3 +125,67 @@ def test_the_cli_loads_no_heavy_dependency() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def loaded(code: str, *names: str) -> list[str]:
+    """Which of `names` are in sys.modules after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport sys; print(sorted(m for m in {names!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_valid_frames_load_no_construct() -> None:
+    """The daemon decodes and encodes valid frames on the fast path; `construct` (the
+    definition of record, ~1 MB resident) loads on the first fault or reference call."""
+    code = ("from protocols.dlt645 import frame\n"
+            "f = frame.decode(bytes.fromhex('FEFE68010000000000689108333334337856343"
+            "36C16'))\n"
+            "frame.find_frame(f.encode())\n"
+            "try:\n    frame.decode(b'\\x68\\x01')\nexcept frame.FrameError:\n    pass")
+    assert loaded(code, "construct") == []
+    assert loaded("from protocols.dlt645 import frame; frame.FRAME", "construct") == [
+        "construct"]
+
+
+def test_the_daemon_verifies_commands_without_key_serialization_modbus_or_construct(
+        tmp_path: Path) -> None:
+    """The daemon's modules, a head-end key ring and one verified command: cryptography is
+    loaded (it verifies), its serialization module (SSH, RSA, EC, ciphers: ~1.2 MB) is not,
+    nor pymodbus without a Modbus bus, nor construct, nor what paho's unused
+    `urllib.request` would bring (http.client, email: ~2.4 MB)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "headend-1.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    code = (
+        "import json\nfrom datetime import UTC, datetime, timedelta\n"
+        "import edge_agent.runtime.assembly, edge_agent.runtime.daemon\n"
+        "import edge_agent.headend.handler, edge_agent.headend.mqtt_link\n"
+        "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\n"
+        "from edge_agent.headend.commands import verify\n"
+        "from edge_agent.headend.keys import KeyRing\n"
+        "from edge_agent.headend.signing import envelope\n"
+        f"key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex('{raw.hex()}'))\n"
+        "payload = json.dumps(envelope('ping', {}, 'gw1', key, 'headend-1')).encode()\n"
+        f"ring = KeyRing({str(tmp_path)!r})\n"
+        "assert verify(payload, ring, 'gw1', datetime.now(UTC), timedelta(minutes=1)).type "
+        "== 'ping'")
+    assert loaded(code, "cryptography", "cryptography.hazmat.primitives.serialization",
+                  "pymodbus", "construct", "http.client", "email") == ["cryptography"]
+
+
+def test_urllib_request_deferred_by_the_link_still_works_when_used() -> None:
+    code = ("import sys, edge_agent.headend.mqtt_link\n"
+            "import paho.mqtt.client as client\n"
+            "assert 'http.client' not in sys.modules\n"
+            "from urllib.request import getproxies\n"
+            "assert isinstance(getproxies(), dict)\n"
+            "import urllib.request\n"
+            "assert urllib.request.Request and client.urllib.request.proxy_bypass\n"
+            "assert type(sys.modules['urllib.request']).__name__ == 'module'")
+    assert loaded(code, "http.client") == ["http.client"]

@@ -280,6 +280,10 @@ class Dlt645Client:
         return sorted(set(found))
 
 
+# One string per name, shared by every poll (a cycle of 2,048 meters holds 8,192 of them).
+RATE_NAMES = tuple(f"forward_active_rate{n}" for n in range(1, 5))
+
+
 class Dlt645Driver:
     """DL/T 645 meters: energy block (total + 4 rates), status word 3 (2007 only), extra
     quantities."""
@@ -311,7 +315,7 @@ class Dlt645Driver:
             values.append(("forward_active_total", str(total)))
             between()
             if rates is not None:
-                values += [(f"forward_active_rate{n}", str(r)) for n, r in enumerate(rates, 1)]
+                values += [(name, str(r)) for name, r in zip(RATE_NAMES, rates, strict=False)]
             status: int | None = None
             if self.client.version != "1997":  # 1997 meters have no status word 3
                 status = int(self.client.status3(meter))

@@ -5,7 +5,8 @@ technician requests, which go ahead of routine polling.  A poll job is one meter
 a relay order waits at most for the transaction on the wire and the poll in progress.
 Every job that raises is logged at WARNING with the bus name and counted in `failures`.
 A job is a callable run on the worker's thread with the bus's driver; its result or error
-comes back through a future.
+comes back through a future (`submit`), or nowhere (`post`: a poll job reports through its
+cycle, and 2,048 futures, each with its lock and condition, would cost ~2.5 MB per cycle).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class BusWorker:
         self.name = name
         self.driver = driver
         self._jobs: queue.PriorityQueue[tuple[int, int, Callable[[Any], Any] | None,
-                                              Future[Any]]] = queue.PriorityQueue()
+                                              Future[Any] | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._thread = threading.Thread(target=self._run, name=f"bus {name}", daemon=True)
         self.busy = threading.Event()
@@ -42,6 +43,10 @@ class BusWorker:
         future: Future[Any] = Future()
         self._jobs.put((priority, next(self._order), job, future))
         return future
+
+    def post(self, job: Callable[[Any], Any], priority: int = POLL) -> None:
+        """Queue a job whose result nobody waits for (its failure is logged and counted)."""
+        self._jobs.put((priority, next(self._order), job, None))
 
     def pending(self, priority: int | None = None) -> int:
         with self._jobs.mutex:
@@ -69,16 +74,20 @@ class BusWorker:
                 return
             self._execute(item[2], item[3])
 
-    def _execute(self, job: Callable[[Any], Any], future: Future[Any]) -> None:
-        if not future.set_running_or_notify_cancel():
+    def _execute(self, job: Callable[[Any], Any], future: Future[Any] | None) -> None:
+        if future is not None and not future.set_running_or_notify_cancel():
             return
         self.busy.set()
         try:
-            future.set_result(job(self.driver))
+            result = job(self.driver)
         except BaseException as exc:  # the future carries it to whoever waits
             self.failures += 1
             log.warning("bus %s: job failed: %s", self.name, exc)
-            future.set_exception(exc)
+            if future is not None:
+                future.set_exception(exc)
+        else:
+            if future is not None:
+                future.set_result(result)
         finally:
             self.jobs_done += 1
 
@@ -93,6 +102,6 @@ class BusWorker:
                 self.busy.clear()
         while not self._jobs.empty():
             _, _, job, future = self._jobs.get_nowait()
-            if job is not None:
+            if job is not None and future is not None:
                 future.cancel()
         self.driver.close()

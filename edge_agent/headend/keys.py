@@ -3,6 +3,12 @@
 The signed form of a command is the contract's canonical JSON of `cmd`:
 `json.dumps(cmd, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()`.
 Keys are stored as PEM files: `<name>.key` (private, mode 0600) and `<name>.pub`.
+
+The daemon only verifies: it loads the head end's public keys and checks signatures, both
+with `cryptography`.  A public key file in the canonical form (one `PUBLIC KEY` PEM block
+holding the RFC 8410 SubjectPublicKeyInfo of an Ed25519 key) is read without importing
+`cryptography.hazmat.primitives.serialization` (its SSH, RSA, EC and cipher modules cost a
+gateway ~1.2 MB); anything else goes through that module's full parser, as before.
 """
 
 from __future__ import annotations
@@ -10,14 +16,28 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_agent.errors import CommandRejected, ConfigError
+
+# RFC 8410: the DER SubjectPublicKeyInfo of an Ed25519 key is this prefix and its 32 bytes.
+ED25519_SPKI = bytes.fromhex("302a300506032b6570032100")
+PUBLIC_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----\r?\n([A-Za-z0-9+/=\r\n]+)\r?\n"
+                        rb"-----END PUBLIC KEY-----")
+
+
+def _serialization() -> ModuleType:
+    """`cryptography`'s key (de)serialization, imported when a key is made, shown or read
+    in a form other than the canonical Ed25519 public key."""
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization
 
 
 def canonical(cmd: dict[str, Any]) -> bytes:
@@ -35,6 +55,7 @@ def create_pair(directory: Path, name: str, overwrite: bool = False) -> tuple[Pa
     if private_path.exists() and not overwrite:
         raise ConfigError(f"{private_path} exists; refusing to replace a key (use --force)")
     key = Ed25519PrivateKey.generate()
+    serialization = _serialization()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -45,13 +66,14 @@ def create_pair(directory: Path, name: str, overwrite: bool = False) -> tuple[Pa
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
+    serialization = _serialization()
     return key.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = _serialization().load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable Ed25519 private key ({exc})") from exc
     if not isinstance(key, Ed25519PrivateKey):
@@ -59,11 +81,26 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _canonical_ed25519(data: bytes) -> Ed25519PublicKey | None:
+    """The key of a file holding exactly one PEM block with an Ed25519 SubjectPublicKeyInfo
+    (what `keys create` and `public_pem` write); None for anything else."""
+    match = PUBLIC_PEM.fullmatch(data.strip())
+    if match is None:
+        return None
+    try:
+        der = base64.b64decode(b"".join(match[1].split()), validate=True)
+    except ValueError:
+        return None
+    if len(der) != len(ED25519_SPKI) + 32 or not der.startswith(ED25519_SPKI):
+        return None
+    return Ed25519PublicKey.from_public_bytes(der[len(ED25519_SPKI):])
+
+
 def load_public(path: Path) -> Ed25519PublicKey:
     data = path.read_bytes()
     try:
         if data.lstrip().startswith(b"-----"):
-            key = serialization.load_pem_public_key(data)
+            key = _canonical_ed25519(data) or _serialization().load_pem_public_key(data)
         else:  # 32 raw bytes, base64: what some head ends hand out
             key = Ed25519PublicKey.from_public_bytes(base64.b64decode(data.strip()))
     except (ValueError, TypeError) as exc:

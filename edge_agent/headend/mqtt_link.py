@@ -16,25 +16,65 @@ handler: nothing slow runs on this thread.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import queue
 import random
 import ssl
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from edge_agent.config import MqttConfig, RetentionConfig
-from edge_agent.headend.messages import VERSION, on_the_wire, render
-from edge_agent.store import Store
+class _Deferred(types.ModuleType):
+    """Stands in `sys.modules` for a module nobody has used yet; the first attribute asked
+    of it imports the real module (which then replaces it) and answers from that.
+
+    paho imports `urllib.request` at the top but only uses it to look for a proxy when
+    PySocks is installed; with it come `http.client`, `tempfile` and the `email` package,
+    ~2.4 MB of a gateway's memory for nothing.  (The standard LazyLoader does not help
+    here: the import statement itself reads the module's `__spec__`, which loads it.)"""
+
+    _lock = threading.Lock()
+
+    def __getattr__(self, attr: str) -> Any:  # only for what the stand-in does not have
+        with self._lock:
+            module = sys.modules.get(self.__name__)
+            if module is self:
+                del sys.modules[self.__name__]
+                module = importlib.import_module(self.__name__)
+        return getattr(module, attr)
+
+
+def _defer_import(name: str) -> None:
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return
+    stand_in = _Deferred(name)
+    stand_in.__spec__ = spec
+    sys.modules[name] = stand_in
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, stand_in)
+
+
+_defer_import("urllib.request")
+
+import paho.mqtt.client as mqtt  # noqa: E402  (after the lazy urllib.request)
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+
+from edge_agent.config import MqttConfig, RetentionConfig  # noqa: E402
+from edge_agent.headend.messages import VERSION, on_the_wire, render  # noqa: E402
+from edge_agent.store import Store  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from edge_agent.prepaid.records import Event
 from edge_agent.prepaid.vocabulary import Phase
 
 PHASES = tuple(Phase)
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MeterEnforcement:
     """What enforcement remembers of one meter."""
 
@@ -40,7 +40,7 @@ class MeterEnforcement:
     cwt_raised: bool = False  # consumption_while_tripped already raised for this trip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     meter: str
     action: str | None  # trip | close_allowed | direct_close | alarm | alarm_release | None
@@ -191,7 +191,7 @@ def _level_keys(levels: tuple[Decimal, ...]) -> tuple[tuple[Decimal, str], ...]:
     return tuple((level, format_money(level)) for level in levels)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AlertState:
     """Alert levels already announced for an account (re-armed when the balance recovers)."""
 

@@ -8,6 +8,7 @@ back as `Decision`s; the caller carries them out, confirms them, and reports the
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -40,6 +41,7 @@ from edge_agent.store import Store
 DAILY_COST_REFRESH = timedelta(hours=1)  # how long a usage estimate stays good
 MIN_OBSERVED = timedelta(days=1)  # the shortest history a daily spend is divided by
 DAY_SECONDS = Decimal(86400)
+DAY_SLOTS = 1 + 24 + 24  # per meter: latest hour, requests and replies per hour of the day
 
 
 TAMPER_COUNTERS = ("cover_open_count", "terminal_cover_open_count",
@@ -79,7 +81,7 @@ class Processor:
         # baseline (never a false alarm), and no hold-off runs.
         self.restored_at: dict[str, datetime] = getattr(self, "restored_at", {})
         self.trip_kwh: dict[str, Decimal] = getattr(self, "trip_kwh", {})
-        self.day_window: dict[str, list[list[int]]] = getattr(self, "day_window", {})
+        self.day_window: dict[str, array[int]] = getattr(self, "day_window", {})
 
     # -- the cycle ------------------------------------------------------------------------
     def process(self, polls: list[Poll], now: datetime,
@@ -174,19 +176,29 @@ class Processor:
 
     def _count_day(self, polls: list[Poll]) -> dict[str, tuple[int, int]]:
         """Requests and replies per meter over the last 24 hours (hourly buckets, kept in
-        memory since the daemon started), for the collection success rate."""
+        memory since the daemon started), for the collection success rate.
+
+        One fixed array per meter (`DAY_SLOTS`): the hour of its latest poll, then 24
+        request counts and 24 reply counts indexed by hour modulo 24; hours between two
+        polls are cleared as time moves on.  ~260 bytes per meter however long the daemon
+        runs (the lists of buckets before it took ~3 KB per meter after a day)."""
         out = {}
+        window = self.day_window
         for poll in polls:
             hour = int(poll.ts.timestamp()) // 3600
-            buckets = self.day_window.setdefault(poll.meter, [])
-            if buckets and buckets[-1][0] == hour:
-                buckets[-1][1] += 1
-                buckets[-1][2] += int(poll.ok)
-            else:
-                buckets.append([hour, 1, int(poll.ok)])
-                while buckets[0][0] <= hour - 24:
-                    buckets.pop(0)
-            out[poll.meter] = (sum(b[1] for b in buckets), sum(b[2] for b in buckets))
+            counts = window.get(poll.meter)
+            if counts is None:
+                counts = window[poll.meter] = array("I", bytes(4 * DAY_SLOTS))
+                counts[0] = hour
+            latest = counts[0]
+            if hour > latest:  # a new hour: clear the slots of the hours since the latest
+                for h in range(max(latest + 1, hour - 23), hour + 1):
+                    counts[1 + h % 24] = counts[25 + h % 24] = 0
+                counts[0] = latest = hour
+            if hour > latest - 24:  # (a clock set back by more than a day counts nothing)
+                counts[1 + hour % 24] += 1
+                counts[25 + hour % 24] += poll.ok
+            out[poll.meter] = (sum(counts[1:25]), sum(counts[25:]))
         return out
 
     def _presence(self, polls: list[Poll]) -> list[Event]:

@@ -14,7 +14,7 @@ from typing import Any
 from edge_agent.prepaid.tariff import AllowanceState, TierState
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """One balance change; `amount` is signed (charges are negative)."""
 
@@ -27,7 +27,7 @@ class LedgerEntry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     type: str
     severity: str
@@ -37,7 +37,7 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MeterBilling:
     """What billing remembers of one meter between readings."""
 
@@ -56,7 +56,7 @@ class MeterBilling:
     last_daily: date | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RegisterReading:
     meter: str
     ts: datetime
@@ -64,7 +64,7 @@ class RegisterReading:
     rates: tuple[Decimal, ...] | None = None  # rate 1..4 registers when the meter has them
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Poll:
     """What one meter gave in one cycle (`ok` False: it did not answer)."""
 

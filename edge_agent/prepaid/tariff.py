@@ -155,7 +155,7 @@ class Piece:
         return self.kwh * self.price
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TierState:
     """Energy used so far in the current tier period, per meter."""
 
@@ -163,7 +163,7 @@ class TierState:
     used: Decimal = ZERO
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AllowanceState:
     month: str = ""
     used: Decimal = ZERO

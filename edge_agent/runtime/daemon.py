@@ -366,7 +366,7 @@ class Agent:
         started = self.clock.monotonic()
         cycle.done.add_done_callback(lambda _: self._record_health(cycle, started))
         for meter in meters:
-            worker.submit(self.poll_job(cycle, meter, bus.quantities), POLL)
+            worker.post(self.poll_job(cycle, meter, bus.quantities), POLL)
         return cycle.done
 
     def _record_health(self, cycle: _Cycle, started: float) -> None:
@@ -376,11 +376,16 @@ class Agent:
         error = cycle.done.exception()
         if error is None and cycle.errors and not cycle.polls:
             error = cycle.errors[-1]  # no meter could be polled at all: the port
-        if error is not None:
-            record.cycle_failed(error, isinstance(error, BusError), now - started)
-            return
-        record.cycle_stored({p.meter: p.ok for p in cycle.polls}, now - started, now,
-                            self.clock.now())
+        try:
+            if error is not None:
+                record.cycle_failed(error, isinstance(error, BusError), now - started)
+                return
+            record.cycle_stored({p.meter: p.ok for p in cycle.polls}, now - started, now,
+                                self.clock.now())
+        finally:
+            # `_polling` keeps the finished future (and through this callback, the cycle)
+            # until the bus's next cycle: its polls are not needed any more.
+            cycle.polls, cycle.errors = [], []
 
     def schedule(self) -> None:
         """Start the bus cycles that are due, one outstanding cycle per bus at most."""
@@ -418,17 +423,16 @@ class Agent:
         self.on_processor(self.processor.set_account_class, account, policy_class,
                           tier_bonus_kwh, self.clock.now(), actor)
 
-    def dispatch(self, decisions: list[Decision], actor: str = "policy") -> list[Future[Any]]:
+    def dispatch(self, decisions: list[Decision], actor: str = "policy") -> None:
         """Queue relay decisions on their buses, ahead of polling (failures: the worker logs
-        them at WARNING with the bus name and counts them)."""
-        futures = []
+        them at WARNING with the bus name and counts them; the outcome is stored by
+        `relay_done`, so nobody waits on a future: a mass alarm of 2,048 meters does not
+        allocate 2,048 of them)."""
         for decision in decisions:
             meter = self.store.meter(decision.meter)
             if meter is None or meter.bus not in self.workers:
                 continue
-            futures.append(self.workers[meter.bus].submit(self.relay_job(decision, actor),
-                                                          RELAY))
-        return futures
+            self.workers[meter.bus].post(self.relay_job(decision, actor), RELAY)
 
     def operator_relay(self, meter: str, order: str, actor: str,
                        reason: str = "", force: bool = False) -> dict[str, Any]:

@@ -16,13 +16,15 @@ stream version used by the transport: it skips line noise and returns the first 
 `FRAME` (construct) is the definition of record, used by `encode_reference`/`decode_reference`.
 `encode`/`decode` are a hand-written fast path for valid frames that falls back to the
 reference functions whenever it sees anything unusual, so faults are named in one place.
+`construct` (and the compiled `FRAME`) load on the first use of the reference path: a daemon
+that only ever sees valid frames never loads it (about 1 MB of a gateway's memory).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from construct import BitsInteger, BitStruct, Bytes, Const, Flag, Int8ul, Struct, this
+from functools import cache
+from typing import Any
 
 from protocols.errors import FrameError
 
@@ -36,23 +38,34 @@ OFFSET = 0x33
 _ADD_OFFSET = bytes((b + OFFSET) & 0xFF for b in range(256))
 _REMOVE_OFFSET = bytes((b - OFFSET) & 0xFF for b in range(256))
 
-_CONTROL = BitStruct(
-    "reply" / Flag,
-    "abnormal" / Flag,
-    "follow_up" / Flag,
-    "function" / BitsInteger(5),
-)
 
-FRAME = Struct(
-    "start" / Const(bytes([START])),
-    "address" / Bytes(6),
-    "start2" / Const(bytes([START])),
-    "control" / _CONTROL,
-    "length" / Int8ul,
-    "data" / Bytes(this.length),
-    "checksum" / Int8ul,
-    "end" / Const(bytes([END])),
-).compile()
+@cache
+def _frame_definition() -> Any:
+    """The `construct` definition of a frame (compiled once, on first use)."""
+    from construct import BitsInteger, BitStruct, Bytes, Const, Flag, Int8ul, Struct, this
+
+    control = BitStruct(
+        "reply" / Flag,
+        "abnormal" / Flag,
+        "follow_up" / Flag,
+        "function" / BitsInteger(5),
+    )
+    return Struct(
+        "start" / Const(bytes([START])),
+        "address" / Bytes(6),
+        "start2" / Const(bytes([START])),
+        "control" / control,
+        "length" / Int8ul,
+        "data" / Bytes(this.length),
+        "checksum" / Int8ul,
+        "end" / Const(bytes([END])),
+    ).compile()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FRAME":  # the definition of record, built when first asked for
+        return _frame_definition()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +130,7 @@ def encode_reference(frame: Frame, preamble: bool = True) -> bytes:
         raise FrameError("length", f"data of {len(frame.data)} bytes exceeds 255")
     wire_data = bytes(frame.data).translate(_ADD_OFFSET)
     c = frame.control
-    body = FRAME.build(
+    body = _frame_definition().build(
         {
             "address": address_to_wire(frame.address),
             "control": {
@@ -160,7 +173,7 @@ def decode_reference(raw: bytes) -> Frame:
         raise FrameError("checksum", f"frame says {body[-2]:02X}, bytes sum to {wanted:02X}")
     if body[-1] != END:
         raise FrameError("end byte", f"expected 16, found {body[-1]:02X}")
-    parsed = FRAME.parse(body)
+    parsed = _frame_definition().parse(body)
     c = parsed.control
     return Frame(
         address=address_from_wire(parsed.address),

@@ -68,3 +68,31 @@ def test_preempt_leaves_a_stop_and_polls_alone() -> None:
     worker.submit(lambda _d: ran.append("poll"), POLL)
     worker.preempt()  # nothing urgent: nothing runs
     assert ran == [] and worker.pending(POLL) == 1
+
+
+def test_posted_jobs_run_in_order_and_their_failures_are_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`post` (poll jobs: no future each) keeps the priorities, logs and counts failures."""
+    worker = BusWorker("bus3", Driver())
+    order: list[str] = []
+    gate = threading.Event()
+
+    def fail(_driver: object) -> None:
+        order.append("failing poll")
+        raise OSError("no answer")
+
+    worker.submit(lambda _d: gate.wait(5), TECHNICIAN)  # holds the bus while jobs queue
+    worker.post(lambda _d: order.append("poll 1"))
+    worker.post(fail)
+    worker.post(lambda _d: order.append("relay"), RELAY)
+    last = worker.submit(lambda _d: order.append("poll 2"), POLL)
+    worker.start()
+    try:
+        gate.set()
+        last.result(5)
+    finally:
+        worker.stop()
+    assert order == ["relay", "poll 1", "failing poll", "poll 2"]
+    assert worker.failures == 1 and worker.jobs_done == 5
+    assert any("bus bus3" in r.getMessage() and "no answer" in r.getMessage()
+               for r in caplog.records)
