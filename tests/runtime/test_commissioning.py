@@ -65,3 +65,45 @@ def test_add_replace_remove_owned_by_the_technician(tmp_path: Path) -> None:
     assert settings["000000000008"]["added"]["source"] == "technician"
     assert settings["000000000007"]["removed"]["value"] == "true"
     assert store.meter("000000000008").commission_kwh == str(D("0"))
+
+
+def test_a_meter_added_again_bills_under_new_entry_ids(tmp_path: Path) -> None:
+    """Removed and commissioned again (moved to another house, or back after a repair): its
+    charges must not reuse the ids of its first life, which the head end deduplicates by."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from edge_agent.prepaid.policy import Policy
+    from edge_agent.prepaid.processor import Processor
+    from edge_agent.prepaid.records import Poll, RegisterReading
+    from edge_agent.prepaid.tariff import tariff_from_text
+
+    config = load_config(agent_config(tmp_path, "/dev/null", []))
+    store = Store(tmp_path / "agent.db")
+    flat = tariff_from_text('[tariff]\nid = "flat"\n[energy]\ntype = "flat"\nprice = "1.00"\n')
+    processor = Processor(store, {"flat": flat}, Policy(), ZoneInfo("UTC"), "gw")
+    meter = "000000000007"
+
+    def run(request: dict[str, object], at: datetime) -> None:
+        write, _ = commission(store, config, TARIFFS, request, "technician:t", at)
+        with store.transaction():
+            write()
+        processor.reload()
+
+    def poll(kwh: str, hours: int) -> None:
+        at = NOW + timedelta(hours=hours)
+        processor.process([Poll(meter, at, True, RegisterReading(meter, at, D(kwh)))], at)
+
+    add = {"action": "add", "address": meter, "bus": "bus1", "account": "A7",
+           "tariff": "flat", "initial_kwh": "0"}
+    run(add, NOW)
+    poll("10", 1)
+    poll("20", 2)
+    run({"action": "remove", "address": meter}, NOW + timedelta(hours=3))
+    run({**add, "account": "A8", "initial_kwh": "20"}, NOW + timedelta(hours=4))
+    poll("25", 5)
+    poll("30", 6)
+    charges = [e for account in ("A7", "A8") for e in store.ledger(account)
+               if e["kind"] == "charge"]
+    assert [D(e["amount"]) for e in charges] == [D(-10), D(-10), D(-5), D(-5)]
+    assert len({e["id"] for e in charges}) == 4  # four charges, four ids
