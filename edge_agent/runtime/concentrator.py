@@ -46,6 +46,7 @@ from edge_agent.grid.backfill import (
     state_from_dict,
     state_to_dict,
 )
+from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import Event
 from edge_agent.store import Store
@@ -238,7 +239,7 @@ class Concentrator:
                 store.record_freezes(freezes, self.clock.now())
                 return
             done = bill_frozen(state, freezes, processor._tariff(state.tariff), self.tz,
-                               processor.gateway)
+                               processor.gateway, *self._billing_args(state))
             store.append_ledger_entries(done.entries)
             if done.billed:
                 store.save_billing_states([done.state], previous=processor.billing)
@@ -247,6 +248,12 @@ class Concentrator:
             state = self._correct(done.state, freezes)
         processor.billing[meter] = state
         self._states[meter] = state  # billed from freezes: not a gap for `watch`
+
+    def _billing_args(self, state: Any) -> tuple[Decimal, Decimal]:
+        """The account's household tier bonus and the meter's register maximum: freezes are
+        billed as the polls bill."""
+        return (self.processor._tier_bonus(state.account),
+                self.processor.register_max.get(state.meter, DEFAULT_REGISTER_MAX))
 
     def _correct(self, state: Any, freezes: list[FrozenDay]) -> Any:
         """A gap billed in proportion to time that these freezes fall inside gets its
@@ -263,7 +270,8 @@ class Concentrator:
                      Decimal(0))
         fix = correct_gap(before, after, billed, freezes,
                           self.processor._tariff(state.tariff), self.tz,
-                          self.processor.gateway, self.clock.now())
+                          self.processor.gateway, self.clock.now(),
+                          *self._billing_args(state))
         if fix is None:
             return state
         self.store.set_setting(key, "")

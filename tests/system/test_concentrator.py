@@ -490,3 +490,37 @@ def test_a_concentrator_switched_off_clears_the_conditions_it_held(site_factory:
                         lambda fn, *args: fn(*args))
     conc.tick()
     assert site.store.meter_problems() == {}
+
+
+def test_backfill_and_correction_count_the_household_tier_bonus(site_factory: Any) -> None:
+    """An account with a household tier bonus (20 kWh: the first block is 70 kWh) is billed
+    with it by the polls; the freezes of a gap, and the repricing of a gap, must be too."""
+    def outage(read_freezes_first: bool) -> Site:
+        start = datetime(2026, 3, 28, 12)
+        meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+        a1 = meters[0].address
+        site = site_factory(meters, [a1], start)
+        site.processor.set_account_class("acct-01", None, D(20))
+        site.poll(a1)
+        site.sim.advance_to(datetime(2026, 3, 30, 4))
+        site.poll(a1)  # 40 kWh
+        site.conc.watch()
+        site.sim.advance_to(datetime(2026, 3, 31))
+        meters[0].load_kw = D("3")
+        site.sim.advance_to(datetime(2026, 4, 1, 10))
+        if read_freezes_first:
+            site.run(site.conc.backfill_all(3))
+            site.poll(a1)
+        else:
+            site.poll(a1)
+            site.conc.watch()
+            site.run(site.conc.backfill_all(3))
+        return site
+
+    # 20 kWh to 31 March in the first block (10.00), 31 March: 10 x 0.5 + 62 x 0.8 (54.60),
+    # April: 30 x 0.5 (15.00)
+    site = outage(read_freezes_first=True)
+    assert [D(e["amount"]) for e in charges(site, "acct-01")[1:]] == [
+        D("-10.00"), D("-54.60"), D("-15.00")]
+    site = outage(read_freezes_first=False)
+    assert site.store.balance("acct-01") == D("-20.00") - D("79.60")
