@@ -94,14 +94,17 @@ class Backfill:
 def bill_frozen(state: MeterBilling, freezes: Iterable[FrozenDay], tariff: Tariff,
                 tz: ZoneInfo, gateway: str, tier_bonus: Decimal = ZERO,
                 register_max: Decimal = DEFAULT_REGISTER_MAX) -> Backfill:
-    """Bill the freezes that lie after the last billed reading, oldest first, as readings
+    """Bill the freezes that lie after the last billed reading (none before the first
+    reading), oldest first, as readings
     (`tier_bonus`, `register_max`: the account's and the meter's, as a poll bills them)."""
     entries: list[LedgerEntry] = []
     events: list[Event] = []
     billed, skipped = [], []
     for freeze in sorted(freezes, key=lambda f: f.at):
         reading = freeze.reading(tz)
-        if state.last_ts is not None and reading.ts <= state.last_ts:
+        # No reading yet: the meter's first live reading is its baseline; a freeze of the
+        # days before it is not the account's consumption.
+        if state.last_ts is None or reading.ts <= state.last_ts:
             skipped.append(freeze)
             continue
         result = bill(state, reading, tariff, tz, gateway, tier_bonus, register_max)

@@ -524,3 +524,23 @@ def test_backfill_and_correction_count_the_household_tier_bonus(site_factory: An
         D("-10.00"), D("-54.60"), D("-15.00")]
     site = outage(read_freezes_first=False)
     assert site.store.balance("acct-01") == D("-20.00") - D("79.60")
+
+
+def test_freezes_before_a_meters_first_reading_are_not_billed(site_factory: Any) -> None:
+    """A meter registered without an initial reading (a gateway rolled out over meters in
+    service, a meter moved from another house) is billed from its first reading on: the
+    freezes of the days before are not the new account's consumption."""
+    start = datetime(2026, 4, 1, 10)
+    meters = make_meters(1, clock=SimClock(start - timedelta(days=5), speed=0),
+                         load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [], start)
+    site.sim.advance_to(start)  # five days of consumption before this gateway knew it
+    site.store.add_meter(MeterRecord(a1, "b1", "acct-01", TARIFF.id))
+    site.processor.reload()
+    site.run(site.conc.backfill_all(3))  # at start, ahead of the first poll
+    site.poll(a1)  # the baseline
+    site.sim.advance_to(start + timedelta(hours=2))
+    site.poll(a1)
+    assert [D(e["amount"]) for e in charges(site, "acct-01")] == [D("-1.00")]  # 2 kWh
+    assert site.events("frozen_backfill") == []
