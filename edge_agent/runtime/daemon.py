@@ -121,9 +121,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
         self.processor.started_at = self.started_at  # the start-up keep-power window
-        for account in config.accounts:  # [accounts.NAME]: the configuration wins at start
-            self.processor.set_account_class(account.name, account.policy_class,
-                                             account.tier_bonus_kwh, self.started_at, "config")
+        self.apply_accounts(config)  # [accounts.NAME]: what the file changed
         self.cycles = 0  # written by the processing thread only
         self.processing_failures = 0  # likewise
         self.services: list[Any] = []  # head-end link, command handler, control socket...
@@ -169,6 +167,34 @@ class Agent:
         if events:
             with self.store.transaction():
                 self.store.record_events(events)
+
+    def apply_accounts(self, config: Config) -> None:
+        """`[accounts.NAME]`: each key (class, tier bonus) the file sets differently from
+        what it set when last applied (or for the first time) is applied; a class or bonus
+        the head end set since is kept while the file's key stays as it was (a SIGHUP for
+        another change, a restart, must not put a hospital back on the default policy)."""
+        import json
+
+        from edge_agent.prepaid.money import ZERO
+
+        for account in config.accounts:
+            key = f"account_file:{account.name}"
+            file = {"policy_class": account.policy_class,
+                    "tier_bonus_kwh": str(account.tier_bonus_kwh)}
+            seen = json.loads(self.store.setting(key) or "null")
+            if seen == file:
+                continue
+            now = self.clock.now()
+            current = self.processor.account_settings.get(account.name, (None, ZERO))
+            changed = {name for name, value in file.items()
+                       if seen is None or seen.get(name) != value}
+            self.processor.set_account_class(
+                account.name,
+                account.policy_class if "policy_class" in changed else current[0],
+                account.tier_bonus_kwh if "tier_bonus_kwh" in changed else current[1],
+                now, "config")
+            with self.store.transaction():
+                self.store.set_setting(key, json.dumps(file))
 
     def register_meters(self) -> None:
         """Meters from the configuration, under the ownership rule (docs/mqtt.md): the file
@@ -634,10 +660,7 @@ class Agent:
             self.register_meters()
             self._policy_conflicts(old.policy_raw, new.policy_raw)
             self.processor.policy = policy
-            for account in new.accounts:
-                self.processor.set_account_class(account.name, account.policy_class,
-                                                 account.tier_bonus_kwh, self.clock.now(),
-                                                 "config")
+            self.apply_accounts(new)
             self.processor.register_max = {m.address: m.register_max for m in new.meters}
             self.processor.reload()
 
