@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX, bill
+from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX, bill, rollover_delta
 from edge_agent.prepaid.money import ZERO
 from edge_agent.prepaid.records import Event, LedgerEntry, MeterBilling, RegisterReading
 from edge_agent.prepaid.tariff import AllowanceState, Tariff, TierState
@@ -104,7 +104,8 @@ def bill_frozen(state: MeterBilling, freezes: Iterable[FrozenDay], tariff: Tarif
         reading = freeze.reading(tz)
         # No reading yet: the meter's first live reading is its baseline; a freeze of the
         # days before it is not the account's consumption.
-        if state.last_ts is None or reading.ts <= state.last_ts:
+        if (state.last_ts is None or reading.ts <= state.last_ts
+                or behind(state, reading, register_max)):
             skipped.append(freeze)
             continue
         result = bill(state, reading, tariff, tz, gateway, tier_bonus, register_max)
@@ -117,6 +118,16 @@ def bill_frozen(state: MeterBilling, freezes: Iterable[FrozenDay], tariff: Tarif
                             state.account, {"days": [f.day.isoformat() for f in billed],
                                             "entries": [e.id for e in entries]}))
     return Backfill(state, entries, events, billed, skipped)
+
+
+def behind(state: MeterBilling, reading: RegisterReading,
+           register_max: Decimal = DEFAULT_REGISTER_MAX) -> bool:
+    """True when a freeze's register is below the last billed one and is no wrap past the
+    register's maximum: a meter whose clock runs ahead froze before a poll that was already
+    billed (its freeze is stamped later than the poll, its register is lower).  Billing it
+    would raise a false `register_decrease`; a real decrease shows in the next poll."""
+    return (state.last_kwh is not None and reading.kwh < state.last_kwh
+            and rollover_delta(state.last_kwh, reading.kwh, register_max) is None)
 
 
 def needs_backfill(state: MeterBilling, last_freeze: datetime, tz: ZoneInfo) -> bool:

@@ -544,3 +544,23 @@ def test_freezes_before_a_meters_first_reading_are_not_billed(site_factory: Any)
     site.poll(a1)
     assert [D(e["amount"]) for e in charges(site, "acct-01")] == [D("-1.00")]  # 2 kWh
     assert site.events("frozen_backfill") == []
+
+
+def test_a_fast_meter_clock_raises_no_register_decrease_at_midnight(site_factory: Any) -> None:
+    """A meter 8 minutes fast freezes at 23:52 of the gateway's clock; a poll at 23:57 has
+    billed past that register, so the freeze (stamped 00:00 by the meter) lies before the
+    last billed reading in energy: not a register that went backwards (a tamper sign)."""
+    start = datetime(2026, 4, 1, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("6"),
+                         clock_offset=timedelta(minutes=8))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 4, 1, 23, 57))
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 4, 2, 0, 5))
+    site.run(site.conc.backfill_all(1))  # the 00:05 read of the freeze just made
+    site.poll(a1)
+    assert site.events("register_decrease") == []
+    # 12:00 to 00:05 at 6 kW: 72.50 kWh, 50 x 0.50 + 22.50 x 0.80
+    assert sum(D(e["amount"]) for e in charges(site, "acct-01")) == D("-43.00")
