@@ -86,8 +86,6 @@ class Concentrator:
                  workers: dict[str, BusWorker], clock: Clock,
                  on_processor: Callable[..., Any],
                  ntp: Callable[[], bool | None] = ntp_synchronized) -> None:
-        self.config = config
-        self.settings = config.concentrator
         self.store = store
         self.processor = processor
         self.workers = workers
@@ -95,20 +93,13 @@ class Concentrator:
         self.on_processor = on_processor
         self.ntp = ntp
         self.tz = config.tz
-        self.thresholds = anomaly.Thresholds(self.settings.fast_factor, stopped_kwh=
-                                             self.settings.stopped_kwh,
-                                             clock_seconds=self.settings.clock_threshold,
-                                             failure_streak=self.settings.failure_streak)
-        self.policy = clocksync.ClockPolicy(_at(self.settings.broadcast_at),
-                                            timedelta(seconds=self.settings.clock_threshold),
-                                            trust=self.settings.clock_trust)
+        self.reconfigure(config)
         self._started = False
         self._ran: dict[str, date] = {}  # job -> local day it last ran
         self._frozen: tuple[date, list[Future[Any]]] | None = None
         self._next_clock = 0.0
         self._sync_retry = 0.0
         self._clock_raised: dict[str, bool] | None = None
-        self.totals = {m.address: m for m in config.total_meters}
         self._next_watch = 0.0
         self._seen: dict[str, dict[str, tuple[int, str]]] = {}
         self._counters: dict[str, tuple[int, int]] = {}
@@ -118,10 +109,27 @@ class Concentrator:
         self._states: dict[str, Any] = {}  # billing states at the last look (gap detection)
         self._quarter: datetime | None = None
 
+    def reconfigure(self, config: Config) -> None:
+        """The configuration (at start and on SIGHUP): settings, thresholds, total meters,
+        the customers behind them and their multipliers (the time zone needs a restart)."""
+        self.config = config
+        self.settings = config.concentrator
+        self.thresholds = anomaly.Thresholds(self.settings.fast_factor, stopped_kwh=
+                                             self.settings.stopped_kwh,
+                                             clock_seconds=self.settings.clock_threshold,
+                                             failure_streak=self.settings.failure_streak)
+        self.policy = clocksync.ClockPolicy(_at(self.settings.broadcast_at),
+                                            timedelta(seconds=self.settings.clock_threshold),
+                                            trust=self.settings.clock_trust)
+        self.totals = {m.address: m for m in config.total_meters}
+
     @classmethod
     def for_agent(cls, agent: Any) -> Concentrator:
-        return cls(agent.config, agent.store, agent.processor, agent.workers, agent.clock,
-                   agent.on_processor)
+        """The daemon's concentrator; the agent's reload (SIGHUP) reconfigures it."""
+        concentrator = cls(agent.config, agent.store, agent.processor, agent.workers,
+                           agent.clock, agent.on_processor)
+        agent.concentrator = concentrator
+        return concentrator
 
     # -- schedule --------------------------------------------------------------------------
     def local_now(self) -> datetime:

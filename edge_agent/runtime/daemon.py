@@ -126,6 +126,7 @@ class Agent:
         self.processing_failures = 0  # likewise
         self.services: list[Any] = []  # head-end link, command handler, control socket...
         self.link: Any = None  # the head-end link, when MQTT is enabled
+        self.concentrator: Any = None  # made by `run` (Concentrator.for_agent)
         self._next_poll: dict[str, float] = {}
         self._polling: dict[str, Future[Any]] = {}  # bus -> its cycle in progress
         self.reload_requested = threading.Event()
@@ -663,6 +664,8 @@ class Agent:
             self.apply_accounts(new)
             self.processor.register_max = {m.address: m.register_max for m in new.meters}
             self.processor.reload()
+            if self.concentrator is not None:  # areas, multipliers, its settings
+                self.concentrator.reconfigure(new)
 
         self.on_processor(apply)
         logging.getLogger().setLevel(new.log_level.upper())
