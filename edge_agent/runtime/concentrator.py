@@ -187,6 +187,13 @@ class Concentrator:
             self._ran[job] = today
         return True
 
+    def _preempt(self, bus: str) -> None:
+        """Between two meters of a bus job (on the bus thread): the relay orders and
+        technician requests waiting run first, as between two transactions of a poll."""
+        worker = self.workers.get(bus)
+        if worker is not None:
+            worker.preempt()
+
     def _meters_on(self, bus: str) -> list[str]:
         billed = [m.address for m in self.store.meters() if m.bus == bus]
         return sorted(set(billed) | {a for a, m in self.totals.items() if m.bus == bus})
@@ -204,6 +211,7 @@ class Concentrator:
             today = self.local_now().date()
             read = 0
             for meter in self._meters_on(bus):
+                self._preempt(bus)
                 have = self.store.freeze_days(meter, today - timedelta(days=days))
                 wanted = freezes_to_read(today, have, days)
                 if not wanted:
@@ -323,6 +331,7 @@ class Concentrator:
                 return 0
             values, read_at = {}, {}
             for meter in self._area_meters(bus):
+                self._preempt(bus)
                 try:
                     values[meter] = Decimal(str(client.read(meter, "energy").value))
                 except EXPECTED_ERRORS:
@@ -531,15 +540,17 @@ class Concentrator:
             client = collection.client_of(driver)
             if client is None:
                 return {}
-            deviations = self._read_clocks(client, self._meters_on(bus))
+            deviations = self._read_clocks(client, self._meters_on(bus), bus)
             if sync:
-                self._sync(client, deviations)
+                self._sync(client, deviations, bus)
             return {m: d.total_seconds() for m, d in deviations.items()}
         return job
 
-    def _read_clocks(self, client: Any, meters: list[str]) -> dict[str, timedelta]:
+    def _read_clocks(self, client: Any, meters: list[str], bus: str
+                     ) -> dict[str, timedelta]:
         deviations = {}
         for meter in meters:
+            self._preempt(bus)
             try:
                 shown = collection.read_clock(client, meter)
             except EXPECTED_ERRORS:
@@ -564,7 +575,7 @@ class Concentrator:
             self.store.record_events(events)
         self._clock_raised[meter] = raised
 
-    def _sync(self, client: Any, deviations: dict[str, timedelta]) -> None:
+    def _sync(self, client: Any, deviations: dict[str, timedelta], bus: str) -> None:
         now = self._gateway_local()
         today = now.date().isoformat()
         trusted = clocksync.gateway_trusted(self.policy.trust, self.ntp())
@@ -580,7 +591,7 @@ class Concentrator:
             self.on_processor(self._setting, f"clock_broadcast:{client.bus.settings.port}",
                               today)
             off = [m for m, d in deviations.items() if abs(d) > self.policy.threshold]
-            after = self._read_clocks(client, sorted(set(off) - set(to_set)))
+            after = self._read_clocks(client, sorted(set(off) - set(to_set)), bus)
             to_set += [m for m, d in after.items() if abs(d) > self.policy.threshold]
         for meter in sorted(set(to_set)):
             try:
@@ -592,7 +603,7 @@ class Concentrator:
                 continue
             except EXPECTED_ERRORS:
                 continue
-            self._read_clocks(client, [meter])
+            self._read_clocks(client, [meter], bus)
 
     def _refused(self, why: str, today: str) -> None:
         """`clock_sync_refused` once a day while the gateway clock is not trusted."""

@@ -564,3 +564,35 @@ def test_a_fast_meter_clock_raises_no_register_decrease_at_midnight(site_factory
     assert site.events("register_decrease") == []
     # 12:00 to 00:05 at 6 kW: 72.50 kWh, 50 x 0.50 + 22.50 x 0.80
     assert sum(D(e["amount"]) for e in charges(site, "acct-01")) == D("-43.00")
+
+
+def test_a_relay_order_goes_ahead_of_the_rest_of_a_bus_backfill(site_factory: Any) -> None:
+    """A backfill reads every meter of the bus in one job (minutes on a long bus at 2400
+    baud); a relay order (a restore after a top-up, a head-end trip) must not wait for all
+    of it: it runs between two meters, as it runs between two transactions of a poll."""
+    from edge_agent.field.worker import RELAY
+
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(3, clock=SimClock(start, speed=0), load_kw=D("1"))
+    site = site_factory(meters, [m.address for m in meters], start)
+    for meter in meters:
+        site.poll(meter.address)
+    site.sim.advance_to(datetime(2026, 3, 31, 10))
+    order: list[str] = []
+    relay: list[Any] = []
+    apply = site.conc.on_processor
+
+    def on_processor(fn: Any, *args: Any) -> Any:
+        if fn.__name__ == "apply_freezes":
+            order.append(f"freezes {args[0]}")
+            if not relay:  # the order arrives while the first meter's freezes are applied
+                relay.append(site.worker.submit(
+                    lambda d: order.append(f"relay {d.relay(meters[2].address, 'trip')}"),
+                    RELAY))
+        return apply(fn, *args)
+
+    site.conc.on_processor = on_processor
+    site.run(site.conc.backfill_all(3))
+    relay[0].result(10)
+    assert order == [f"freezes {meters[0].address}", "relay open",
+                     f"freezes {meters[1].address}", f"freezes {meters[2].address}"]
