@@ -467,10 +467,19 @@ class Agent:
             self.on_processor(self.processor.check_operator_trip, meter, force)
         action = meter_action(order, self.processor.policy.close_mode)
         worker = self.worker_for(meter)
+        future = worker.submit(
+            lambda driver: (driver.relay(meter, action), self._energy(driver, meter)), RELAY)
         try:
-            relay, energy = worker.submit(
-                lambda driver: (driver.relay(meter, action), self._energy(driver, meter)),
-                RELAY).result(OPERATION_WAIT)
+            try:
+                relay, energy = future.result(OPERATION_WAIT)
+            except TimeoutError:
+                if not future.cancel():  # on the wire already: its outcome is the answer
+                    relay, energy = future.result()
+                else:  # withdrawn: it must not move the relay later, unrecorded
+                    error = f"not carried out: bus busy for {OPERATION_WAIT:g} s"
+                    self.on_processor(self.processor.operator_done, meter, order, False,
+                                      self.clock.now(), None, error, actor, reason)
+                    raise TimeoutError(error) from None
         except EXPECTED_ERRORS as exc:
             self.on_processor(self.processor.operator_done, meter, order, False,
                               self.clock.now(), None, str(exc), actor, reason)
