@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -319,7 +320,7 @@ class Agent:
         """Carry out one relay decision on its bus, decided again just before the bus does."""
         def job(driver: Any) -> str | None:
             assert decision.action is not None
-            why = self.on_processor(self.processor.recheck, decision, self.clock.now())
+            why = self.on_processor(self._recheck, decision, self.clock.now())
             if why is not None:
                 log.info("relay %s on %s dropped: %s", decision.action, decision.meter, why)
                 return None
@@ -340,6 +341,15 @@ class Agent:
                             error, actor, energy)
             return relay
         return job
+
+    def _recheck(self, decision: Decision, now: datetime) -> str | None:
+        """Why a decided relay action must not be carried out now (processing thread): the
+        meter was removed since (the processor's cache may still hold it, when the outcome
+        of an action on the wire came in after the removal), or deciding again differs."""
+        record = self.store.meter(decision.meter)
+        if record is None or not record.active:
+            return "meter removed"
+        return self.processor.recheck(decision, now)
 
     @staticmethod
     def _energy(driver: Any, meter: str) -> Any:
@@ -451,8 +461,8 @@ class Agent:
         futures = []
         for decision in decisions:
             meter = self.store.meter(decision.meter)
-            if meter is None or meter.bus not in self.workers:
-                continue
+            if meter is None or not meter.active or meter.bus not in self.workers:
+                continue  # a removed meter gets no relay order
             futures.append(self.workers[meter.bus].submit(self.relay_job(decision, actor),
                                                           RELAY))
         return futures
