@@ -306,10 +306,30 @@ def meter_record(config: Any, tariff_ids: set[str] | None, args: dict[str, Any]
                        bool(args.get("allowance")), unit, model)
 
 
+def bill_final(processor: Any, meter: str, kwh: Any, at: datetime) -> None:
+    """Bill a meter up to its final reading (a swap), in the caller's transaction: what it
+    counted since its last billed reading is the customer's, as a poll would bill it."""
+    from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX, bill
+    from edge_agent.prepaid.records import RegisterReading
+
+    state = processor.billing.get(meter)
+    if state is None:
+        return
+    result = bill(state, RegisterReading(meter, at, kwh), processor._tariff(state.tariff),
+                  processor.tz, processor.gateway, processor._tier_bonus(state.account),
+                  processor.register_max.get(meter, DEFAULT_REGISTER_MAX))
+    processor.store.append_ledger_entries(result.entries)
+    processor.store.save_billing_states([result.state], previous=processor.billing)
+    processor.store.record_events(result.events)
+
+
 def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: dict[str, Any],
-               actor: str, now: datetime) -> tuple[Callable[[], dict[str, Any]], list[str]]:
+               actor: str, now: datetime, processor: Any = None
+               ) -> tuple[Callable[[], dict[str, Any]], list[str]]:
     """Check a `commission add|replace|remove` request; return the write (to run in one
-    transaction, on the daemon's processing thread when it runs) and the meters it touches."""
+    transaction, on the daemon's processing thread when it runs) and the meters it touches.
+    With the `processor` (over the same store), a replaced meter is billed up to its final
+    reading; the caller reloads the processor after the write."""
     from decimal import Decimal
 
     action = request.get("action")
@@ -342,6 +362,8 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
             "unit": request.get("unit", before.unit), "model": request.get("model", before.model)})
 
         def replace() -> dict[str, Any]:
+            if processor is not None:
+                bill_final(processor, old, request["old_final_kwh"], now)
             store.replace_meter(old, record, request["old_final_kwh"],
                                 request["new_initial_kwh"], now)
             store.set_meter_setting(old, "removed", "true", source, now, None)
@@ -367,7 +389,7 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
 def commission_through_agent(agent: Any, request: dict[str, Any], actor: str) -> dict[str, Any]:
     """The control socket's `commission`: checked, then written on the processing thread."""
     write, _ = commission(agent.store, agent.config, set(agent.tariffs), request, actor,
-                          agent.clock.now())
+                          agent.clock.now(), agent.processor)
 
     def run() -> dict[str, Any]:
         with agent.store.transaction():

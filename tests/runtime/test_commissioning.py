@@ -107,3 +107,32 @@ def test_a_meter_added_again_bills_under_new_entry_ids(tmp_path: Path) -> None:
                if e["kind"] == "charge"]
     assert [D(e["amount"]) for e in charges] == [D(-10), D(-10), D(-5), D(-5)]
     assert len({e["id"] for e in charges}) == 4  # four charges, four ids
+
+
+
+def test_a_replaced_meter_is_billed_up_to_its_final_reading(tmp_path: Path) -> None:
+    """A meter that stopped answering is swapped a day later (through the daemon): the
+    energy it counted since its last billed reading (100 -> 124 kWh) is the customer's;
+    only the swap itself (old final -> new initial) bills nothing."""
+    from datetime import timedelta
+
+    from edge_agent.runtime.daemon import Agent
+    from edge_agent.runtime.operations import commission_through_agent
+    from tests.helpers import energy_poll
+
+    old, new = "000000000007", "000000000008"
+    agent = Agent(load_config(agent_config(tmp_path, "/dev/null", [old],
+                                           initial_kwh="90.00")))
+    try:
+        processor, at = agent.processor, agent.clock.now()
+        processor.process([energy_poll(old, at, "100.00")], at)
+        commission_through_agent(agent, {"action": "replace", "old": old, "new": new,
+                                         "old_final_kwh": "124.00",
+                                         "new_initial_kwh": "0.00"}, "technician:t")
+        later = at + timedelta(hours=1)
+        processor.process([energy_poll(new, later, "3.00")], later)
+        kwh = [e["detail"]["kwh"] for e in agent.store.ledger("A1") if e["kind"] == "charge"]
+        assert kwh == ["10.00", "24.00", "3.00"]
+    finally:
+        agent.processing.shutdown()
+        agent.store.close()
