@@ -68,7 +68,13 @@ def _source(ctx: Context) -> str:
 
 
 def _file_value(agent: Any, meter: str, name: str) -> str | None:
-    for m in agent.config.meters:
+    return _config_value(agent.config, meter, name)
+
+
+def _config_value(config: Any, meter: str, name: str) -> str | None:
+    """What the file says of a meter's setting (None: the file does not list the meter), kept
+    with an owned setting so that a conflict is raised only when the file changes."""
+    for m in (config.meters if config is not None else ()):
         if m.address == meter:
             value = getattr(m, name, False)  # "removed", "added": the file lists it
             return json.dumps(value) if isinstance(value, bool) else str(value)
@@ -348,7 +354,8 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
         def add() -> dict[str, Any]:
             store.add_meter(record, initial, now)
             store.clear_meter_settings(record.address)
-            store.set_meter_setting(record.address, "added", "true", source, now, None)
+            store.set_meter_setting(record.address, "added", "true", source, now,
+                                    _config_value(config, record.address, "added"))
             return {"meter": record.address, "commissioned": True}
 
         return add, [record.address]
@@ -366,8 +373,10 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
                 bill_final(processor, old, request["old_final_kwh"], now)
             store.replace_meter(old, record, request["old_final_kwh"],
                                 request["new_initial_kwh"], now)
-            store.set_meter_setting(old, "removed", "true", source, now, None)
-            store.set_meter_setting(new, "added", "true", source, now, None)
+            store.set_meter_setting(old, "removed", "true", source, now,
+                                    _config_value(config, old, "removed"))
+            store.set_meter_setting(new, "added", "true", source, now,
+                                    _config_value(config, new, "added"))
             return {"old": old, "new": new, "replaced": True}
 
         return replace, [old, new]
@@ -379,7 +388,8 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
 
         def remove() -> dict[str, Any]:
             store.remove_meter(address)
-            store.set_meter_setting(address, "removed", "true", source, now, None)
+            store.set_meter_setting(address, "removed", "true", source, now,
+                                    _config_value(config, address, "removed"))
             return {"meter": address, "removed": True}
 
         return remove, [address]

@@ -136,3 +136,24 @@ def test_a_replaced_meter_is_billed_up_to_its_final_reading(tmp_path: Path) -> N
     finally:
         agent.processing.shutdown()
         agent.store.close()
+
+
+def test_a_technicians_swap_raises_no_setting_conflict_while_the_file_is_unchanged(
+        tmp_path: Path) -> None:
+    """The file still lists the old meter (nobody edited it yet): the swap keeps it removed
+    across SIGHUP, quietly; a conflict is news only when the file changes afterwards."""
+    from edge_agent.runtime.daemon import Agent
+    from edge_agent.runtime.operations import commission_through_agent
+
+    old, new = "000000000007", "000000000008"
+    agent = Agent(load_config(agent_config(tmp_path, "/dev/null", [old])))
+    try:
+        commission_through_agent(agent, {"action": "replace", "old": old, "new": new,
+                                         "old_final_kwh": "0.00",
+                                         "new_initial_kwh": "0.00"}, "technician:t")
+        assert not any(n.startswith("refused") for n in agent.reload())
+        assert [m.address for m in agent.store.meters()] == [new]
+        assert agent.store.events(types=["setting_conflict"]) == []
+    finally:
+        agent.processing.shutdown()
+        agent.store.close()
