@@ -38,6 +38,8 @@ from edge_agent.prepaid.vocabulary import RelayOrder, order_for
 from edge_agent.store import MeterRecord
 from edge_agent.store.database import wire_time
 
+TECHNICIAN_WAIT = 300.0  # seconds a technician's relay action may wait for its bus
+
 
 @dataclass
 class Context:
@@ -165,7 +167,13 @@ def technician_relay(agent: Any, worker: Any, address: str, action: str, actor: 
         if plan.apply is not None:
             agent.on_processor(_in_transaction(agent, plan.apply))
         return plan.result
-    state = worker.submit(lambda driver: driver.relay(address, action), RELAY).result(300)
+    future = worker.submit(lambda driver: driver.relay(address, action), RELAY)
+    try:
+        state = future.result(TECHNICIAN_WAIT)
+    except TimeoutError:
+        if future.cancel():  # withdrawn: it must not move the relay later, unrecorded
+            raise TimeoutError(f"not carried out: bus busy for {TECHNICIAN_WAIT:g} s") from None
+        state = future.result()  # on the wire already: its outcome is the answer
     agent.record_technician(address, action, state, actor)
     return {"meter": address, "action": action, "relay": state}
 

@@ -51,3 +51,39 @@ def test_a_relay_order_that_timed_out_is_not_carried_out_later(
         release.set()
         agent.shutdown()
         sim.stop()
+
+
+def test_a_technicians_relay_on_an_unbilled_meter_that_timed_out_is_not_done_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the daemon, a technician trips a meter the agent does not bill (a total
+    meter); the bus stays busy past the wait, the CLI reports an error.  The order must not
+    be carried out later with no `technician_relay` event saying who did it."""
+    from edge_agent.runtime import operations
+
+    meters = make_meters(1)
+    sim = SimBus(meters, baud=9600).start()
+    agent = Agent(load_config(agent_config(tmp_path, sim.port, [], poll_interval=3600)))
+    agent.start()
+    busy, release = threading.Event(), threading.Event()
+    try:
+        monkeypatch.setattr(operations, "TECHNICIAN_WAIT", 0.3)
+        worker = agent.workers["bus1"]
+
+        def long_job(_driver: object) -> None:
+            busy.set()
+            release.wait(10)
+
+        held = worker.submit(long_job, POLL)
+        assert busy.wait(5)
+        with pytest.raises(TimeoutError):
+            operations.technician_relay(agent, worker, meters[0].address, "trip",
+                                        "technician:t")
+        release.set()
+        held.result(10)
+        worker.submit(lambda _d: None, POLL).result(10)
+        agent.on_processor(lambda: None)
+        assert not meters[0].relay_open, "tripped later, nothing recorded"
+    finally:
+        release.set()
+        agent.shutdown()
+        sim.stop()
