@@ -112,6 +112,13 @@ class Concentrator:
     def reconfigure(self, config: Config) -> None:
         """The configuration (at start and on SIGHUP): settings, thresholds, total meters,
         the customers behind them and their multipliers (the time zone needs a restart)."""
+        before = getattr(self, "settings", None)
+        if before is not None and before.enabled and not config.concentrator.enabled:
+            # switched off: what it held raised is stale (cleared at the next tick), and
+            # switched on again it starts over with its catch-up backfill
+            self._raised.clear()
+            self._saved_raised = None
+            self._started = False
         self.config = config
         self.settings = config.concentrator
         self.thresholds = anomaly.Thresholds(self.settings.fast_factor, stopped_kwh=

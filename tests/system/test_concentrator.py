@@ -596,3 +596,27 @@ def test_a_relay_order_goes_ahead_of_the_rest_of_a_bus_backfill(site_factory: An
     relay[0].result(10)
     assert order == [f"freezes {meters[0].address}", "relay open",
                      f"freezes {meters[1].address}", f"freezes {meters[2].address}"]
+
+
+def test_a_concentrator_switched_off_by_sighup_clears_the_conditions_it_held(
+        site_factory: Any) -> None:
+    """The concentrator raised a theft (line_loss_high on the area's total meter); the
+    operator switches it off and sends SIGHUP: `status` must not show the condition for
+    good (nothing watches it any more)."""
+    from dataclasses import replace
+
+    start = datetime(2026, 4, 1, 10, 0)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("2"))
+    total = make_total_meter(TOTAL, customers, theft_kw=D("1"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals)
+    for minutes in (0, 15, 30):
+        site.sim.advance_to(start + timedelta(minutes=minutes))
+        settle(site)
+    assert "line_loss_high" in site.store.meter_problems()[TOTAL]
+    site.conc.reconfigure(replace(site.conc.config,
+                                  concentrator=ConcentratorConfig(enabled=False)))
+    site.conc.tick()
+    assert TOTAL not in site.store.meter_problems()
