@@ -620,3 +620,23 @@ def test_a_concentrator_switched_off_by_sighup_clears_the_conditions_it_held(
                                   concentrator=ConcentratorConfig(enabled=False)))
     site.conc.tick()
     assert TOTAL not in site.store.meter_problems()
+
+
+def test_a_backfilled_days_usage_carries_that_days_cost(site_factory: Any) -> None:
+    """Freezes are billed at their moment: the charge of 31 March is stamped 1 April 00:00,
+    the end of its interval.  The usage message of 31 March (SMS, the customer's app) must
+    show 31 March's cost, not the 30th's."""
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 31))
+    meters[0].load_kw = D("3")
+    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 3, 31))
+    (day,) = site.store.usage("acct-01")
+    assert (day["day"], day["kwh"], D(day["cost"])) == ("2026-03-31", "72.00", D("57.60"))
