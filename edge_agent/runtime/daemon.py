@@ -108,6 +108,10 @@ class Agent:
         self.clock = clock or Clock()
         self.notifier = notifier or Notifier.from_environment()
         self.store = Store(config.database)
+        # Events from here on (start-up's setting conflicts, deactivated meters...) go to the
+        # journal; the history before this start was journalled by the run that stored it.
+        newest = self.store.events(1)
+        self._events_seen: int | None = newest[-1]["seq"] if newest else 0
         self.tariffs = load_tariffs(config, self.store)
         self.register_meters()
         self.processor = Processor(self.store, self.tariffs, self._policy(config), config.tz,
@@ -136,7 +140,6 @@ class Agent:
         self.bus_health = {b.name: health.BusHealth(b.name, b.port, b.poll_interval,
                                                     self.clock.monotonic())
                            for b in config.buses}
-        self._events_seen: int | None = None  # last event seq written to the journal
         # (meter, action) -> when a meter without a relay was last reported for it
         self._relay_unsupported: dict[tuple[str, str], float] = {}
         self.retention = RetentionSchedule(self.store, lambda: self.config.retention,
