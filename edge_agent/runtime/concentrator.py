@@ -225,12 +225,12 @@ class Concentrator:
                     continue
                 try:
                     freezes = collection.read_freezes(client, meter, wanted)
-                    freezes += self._settlements(client, meter, freezes)
+                    settled = self._settlements(client, meter, freezes)
                 except EXPECTED_ERRORS as exc:
                     log.info("frozen data of %s not read: %s", meter, exc)
                     continue
-                self.on_processor(self.apply_freezes, meter, freezes)
-                read += len(freezes)
+                self.on_processor(self.apply_freezes, meter, freezes, settled)
+                read += len(freezes) + len(settled)
             return read
         return job
 
@@ -252,21 +252,27 @@ class Concentrator:
                 break  # not kept that far back
         return out
 
-    def apply_freezes(self, meter: str, freezes: list[FrozenDay]) -> None:
-        """Keep the freezes; bill those after the meter's last billed reading (processing
-        thread: the processor's billing cache and the store change together)."""
+    def apply_freezes(self, meter: str, freezes: list[FrozenDay],
+                      settled: list[FrozenDay] | None = None) -> None:
+        """Keep the daily freezes; bill those and the settlement freezes (`settled`) after
+        the meter's last billed reading (processing thread: the processor's billing cache and
+        the store change together).  A settlement freeze is kept as a day's closing freeze
+        only when it was made at midnight (a settlement hour of 0)."""
         processor, store = self.processor, self.store
         state = processor.billing.get(meter)
+        settled = settled or []
+        kept = freezes + [f for f in settled if f.at.time() == time(0)]
+        freezes = freezes + settled
         with store.transaction():
             if state is None or not freezes:  # a total meter, or nothing new
-                store.record_freezes(freezes, self.clock.now())
+                store.record_freezes(kept, self.clock.now())
                 return
             done = bill_frozen(state, freezes, processor._tariff(state.tariff), self.tz,
                                processor.gateway, *self._billing_args(state))
             store.append_ledger_entries(done.entries)
             if done.billed:
                 store.save_billing_states([done.state], previous=processor.billing)
-            store.record_freezes(freezes, self.clock.now())
+            store.record_freezes(kept, self.clock.now())
             store.record_events(done.events)
             state = self._correct(done.state, freezes)
         processor.billing[meter] = state

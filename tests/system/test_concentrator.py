@@ -640,3 +640,25 @@ def test_a_backfilled_days_usage_carries_that_days_cost(site_factory: Any) -> No
     site.conc.close_day(date(2026, 3, 31))
     (day,) = site.store.usage("acct-01")
     assert (day["day"], day["kwh"], D(day["cost"])) == ("2026-03-31", "72.00", D("57.60"))
+
+
+def test_a_settlement_freeze_at_noon_is_not_kept_as_a_days_closing_freeze(
+        site_factory: Any) -> None:
+    """Meters that settle on the 1st at 12:00: after a long outage the settlement freeze
+    bills the month boundary, but it is no daily freeze.  Kept as the freeze closing 1 April
+    it would make the usage and line loss of 1 and 2 April half a day off, and the real
+    freeze of 1 April would never be read."""
+    start = datetime(2026, 3, 20, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"),
+                         settlement_hour=12)
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start, settlement_hour=12)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 25, 12))
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 4, 6, 10))  # 12 days down; 3 daily freezes read
+    site.run(site.conc.backfill_all(3))
+    assert "2026-04-01T04:00" in [e["ts"][:16] for e in charges(site, "acct-01")]  # 12:00
+    assert all(f.at.time() == datetime.min.time()
+               for day in (date(2026, 3, 31), date(2026, 4, 1))
+               for f in site.store.freezes_of_day(day).values())
