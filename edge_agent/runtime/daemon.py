@@ -237,6 +237,9 @@ class Agent:
                 values[name] = _setting_value(setting["value"], values[name])
             if values["removed"]:
                 continue  # removed by the head end: stays removed until it adds it again
+            if "added" in settings:
+                continue  # (re)added by the head end or a technician: its record (account,
+                # tariff, multiplier) is theirs, not the file's, until they change it again
             tariff = str(values["tariff"])
             if tariff not in self.tariffs:
                 raise ConfigError(f"meter {meter.address}: tariff {tariff!r} is not in "

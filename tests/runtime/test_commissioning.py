@@ -157,3 +157,36 @@ def test_a_technicians_swap_raises_no_setting_conflict_while_the_file_is_unchang
     finally:
         agent.processing.shutdown()
         agent.store.close()
+
+
+def test_a_meter_the_head_end_added_again_keeps_its_account_across_sighup(
+        tmp_path: Path) -> None:
+    """The file lists a meter for A1; the customer moves out and the head end removes the
+    meter, then adds it again for the new customer B9.  A SIGHUP (or a restart) must not
+    hand the meter back to A1 from the unchanged file: B9's consumption would be charged
+    to A1."""
+    from edge_agent.runtime.daemon import Agent
+    from edge_agent.runtime.operations import Context, add_meter, remove_meter
+
+    meter = "000000000007"
+    path = agent_config(tmp_path, "/dev/null", [meter])
+    agent = Agent(load_config(path))
+    try:
+        ctx = Context("headend:headend-1", "c-1", NOW)
+        agent.on_processor(remove_meter(agent, {"meter": meter}, ctx).apply)
+        agent.on_processor(add_meter(agent, {
+            "meter": meter, "bus": "bus1", "account": "B9", "tariff": "flat",
+            "initial_kwh": D("5.00")}, Context("headend:headend-1", "c-2", NOW)).apply)
+        assert agent.store.meter(meter).account == "B9"
+        assert not any(n.startswith("refused") for n in agent.reload())
+        assert agent.store.meter(meter).account == "B9"
+        assert agent.processor.billing[meter].account == "B9"
+    finally:
+        agent.processing.shutdown()
+        agent.store.close()
+    agent = Agent(load_config(path))  # a restart
+    try:
+        assert agent.store.meter(meter).account == "B9"
+    finally:
+        agent.processing.shutdown()
+        agent.store.close()
