@@ -297,8 +297,10 @@ class Concentrator:
                for kind in ("charge", "allowance")]
         billed = sum((Decimal(r["amount"]) for r in self.store.ledger_entries_by_id(ids)),
                      Decimal(0))
+        # repriced under the tariff the gap was billed with, not one assigned since
+        tariff = after.tariff if after.tariff in self.processor.tariffs else state.tariff
         fix = correct_gap(before, after, billed, freezes,
-                          self.processor._tariff(state.tariff), self.tz,
+                          self.processor._tariff(tariff), self.tz,
                           self.processor.gateway, self.clock.now(),
                           *self._billing_args(state))
         if fix is None:

@@ -662,3 +662,30 @@ def test_a_settlement_freeze_at_noon_is_not_kept_as_a_days_closing_freeze(
     assert all(f.at.time() == datetime.min.time()
                for day in (date(2026, 3, 31), date(2026, 4, 1))
                for f in site.store.freezes_of_day(day).values())
+
+
+def test_a_gap_is_repriced_under_the_tariff_it_was_billed_with(site_factory: Any) -> None:
+    """A gap billed in proportion under a flat tariff (nothing to correct: a flat price
+    does not depend on where the days fall); the head end assigns another tariff before the
+    freezes are read.  The correction must not reprice the past gap at the new tariff."""
+    flat = {price: tariff_from_text(f'[tariff]\nid = "flat-{price}"\n[energy]\ntype = "flat"\n'
+                                    f'price = "{price}"\n') for price in ("0.50", "1.00")}
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.processor.tariffs.update({t.id: t for t in flat.values()})
+    site.store.set_meter_tariff(a1, "flat-0.50")
+    site.processor.reload()
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)
+    site.conc.watch()
+    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site.poll(a1)  # the gap: 54 kWh at 0.50, in proportion
+    site.conc.watch()
+    site.store.set_meter_tariff(a1, "flat-1.00")  # assign_tariff, from now on
+    site.processor.reload()
+    site.run(site.conc.backfill_all(3))
+    assert [e for e in site.store.ledger("acct-01") if e["kind"] == "adjustment"] == []
+    assert site.store.balance("acct-01") == D("-0.50") * (40 + 54)
