@@ -190,3 +190,49 @@ def test_a_meter_the_head_end_added_again_keeps_its_account_across_sighup(
     finally:
         agent.processing.shutdown()
         agent.store.close()
+
+
+def test_a_meter_added_again_the_same_day_pays_that_days_fixed_charge_once(
+        tmp_path: Path) -> None:
+    """Removed by mistake and commissioned again an hour later: the day's fixed charge
+    (gw:daily:<meter>:<day>) was paid already; it is not charged a second time."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from edge_agent.prepaid.policy import Policy
+    from edge_agent.prepaid.processor import Processor
+    from edge_agent.prepaid.records import Poll, RegisterReading
+    from edge_agent.prepaid.tariff import tariff_from_text
+
+    config = load_config(agent_config(tmp_path, "/dev/null", []))
+    store = Store(tmp_path / "agent.db")
+    daily = tariff_from_text('[tariff]\nid = "flat"\n[energy]\ntype = "flat"\n'
+                             'price = "1.00"\n[fixed]\ndaily = "0.10"\n')
+    processor = Processor(store, {"flat": daily}, Policy(), ZoneInfo("UTC"), "gw")
+    meter = "000000000007"
+
+    def run(request: dict[str, object], at: datetime) -> None:
+        write, _ = commission(store, config, TARIFFS, request, "technician:t", at)
+        with store.transaction():
+            write()
+        processor.reload()
+
+    def poll(kwh: str, hours: int) -> None:
+        at = NOW + timedelta(hours=hours)
+        processor.process([Poll(meter, at, True, RegisterReading(meter, at, D(kwh)))], at)
+
+    add = {"action": "add", "address": meter, "bus": "bus1", "account": "A7",
+           "tariff": "flat", "initial_kwh": "0"}
+    run(add, NOW)
+    poll("1", 1)
+    run({"action": "remove", "address": meter}, NOW + timedelta(hours=2))
+    run({**add, "initial_kwh": "1"}, NOW + timedelta(hours=3))
+    poll("2", 4)
+    fixed = [e["id"] for e in store.ledger("A7") if e["detail"].get("fixed") == "daily"]
+    assert fixed == [f"gw:daily:{meter}:2026-11-23"]
+    # out of service for two days, then back: nothing owed for the days it was out
+    run({"action": "remove", "address": meter}, NOW + timedelta(hours=5))
+    run({**add, "initial_kwh": "2"}, NOW + timedelta(days=3))
+    poll("3", 73)
+    fixed = [e["id"][-10:] for e in store.ledger("A7") if e["detail"].get("fixed") == "daily"]
+    assert fixed == ["2026-11-23", "2026-11-26"]
