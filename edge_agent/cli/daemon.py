@@ -287,13 +287,18 @@ def _commission(request: dict[str, object], db_path: str | None) -> dict[str, ob
                 raise from_kind(str(answer.get("kind")), str(answer.get("error")))
             return {**answer["result"], "via": "daemon"}
     store = open_store(db_path)
-    tariffs = None
+    tariffs, processor = None, None
     if config is not None:
+        from edge_agent.prepaid.processor import Processor
         from edge_agent.runtime.daemon import load_tariffs
 
-        tariffs = set(load_tariffs(config, store))
+        loaded = load_tariffs(config, store)
+        tariffs = set(loaded)
+        # a replaced meter is billed up to its final reading, as the daemon would
+        processor = Processor(store, loaded, config.policy, config.tz, config.gateway_id)
+        processor.register_max = {m.address: m.register_max for m in config.meters}
     write, _ = plan_commission(store, config, tariffs, request,
-                               f"technician:{getpass.getuser()}", datetime.now(UTC))
+                               f"technician:{getpass.getuser()}", datetime.now(UTC), processor)
     with store.transaction():
         return {**write(), "via": "database"}
 

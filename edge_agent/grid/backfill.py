@@ -21,7 +21,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.prepaid.billing import bill
+from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX, bill, rollover_delta
+from edge_agent.prepaid.money import ZERO
 from edge_agent.prepaid.records import Event, LedgerEntry, MeterBilling, RegisterReading
 from edge_agent.prepaid.tariff import AllowanceState, Tariff, TierState
 
@@ -91,17 +92,23 @@ class Backfill:
 
 
 def bill_frozen(state: MeterBilling, freezes: Iterable[FrozenDay], tariff: Tariff,
-                tz: ZoneInfo, gateway: str) -> Backfill:
-    """Bill the freezes that lie after the last billed reading, oldest first, as readings."""
+                tz: ZoneInfo, gateway: str, tier_bonus: Decimal = ZERO,
+                register_max: Decimal = DEFAULT_REGISTER_MAX) -> Backfill:
+    """Bill the freezes that lie after the last billed reading (none before the first
+    reading), oldest first, as readings
+    (`tier_bonus`, `register_max`: the account's and the meter's, as a poll bills them)."""
     entries: list[LedgerEntry] = []
     events: list[Event] = []
     billed, skipped = [], []
     for freeze in sorted(freezes, key=lambda f: f.at):
         reading = freeze.reading(tz)
-        if state.last_ts is not None and reading.ts <= state.last_ts:
+        # No reading yet: the meter's first live reading is its baseline; a freeze of the
+        # days before it is not the account's consumption.
+        if (state.last_ts is None or reading.ts <= state.last_ts
+                or behind(state, reading, register_max)):
             skipped.append(freeze)
             continue
-        result = bill(state, reading, tariff, tz, gateway)
+        result = bill(state, reading, tariff, tz, gateway, tier_bonus, register_max)
         state = result.state
         entries += result.entries
         events += result.events
@@ -111,6 +118,16 @@ def bill_frozen(state: MeterBilling, freezes: Iterable[FrozenDay], tariff: Tarif
                             state.account, {"days": [f.day.isoformat() for f in billed],
                                             "entries": [e.id for e in entries]}))
     return Backfill(state, entries, events, billed, skipped)
+
+
+def behind(state: MeterBilling, reading: RegisterReading,
+           register_max: Decimal = DEFAULT_REGISTER_MAX) -> bool:
+    """True when a freeze's register is below the last billed one and is no wrap past the
+    register's maximum: a meter whose clock runs ahead froze before a poll that was already
+    billed (its freeze is stamped later than the poll, its register is lower).  Billing it
+    would raise a false `register_decrease`; a real decrease shows in the next poll."""
+    return (state.last_kwh is not None and reading.kwh < state.last_kwh
+            and rollover_delta(state.last_kwh, reading.kwh, register_max) is None)
 
 
 def needs_backfill(state: MeterBilling, last_freeze: datetime, tz: ZoneInfo) -> bool:
@@ -139,7 +156,8 @@ class Correction:
 
 def correct_gap(before: MeterBilling, after: MeterBilling, billed: Decimal,
                 freezes: Iterable[FrozenDay], tariff: Tariff, tz: ZoneInfo, gateway: str,
-                now: datetime) -> Correction | None:
+                now: datetime, tier_bonus: Decimal = ZERO,
+                register_max: Decimal = DEFAULT_REGISTER_MAX) -> Correction | None:
     """Reprice a span that was billed in proportion to time (`before` -> `after`, `billed`:
     the signed sum of its charge and allowance entries) as a chain of readings at the freezes
     inside it.  The difference is a new `adjustment` entry with its own id
@@ -150,9 +168,10 @@ def correct_gap(before: MeterBilling, after: MeterBilling, billed: Decimal,
     inside = [f for f in freezes if before.last_ts < f.reading(tz).ts < after.last_ts]
     if not inside:
         return None
-    chain = bill_frozen(before, inside, tariff, tz, gateway)
+    chain = bill_frozen(before, inside, tariff, tz, gateway, tier_bonus, register_max)
     end = bill(chain.state, RegisterReading(after.meter, after.last_ts, after.last_kwh,
-                                            after.last_rates), tariff, tz, gateway)
+                                            after.last_rates), tariff, tz, gateway,
+               tier_bonus, register_max)
     repriced = sum((e.amount for e in chain.entries + end.entries
                     if e.kind in ("charge", "allowance") and ":daily:" not in e.id), Decimal(0))
     amount = repriced - billed

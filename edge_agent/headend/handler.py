@@ -109,6 +109,9 @@ class CommandHandler:
             command = verify(payload, self.keys, agent.config.gateway_id, now, skew,
                              self.max_payload)
         except CommandRejected as exc:
+            done = self._done_before(payload, now, skew)
+            if done is not None:  # carried out in time, delivered again late: same answer
+                return self._again(*done, now)
             return self._refused(payload, exc.reason, now)
         seen = agent.store.command_record(command.id)
         if seen is not None:
@@ -148,6 +151,21 @@ class CommandHandler:
             return body
 
         return self.agent.on_processor(write)
+
+    def _done_before(self, payload: bytes, now: datetime, skew: timedelta
+                     ) -> tuple[Command, tuple[str | None, str | None]] | None:
+        """A command refused for its time (expired, not yet valid) that this gateway carried
+        out before (the broker redelivers what was not acknowledged, however late): the
+        command and its stored record; None otherwise."""
+        try:
+            command = verify(payload, self.keys, self.agent.config.gateway_id, now, skew,
+                             self.max_payload, check_time=False)
+        except CommandRejected:
+            return None
+        seen = self.agent.store.command_record(command.id)
+        if seen is None or seen[0] != command.digest or not seen[1]:
+            return None
+        return command, seen
 
     def _again(self, command: Command, seen: tuple[str | None, str | None],
                now: datetime) -> dict[str, Any]:

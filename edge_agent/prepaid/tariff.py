@@ -863,8 +863,11 @@ def _scaled(blocks: tuple[Block, ...], factor: Decimal) -> tuple[Block, ...]:
 
 
 def daily_charge_days(last_charged: date | None, today: date, commissioned: date) -> list[date]:
-    """The days owing a fixed daily charge, from the day after the last one charged to today."""
-    first = commissioned if last_charged is None else last_charged + timedelta(days=1)
+    """The days owing a fixed daily charge, from the day after the last one charged (never
+    before the commissioning: a meter commissioned again owes nothing for the days it was
+    out of service) to today."""
+    first = commissioned if last_charged is None else max(commissioned,
+                                                          last_charged + timedelta(days=1))
     days = []
     while first <= today:
         days.append(first)

@@ -46,6 +46,7 @@ from edge_agent.grid.backfill import (
     state_from_dict,
     state_to_dict,
 )
+from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import Event
 from edge_agent.store import Store
@@ -85,8 +86,6 @@ class Concentrator:
                  workers: dict[str, BusWorker], clock: Clock,
                  on_processor: Callable[..., Any],
                  ntp: Callable[[], bool | None] = ntp_synchronized) -> None:
-        self.config = config
-        self.settings = config.concentrator
         self.store = store
         self.processor = processor
         self.workers = workers
@@ -94,20 +93,13 @@ class Concentrator:
         self.on_processor = on_processor
         self.ntp = ntp
         self.tz = config.tz
-        self.thresholds = anomaly.Thresholds(self.settings.fast_factor, stopped_kwh=
-                                             self.settings.stopped_kwh,
-                                             clock_seconds=self.settings.clock_threshold,
-                                             failure_streak=self.settings.failure_streak)
-        self.policy = clocksync.ClockPolicy(_at(self.settings.broadcast_at),
-                                            timedelta(seconds=self.settings.clock_threshold),
-                                            trust=self.settings.clock_trust)
+        self.reconfigure(config)
         self._started = False
         self._ran: dict[str, date] = {}  # job -> local day it last ran
         self._frozen: tuple[date, list[Future[Any]]] | None = None
         self._next_clock = 0.0
         self._sync_retry = 0.0
         self._clock_raised: dict[str, bool] | None = None
-        self.totals = {m.address: m for m in config.total_meters}
         self._next_watch = 0.0
         self._seen: dict[str, dict[str, tuple[int, str]]] = {}
         self._counters: dict[str, tuple[int, int]] = {}
@@ -117,10 +109,34 @@ class Concentrator:
         self._states: dict[str, Any] = {}  # billing states at the last look (gap detection)
         self._quarter: datetime | None = None
 
+    def reconfigure(self, config: Config) -> None:
+        """The configuration (at start and on SIGHUP): settings, thresholds, total meters,
+        the customers behind them and their multipliers (the time zone needs a restart)."""
+        before = getattr(self, "settings", None)
+        if before is not None and before.enabled and not config.concentrator.enabled:
+            # switched off: what it held raised is stale (cleared at the next tick), and
+            # switched on again it starts over with its catch-up backfill
+            self._raised.clear()
+            self._saved_raised = None
+            self._started = False
+        self.config = config
+        self.settings = config.concentrator
+        self.thresholds = anomaly.Thresholds(self.settings.fast_factor, stopped_kwh=
+                                             self.settings.stopped_kwh,
+                                             clock_seconds=self.settings.clock_threshold,
+                                             failure_streak=self.settings.failure_streak)
+        self.policy = clocksync.ClockPolicy(_at(self.settings.broadcast_at),
+                                            timedelta(seconds=self.settings.clock_threshold),
+                                            trust=self.settings.clock_trust)
+        self.totals = {m.address: m for m in config.total_meters}
+
     @classmethod
     def for_agent(cls, agent: Any) -> Concentrator:
-        return cls(agent.config, agent.store, agent.processor, agent.workers, agent.clock,
-                   agent.on_processor)
+        """The daemon's concentrator; the agent's reload (SIGHUP) reconfigures it."""
+        concentrator = cls(agent.config, agent.store, agent.processor, agent.workers,
+                           agent.clock, agent.on_processor)
+        agent.concentrator = concentrator
+        return concentrator
 
     # -- schedule --------------------------------------------------------------------------
     def local_now(self) -> datetime:
@@ -178,6 +194,13 @@ class Concentrator:
             self._ran[job] = today
         return True
 
+    def _preempt(self, bus: str) -> None:
+        """Between two meters of a bus job (on the bus thread): the relay orders and
+        technician requests waiting run first, as between two transactions of a poll."""
+        worker = self.workers.get(bus)
+        if worker is not None:
+            worker.preempt()
+
     def _meters_on(self, bus: str) -> list[str]:
         billed = [m.address for m in self.store.meters() if m.bus == bus]
         return sorted(set(billed) | {a for a, m in self.totals.items() if m.bus == bus})
@@ -195,18 +218,19 @@ class Concentrator:
             today = self.local_now().date()
             read = 0
             for meter in self._meters_on(bus):
+                self._preempt(bus)
                 have = self.store.freeze_days(meter, today - timedelta(days=days))
                 wanted = freezes_to_read(today, have, days)
                 if not wanted:
                     continue
                 try:
                     freezes = collection.read_freezes(client, meter, wanted)
-                    freezes += self._settlements(client, meter, freezes)
+                    settled = self._settlements(client, meter, freezes)
                 except EXPECTED_ERRORS as exc:
                     log.info("frozen data of %s not read: %s", meter, exc)
                     continue
-                self.on_processor(self.apply_freezes, meter, freezes)
-                read += len(freezes)
+                self.on_processor(self.apply_freezes, meter, freezes, settled)
+                read += len(freezes) + len(settled)
             return read
         return job
 
@@ -228,25 +252,37 @@ class Concentrator:
                 break  # not kept that far back
         return out
 
-    def apply_freezes(self, meter: str, freezes: list[FrozenDay]) -> None:
-        """Keep the freezes; bill those after the meter's last billed reading (processing
-        thread: the processor's billing cache and the store change together)."""
+    def apply_freezes(self, meter: str, freezes: list[FrozenDay],
+                      settled: list[FrozenDay] | None = None) -> None:
+        """Keep the daily freezes; bill those and the settlement freezes (`settled`) after
+        the meter's last billed reading (processing thread: the processor's billing cache and
+        the store change together).  A settlement freeze is kept as a day's closing freeze
+        only when it was made at midnight (a settlement hour of 0)."""
         processor, store = self.processor, self.store
         state = processor.billing.get(meter)
+        settled = settled or []
+        kept = freezes + [f for f in settled if f.at.time() == time(0)]
+        freezes = freezes + settled
         with store.transaction():
             if state is None or not freezes:  # a total meter, or nothing new
-                store.record_freezes(freezes, self.clock.now())
+                store.record_freezes(kept, self.clock.now())
                 return
             done = bill_frozen(state, freezes, processor._tariff(state.tariff), self.tz,
-                               processor.gateway)
+                               processor.gateway, *self._billing_args(state))
             store.append_ledger_entries(done.entries)
             if done.billed:
                 store.save_billing_states([done.state], previous=processor.billing)
-            store.record_freezes(freezes, self.clock.now())
+            store.record_freezes(kept, self.clock.now())
             store.record_events(done.events)
             state = self._correct(done.state, freezes)
         processor.billing[meter] = state
         self._states[meter] = state  # billed from freezes: not a gap for `watch`
+
+    def _billing_args(self, state: Any) -> tuple[Decimal, Decimal]:
+        """The account's household tier bonus and the meter's register maximum: freezes are
+        billed as the polls bill."""
+        return (self.processor._tier_bonus(state.account),
+                self.processor.register_max.get(state.meter, DEFAULT_REGISTER_MAX))
 
     def _correct(self, state: Any, freezes: list[FrozenDay]) -> Any:
         """A gap billed in proportion to time that these freezes fall inside gets its
@@ -261,9 +297,12 @@ class Concentrator:
                for kind in ("charge", "allowance")]
         billed = sum((Decimal(r["amount"]) for r in self.store.ledger_entries_by_id(ids)),
                      Decimal(0))
+        # repriced under the tariff the gap was billed with, not one assigned since
+        tariff = after.tariff if after.tariff in self.processor.tariffs else state.tariff
         fix = correct_gap(before, after, billed, freezes,
-                          self.processor._tariff(state.tariff), self.tz,
-                          self.processor.gateway, self.clock.now())
+                          self.processor._tariff(tariff), self.tz,
+                          self.processor.gateway, self.clock.now(),
+                          *self._billing_args(state))
         if fix is None:
             return state
         self.store.set_setting(key, "")
@@ -307,6 +346,7 @@ class Concentrator:
                 return 0
             values, read_at = {}, {}
             for meter in self._area_meters(bus):
+                self._preempt(bus)
                 try:
                     values[meter] = Decimal(str(client.read(meter, "energy").value))
                 except EXPECTED_ERRORS:
@@ -515,15 +555,17 @@ class Concentrator:
             client = collection.client_of(driver)
             if client is None:
                 return {}
-            deviations = self._read_clocks(client, self._meters_on(bus))
+            deviations = self._read_clocks(client, self._meters_on(bus), bus)
             if sync:
-                self._sync(client, deviations)
+                self._sync(client, deviations, bus)
             return {m: d.total_seconds() for m, d in deviations.items()}
         return job
 
-    def _read_clocks(self, client: Any, meters: list[str]) -> dict[str, timedelta]:
+    def _read_clocks(self, client: Any, meters: list[str], bus: str
+                     ) -> dict[str, timedelta]:
         deviations = {}
         for meter in meters:
+            self._preempt(bus)
             try:
                 shown = collection.read_clock(client, meter)
             except EXPECTED_ERRORS:
@@ -548,7 +590,7 @@ class Concentrator:
             self.store.record_events(events)
         self._clock_raised[meter] = raised
 
-    def _sync(self, client: Any, deviations: dict[str, timedelta]) -> None:
+    def _sync(self, client: Any, deviations: dict[str, timedelta], bus: str) -> None:
         now = self._gateway_local()
         today = now.date().isoformat()
         trusted = clocksync.gateway_trusted(self.policy.trust, self.ntp())
@@ -564,7 +606,7 @@ class Concentrator:
             self.on_processor(self._setting, f"clock_broadcast:{client.bus.settings.port}",
                               today)
             off = [m for m, d in deviations.items() if abs(d) > self.policy.threshold]
-            after = self._read_clocks(client, sorted(set(off) - set(to_set)))
+            after = self._read_clocks(client, sorted(set(off) - set(to_set)), bus)
             to_set += [m for m, d in after.items() if abs(d) > self.policy.threshold]
         for meter in sorted(set(to_set)):
             try:
@@ -576,7 +618,7 @@ class Concentrator:
                 continue
             except EXPECTED_ERRORS:
                 continue
-            self._read_clocks(client, [meter])
+            self._read_clocks(client, [meter], bus)
 
     def _refused(self, why: str, today: str) -> None:
         """`clock_sync_refused` once a day while the gateway clock is not trusted."""

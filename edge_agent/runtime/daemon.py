@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,10 @@ class Agent:
         self.clock = clock or Clock()
         self.notifier = notifier or Notifier.from_environment()
         self.store = Store(config.database)
+        # Events from here on (start-up's setting conflicts, deactivated meters...) go to the
+        # journal; the history before this start was journalled by the run that stored it.
+        newest = self.store.events(1)
+        self._events_seen: int | None = newest[-1]["seq"] if newest else 0
         self.tariffs = load_tariffs(config, self.store)
         self.register_meters()
         self.processor = Processor(self.store, self.tariffs, self._policy(config), config.tz,
@@ -121,13 +126,12 @@ class Agent:
         self.stop_event = threading.Event()
         self.started_at = self.clock.now()
         self.processor.started_at = self.started_at  # the start-up keep-power window
-        for account in config.accounts:  # [accounts.NAME]: the configuration wins at start
-            self.processor.set_account_class(account.name, account.policy_class,
-                                             account.tier_bonus_kwh, self.started_at, "config")
+        self.apply_accounts(config)  # [accounts.NAME]: what the file changed
         self.cycles = 0  # written by the processing thread only
         self.processing_failures = 0  # likewise
         self.services: list[Any] = []  # head-end link, command handler, control socket...
         self.link: Any = None  # the head-end link, when MQTT is enabled
+        self.concentrator: Any = None  # made by `run` (Concentrator.for_agent)
         self._next_poll: dict[str, float] = {}
         self._polling: dict[str, Future[Any]] = {}  # bus -> its cycle in progress
         self.reload_requested = threading.Event()
@@ -136,7 +140,6 @@ class Agent:
         self.bus_health = {b.name: health.BusHealth(b.name, b.port, b.poll_interval,
                                                     self.clock.monotonic())
                            for b in config.buses}
-        self._events_seen: int | None = None  # last event seq written to the journal
         # (meter, action) -> when a meter without a relay was last reported for it
         self._relay_unsupported: dict[tuple[str, str], float] = {}
         self.retention = RetentionSchedule(self.store, lambda: self.config.retention,
@@ -169,6 +172,34 @@ class Agent:
         if events:
             with self.store.transaction():
                 self.store.record_events(events)
+
+    def apply_accounts(self, config: Config) -> None:
+        """`[accounts.NAME]`: each key (class, tier bonus) the file sets differently from
+        what it set when last applied (or for the first time) is applied; a class or bonus
+        the head end set since is kept while the file's key stays as it was (a SIGHUP for
+        another change, a restart, must not put a hospital back on the default policy)."""
+        import json
+
+        from edge_agent.prepaid.money import ZERO
+
+        for account in config.accounts:
+            key = f"account_file:{account.name}"
+            file = {"policy_class": account.policy_class,
+                    "tier_bonus_kwh": str(account.tier_bonus_kwh)}
+            seen = json.loads(self.store.setting(key) or "null")
+            if seen == file:
+                continue
+            now = self.clock.now()
+            current = self.processor.account_settings.get(account.name, (None, ZERO))
+            changed = {name for name, value in file.items()
+                       if seen is None or seen.get(name) != value}
+            self.processor.set_account_class(
+                account.name,
+                account.policy_class if "policy_class" in changed else current[0],
+                account.tier_bonus_kwh if "tier_bonus_kwh" in changed else current[1],
+                now, "config")
+            with self.store.transaction():
+                self.store.set_setting(key, json.dumps(file))
 
     def register_meters(self) -> None:
         """Meters from the configuration, under the ownership rule (docs/mqtt.md): the file
@@ -206,6 +237,9 @@ class Agent:
                 values[name] = _setting_value(setting["value"], values[name])
             if values["removed"]:
                 continue  # removed by the head end: stays removed until it adds it again
+            if "added" in settings:
+                continue  # (re)added by the head end or a technician: its record (account,
+                # tariff, multiplier) is theirs, not the file's, until they change it again
             tariff = str(values["tariff"])
             if tariff not in self.tariffs:
                 raise ConfigError(f"meter {meter.address}: tariff {tariff!r} is not in "
@@ -292,7 +326,7 @@ class Agent:
         """Carry out one relay decision on its bus, decided again just before the bus does."""
         def job(driver: Any) -> str | None:
             assert decision.action is not None
-            why = self.on_processor(self.processor.recheck, decision, self.clock.now())
+            why = self.on_processor(self._recheck, decision, self.clock.now())
             if why is not None:
                 log.info("relay %s on %s dropped: %s", decision.action, decision.meter, why)
                 return None
@@ -313,6 +347,15 @@ class Agent:
                             error, actor, energy)
             return relay
         return job
+
+    def _recheck(self, decision: Decision, now: datetime) -> str | None:
+        """Why a decided relay action must not be carried out now (processing thread): the
+        meter was removed since (the processor's cache may still hold it, when the outcome
+        of an action on the wire came in after the removal), or deciding again differs."""
+        record = self.store.meter(decision.meter)
+        if record is None or not record.active:
+            return "meter removed"
+        return self.processor.recheck(decision, now)
 
     @staticmethod
     def _energy(driver: Any, meter: str) -> Any:
@@ -430,8 +473,8 @@ class Agent:
         allocate 2,048 of them)."""
         for decision in decisions:
             meter = self.store.meter(decision.meter)
-            if meter is None or meter.bus not in self.workers:
-                continue
+            if meter is None or not meter.active or meter.bus not in self.workers:
+                continue  # a removed meter gets no relay order
             self.workers[meter.bus].post(self.relay_job(decision, actor), RELAY)
 
     def operator_relay(self, meter: str, order: str, actor: str,
@@ -444,10 +487,19 @@ class Agent:
             self.on_processor(self.processor.check_operator_trip, meter, force)
         action = meter_action(order, self.processor.policy.close_mode)
         worker = self.worker_for(meter)
+        future = worker.submit(
+            lambda driver: (driver.relay(meter, action), self._energy(driver, meter)), RELAY)
         try:
-            relay, energy = worker.submit(
-                lambda driver: (driver.relay(meter, action), self._energy(driver, meter)),
-                RELAY).result(OPERATION_WAIT)
+            try:
+                relay, energy = future.result(OPERATION_WAIT)
+            except TimeoutError:
+                if not future.cancel():  # on the wire already: its outcome is the answer
+                    relay, energy = future.result()
+                else:  # withdrawn: it must not move the relay later, unrecorded
+                    error = f"not carried out: bus busy for {OPERATION_WAIT:g} s"
+                    self.on_processor(self.processor.operator_done, meter, order, False,
+                                      self.clock.now(), None, error, actor, reason)
+                    raise TimeoutError(error) from None
         except EXPECTED_ERRORS as exc:
             self.on_processor(self.processor.operator_done, meter, order, False,
                               self.clock.now(), None, str(exc), actor, reason)
@@ -638,12 +690,11 @@ class Agent:
             self.register_meters()
             self._policy_conflicts(old.policy_raw, new.policy_raw)
             self.processor.policy = policy
-            for account in new.accounts:
-                self.processor.set_account_class(account.name, account.policy_class,
-                                                 account.tier_bonus_kwh, self.clock.now(),
-                                                 "config")
+            self.apply_accounts(new)
             self.processor.register_max = {m.address: m.register_max for m in new.meters}
             self.processor.reload()
+            if self.concentrator is not None:  # areas, multipliers, its settings
+                self.concentrator.reconfigure(new)
 
         self.on_processor(apply)
         logging.getLogger().setLevel(new.log_level.upper())

@@ -38,6 +38,8 @@ from edge_agent.prepaid.vocabulary import RelayOrder, order_for
 from edge_agent.store import MeterRecord
 from edge_agent.store.database import wire_time
 
+TECHNICIAN_WAIT = 300.0  # seconds a technician's relay action may wait for its bus
+
 
 @dataclass
 class Context:
@@ -68,7 +70,13 @@ def _source(ctx: Context) -> str:
 
 
 def _file_value(agent: Any, meter: str, name: str) -> str | None:
-    for m in agent.config.meters:
+    return _config_value(agent.config, meter, name)
+
+
+def _config_value(config: Any, meter: str, name: str) -> str | None:
+    """What the file says of a meter's setting (None: the file does not list the meter), kept
+    with an owned setting so that a conflict is raised only when the file changes."""
+    for m in (config.meters if config is not None else ()):
         if m.address == meter:
             value = getattr(m, name, False)  # "removed", "added": the file lists it
             return json.dumps(value) if isinstance(value, bool) else str(value)
@@ -159,7 +167,13 @@ def technician_relay(agent: Any, worker: Any, address: str, action: str, actor: 
         if plan.apply is not None:
             agent.on_processor(_in_transaction(agent, plan.apply))
         return plan.result
-    state = worker.submit(lambda driver: driver.relay(address, action), RELAY).result(300)
+    future = worker.submit(lambda driver: driver.relay(address, action), RELAY)
+    try:
+        state = future.result(TECHNICIAN_WAIT)
+    except TimeoutError:
+        if future.cancel():  # withdrawn: it must not move the relay later, unrecorded
+            raise TimeoutError(f"not carried out: bus busy for {TECHNICIAN_WAIT:g} s") from None
+        state = future.result()  # on the wire already: its outcome is the answer
     agent.record_technician(address, action, state, actor)
     return {"meter": address, "action": action, "relay": state}
 
@@ -306,10 +320,30 @@ def meter_record(config: Any, tariff_ids: set[str] | None, args: dict[str, Any]
                        bool(args.get("allowance")), unit, model)
 
 
+def bill_final(processor: Any, meter: str, kwh: Any, at: datetime) -> None:
+    """Bill a meter up to its final reading (a swap), in the caller's transaction: what it
+    counted since its last billed reading is the customer's, as a poll would bill it."""
+    from edge_agent.prepaid.billing import DEFAULT_REGISTER_MAX, bill
+    from edge_agent.prepaid.records import RegisterReading
+
+    state = processor.billing.get(meter)
+    if state is None:
+        return
+    result = bill(state, RegisterReading(meter, at, kwh), processor._tariff(state.tariff),
+                  processor.tz, processor.gateway, processor._tier_bonus(state.account),
+                  processor.register_max.get(meter, DEFAULT_REGISTER_MAX))
+    processor.store.append_ledger_entries(result.entries)
+    processor.store.save_billing_states([result.state], previous=processor.billing)
+    processor.store.record_events(result.events)
+
+
 def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: dict[str, Any],
-               actor: str, now: datetime) -> tuple[Callable[[], dict[str, Any]], list[str]]:
+               actor: str, now: datetime, processor: Any = None
+               ) -> tuple[Callable[[], dict[str, Any]], list[str]]:
     """Check a `commission add|replace|remove` request; return the write (to run in one
-    transaction, on the daemon's processing thread when it runs) and the meters it touches."""
+    transaction, on the daemon's processing thread when it runs) and the meters it touches.
+    With the `processor` (over the same store), a replaced meter is billed up to its final
+    reading; the caller reloads the processor after the write."""
     from decimal import Decimal
 
     action = request.get("action")
@@ -328,7 +362,8 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
         def add() -> dict[str, Any]:
             store.add_meter(record, initial, now)
             store.clear_meter_settings(record.address)
-            store.set_meter_setting(record.address, "added", "true", source, now, None)
+            store.set_meter_setting(record.address, "added", "true", source, now,
+                                    _config_value(config, record.address, "added"))
             return {"meter": record.address, "commissioned": True}
 
         return add, [record.address]
@@ -342,10 +377,14 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
             "unit": request.get("unit", before.unit), "model": request.get("model", before.model)})
 
         def replace() -> dict[str, Any]:
+            if processor is not None:
+                bill_final(processor, old, request["old_final_kwh"], now)
             store.replace_meter(old, record, request["old_final_kwh"],
                                 request["new_initial_kwh"], now)
-            store.set_meter_setting(old, "removed", "true", source, now, None)
-            store.set_meter_setting(new, "added", "true", source, now, None)
+            store.set_meter_setting(old, "removed", "true", source, now,
+                                    _config_value(config, old, "removed"))
+            store.set_meter_setting(new, "added", "true", source, now,
+                                    _config_value(config, new, "added"))
             return {"old": old, "new": new, "replaced": True}
 
         return replace, [old, new]
@@ -357,7 +396,8 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
 
         def remove() -> dict[str, Any]:
             store.remove_meter(address)
-            store.set_meter_setting(address, "removed", "true", source, now, None)
+            store.set_meter_setting(address, "removed", "true", source, now,
+                                    _config_value(config, address, "removed"))
             return {"meter": address, "removed": True}
 
         return remove, [address]
@@ -367,7 +407,7 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
 def commission_through_agent(agent: Any, request: dict[str, Any], actor: str) -> dict[str, Any]:
     """The control socket's `commission`: checked, then written on the processing thread."""
     write, _ = commission(agent.store, agent.config, set(agent.tariffs), request, actor,
-                          agent.clock.now())
+                          agent.clock.now(), agent.processor)
 
     def run() -> dict[str, Any]:
         with agent.store.transaction():

@@ -224,10 +224,15 @@ class GridRecords(Database):
         return [json.loads(r["body"]) for r in rows]
 
     def charges_of_day(self, account: str, start: datetime, end: datetime) -> Decimal:
-        """Charges (as a positive amount) of an account in [start, end)."""
+        """Charges (as a positive amount) of an account for the day [start, end).  An energy
+        charge is stamped at the end of its interval (a freeze at midnight closes the day
+        before it): those in (start, end]; a daily fixed charge is stamped when billed, on
+        or after its day: those in [start, end)."""
         row = self.conn.execute(
             "SELECT COALESCE(SUM(amount_micro), 0) FROM ledger WHERE account=? AND "
-            "kind='charge' AND ts >= ? AND ts < ?", (account, to_iso(start), to_iso(end)))
+            "kind='charge' AND ((id NOT LIKE '%:daily:%' AND ts > ? AND ts <= ?) OR "
+            "(id LIKE '%:daily:%' AND ts >= ? AND ts < ?))",
+            (account, to_iso(start), to_iso(end), to_iso(start), to_iso(end)))
         return Decimal(-int(row.fetchone()[0])) / Decimal(1_000_000)
 
 

@@ -54,12 +54,20 @@ class Meters(Database):
             self.upsert("meters", row, pk="address")
             self.ensure_account(meter.account)
             if existing is None or initial_kwh is not None:
+                # The billing sequence goes on: charge ids (gw:charge:<meter>:<seq>) of a
+                # meter commissioned again must not repeat those of its former life, nor
+                # its fixed daily charges (gw:daily:<meter>:<day>) be charged twice.
+                former = self.conn.execute(
+                    "SELECT charge_seq, last_daily FROM meter_state WHERE address=?",
+                    (meter.address,)).fetchone()
                 self.conn.execute("DELETE FROM meter_state WHERE address=?", (meter.address,))
                 self.conn.execute(
                     "INSERT INTO meter_state (address, last_kwh, last_ts, charge_seq, phase, "
-                    "online, polls, replies, cwt) VALUES (?,?,?,0,'normal',1,0,0,0)",
+                    "online, polls, replies, cwt, last_daily) "
+                    "VALUES (?,?,?,?,'normal',1,0,0,0,?)",
                     (meter.address, None if initial_kwh is None else str(initial_kwh),
-                     to_iso(at) if initial_kwh is not None else None))
+                     to_iso(at) if initial_kwh is not None else None,
+                     (former[0] or 0) if former else 0, former[1] if former else None))
 
     def replace_meter(self, old: str, new: MeterRecord, old_final_kwh: Decimal,
                       new_initial_kwh: Decimal, at: datetime) -> None:

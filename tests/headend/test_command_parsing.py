@@ -269,6 +269,30 @@ def test_topup_once_and_redelivery_answers_again(rig: Rig) -> None:
     assert rig.agent.store.balance("A1") == D("10.00")
 
 
+def test_redelivery_after_the_command_expired_answers_what_was_done(rig: Rig) -> None:
+    """The gateway carried out a top-up and crashed before the broker's ack; it is back
+    after the command's expiry and the broker delivers it again.  The answer is what was
+    done ("ok"), not "rejected: expired" (the head end would take the payment as not made
+    and issue it again)."""
+    from edge_agent.clock import Clock
+
+    cmd = rig.cmd("topup", TOPUP)
+    first = rig.handler.handle(rig.signed(cmd))
+    assert first["status"] == "ok"
+
+    class Later(Clock):
+        def now(self) -> datetime:
+            return datetime.now(UTC) + timedelta(hours=1)
+
+    rig.agent.clock = Later()
+    assert rig.handler.handle(rig.signed(cmd)) == first
+    assert rig.agent.store.events(types=["command_rejected"]) == []
+    # an expired command never carried out is still refused
+    late = rig.handler.handle(rig.signed(rig.cmd("topup", {**TOPUP, "txn_id": "pay-2"})))
+    assert late["status"] == "rejected" and "expired" in late["reason"]
+    assert rig.agent.store.balance("A1") == D("10.00")
+
+
 def test_refused_set_tariff_and_policy_keep_their_id(rig: Rig) -> None:
     bad = rig.cmd("set_policy", {"policy": {"overdraft": "-5", "restore_level": "x"}})
     assert rig.handler.handle(rig.signed(bad))["status"] == "rejected"

@@ -49,3 +49,46 @@ policy_class = "hospital"
     finally:
         agent.processing.shutdown()
         agent.store.close()
+
+
+def test_a_class_the_head_end_set_survives_sighup_and_restart(tmp_path) -> None:
+    """The head end makes A1 a hospital; the file only gives A1 a tier bonus.  A SIGHUP for
+    another change, or a restart, must not put A1 back on the default policy (its meter
+    could then be cut off); a key the file itself changes is applied."""
+    from edge_agent.config import load_config
+
+    path = tmp_path / "agent.toml"
+
+    def write(bonus: str, overdraft: str = "0") -> None:
+        path.write_text(f"""
+[agent]
+database = "{tmp_path / 'agent.db'}"
+tariff_dir = "{REPO / 'config' / 'tariffs'}"
+[policy]
+overdraft = "{overdraft}"
+[policy.classes.hospital]
+trips_need_force = true
+[accounts.A1]
+tier_bonus_kwh = "{bonus}"
+""")
+
+    write("100")
+    agent = Agent(load_config(path))
+    try:
+        agent.set_account_class("A1", "hospital", actor="headend")
+        write("100", overdraft="5")  # another change, then SIGHUP
+        assert not any(n.startswith("refused") for n in agent.reload())
+        assert agent.store.account_settings()["A1"] == ("hospital", D("100"))
+        assert agent.processor.policy_of("A1").trips_need_force
+    finally:
+        agent.processing.shutdown()
+        agent.store.close()
+    agent = Agent(load_config(path))  # a restart
+    try:
+        assert agent.store.account_settings()["A1"] == ("hospital", D("100"))
+        write("150", overdraft="5")  # the file changes the bonus: that key is applied
+        agent.reload()
+        assert agent.store.account_settings()["A1"] == ("hospital", D("150"))
+    finally:
+        agent.processing.shutdown()
+        agent.store.close()

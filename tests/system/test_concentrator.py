@@ -490,3 +490,202 @@ def test_a_concentrator_switched_off_clears_the_conditions_it_held(site_factory:
                         lambda fn, *args: fn(*args))
     conc.tick()
     assert site.store.meter_problems() == {}
+
+
+def test_backfill_and_correction_count_the_household_tier_bonus(site_factory: Any) -> None:
+    """An account with a household tier bonus (20 kWh: the first block is 70 kWh) is billed
+    with it by the polls; the freezes of a gap, and the repricing of a gap, must be too."""
+    def outage(read_freezes_first: bool) -> Site:
+        start = datetime(2026, 3, 28, 12)
+        meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+        a1 = meters[0].address
+        site = site_factory(meters, [a1], start)
+        site.processor.set_account_class("acct-01", None, D(20))
+        site.poll(a1)
+        site.sim.advance_to(datetime(2026, 3, 30, 4))
+        site.poll(a1)  # 40 kWh
+        site.conc.watch()
+        site.sim.advance_to(datetime(2026, 3, 31))
+        meters[0].load_kw = D("3")
+        site.sim.advance_to(datetime(2026, 4, 1, 10))
+        if read_freezes_first:
+            site.run(site.conc.backfill_all(3))
+            site.poll(a1)
+        else:
+            site.poll(a1)
+            site.conc.watch()
+            site.run(site.conc.backfill_all(3))
+        return site
+
+    # 20 kWh to 31 March in the first block (10.00), 31 March: 10 x 0.5 + 62 x 0.8 (54.60),
+    # April: 30 x 0.5 (15.00)
+    site = outage(read_freezes_first=True)
+    assert [D(e["amount"]) for e in charges(site, "acct-01")[1:]] == [
+        D("-10.00"), D("-54.60"), D("-15.00")]
+    site = outage(read_freezes_first=False)
+    assert site.store.balance("acct-01") == D("-20.00") - D("79.60")
+
+
+def test_freezes_before_a_meters_first_reading_are_not_billed(site_factory: Any) -> None:
+    """A meter registered without an initial reading (a gateway rolled out over meters in
+    service, a meter moved from another house) is billed from its first reading on: the
+    freezes of the days before are not the new account's consumption."""
+    start = datetime(2026, 4, 1, 10)
+    meters = make_meters(1, clock=SimClock(start - timedelta(days=5), speed=0),
+                         load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [], start)
+    site.sim.advance_to(start)  # five days of consumption before this gateway knew it
+    site.store.add_meter(MeterRecord(a1, "b1", "acct-01", TARIFF.id))
+    site.processor.reload()
+    site.run(site.conc.backfill_all(3))  # at start, ahead of the first poll
+    site.poll(a1)  # the baseline
+    site.sim.advance_to(start + timedelta(hours=2))
+    site.poll(a1)
+    assert [D(e["amount"]) for e in charges(site, "acct-01")] == [D("-1.00")]  # 2 kWh
+    assert site.events("frozen_backfill") == []
+
+
+def test_a_fast_meter_clock_raises_no_register_decrease_at_midnight(site_factory: Any) -> None:
+    """A meter 8 minutes fast freezes at 23:52 of the gateway's clock; a poll at 23:57 has
+    billed past that register, so the freeze (stamped 00:00 by the meter) lies before the
+    last billed reading in energy: not a register that went backwards (a tamper sign)."""
+    start = datetime(2026, 4, 1, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("6"),
+                         clock_offset=timedelta(minutes=8))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 4, 1, 23, 57))
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 4, 2, 0, 5))
+    site.run(site.conc.backfill_all(1))  # the 00:05 read of the freeze just made
+    site.poll(a1)
+    assert site.events("register_decrease") == []
+    # 12:00 to 00:05 at 6 kW: 72.50 kWh, 50 x 0.50 + 22.50 x 0.80
+    assert sum(D(e["amount"]) for e in charges(site, "acct-01")) == D("-43.00")
+
+
+def test_a_relay_order_goes_ahead_of_the_rest_of_a_bus_backfill(site_factory: Any) -> None:
+    """A backfill reads every meter of the bus in one job (minutes on a long bus at 2400
+    baud); a relay order (a restore after a top-up, a head-end trip) must not wait for all
+    of it: it runs between two meters, as it runs between two transactions of a poll."""
+    from edge_agent.field.worker import RELAY
+
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(3, clock=SimClock(start, speed=0), load_kw=D("1"))
+    site = site_factory(meters, [m.address for m in meters], start)
+    for meter in meters:
+        site.poll(meter.address)
+    site.sim.advance_to(datetime(2026, 3, 31, 10))
+    order: list[str] = []
+    relay: list[Any] = []
+    apply = site.conc.on_processor
+
+    def on_processor(fn: Any, *args: Any) -> Any:
+        if fn.__name__ == "apply_freezes":
+            order.append(f"freezes {args[0]}")
+            if not relay:  # the order arrives while the first meter's freezes are applied
+                relay.append(site.worker.submit(
+                    lambda d: order.append(f"relay {d.relay(meters[2].address, 'trip')}"),
+                    RELAY))
+        return apply(fn, *args)
+
+    site.conc.on_processor = on_processor
+    site.run(site.conc.backfill_all(3))
+    relay[0].result(10)
+    assert order == [f"freezes {meters[0].address}", "relay open",
+                     f"freezes {meters[1].address}", f"freezes {meters[2].address}"]
+
+
+def test_a_concentrator_switched_off_by_sighup_clears_the_conditions_it_held(
+        site_factory: Any) -> None:
+    """The concentrator raised a theft (line_loss_high on the area's total meter); the
+    operator switches it off and sends SIGHUP: `status` must not show the condition for
+    good (nothing watches it any more)."""
+    from dataclasses import replace
+
+    start = datetime(2026, 4, 1, 10, 0)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("2"))
+    total = make_total_meter(TOTAL, customers, theft_kw=D("1"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers], start,
+                        totals=totals)
+    for minutes in (0, 15, 30):
+        site.sim.advance_to(start + timedelta(minutes=minutes))
+        settle(site)
+    assert "line_loss_high" in site.store.meter_problems()[TOTAL]
+    site.conc.reconfigure(replace(site.conc.config,
+                                  concentrator=ConcentratorConfig(enabled=False)))
+    site.conc.tick()
+    assert TOTAL not in site.store.meter_problems()
+
+
+def test_a_backfilled_days_usage_carries_that_days_cost(site_factory: Any) -> None:
+    """Freezes are billed at their moment: the charge of 31 March is stamped 1 April 00:00,
+    the end of its interval.  The usage message of 31 March (SMS, the customer's app) must
+    show 31 March's cost, not the 30th's."""
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 31))
+    meters[0].load_kw = D("3")
+    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 3, 31))
+    (day,) = site.store.usage("acct-01")
+    assert (day["day"], day["kwh"], D(day["cost"])) == ("2026-03-31", "72.00", D("57.60"))
+
+
+def test_a_settlement_freeze_at_noon_is_not_kept_as_a_days_closing_freeze(
+        site_factory: Any) -> None:
+    """Meters that settle on the 1st at 12:00: after a long outage the settlement freeze
+    bills the month boundary, but it is no daily freeze.  Kept as the freeze closing 1 April
+    it would make the usage and line loss of 1 and 2 April half a day off, and the real
+    freeze of 1 April would never be read."""
+    start = datetime(2026, 3, 20, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"),
+                         settlement_hour=12)
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start, settlement_hour=12)
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 25, 12))
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 4, 6, 10))  # 12 days down; 3 daily freezes read
+    site.run(site.conc.backfill_all(3))
+    assert "2026-04-01T04:00" in [e["ts"][:16] for e in charges(site, "acct-01")]  # 12:00
+    assert all(f.at.time() == datetime.min.time()
+               for day in (date(2026, 3, 31), date(2026, 4, 1))
+               for f in site.store.freezes_of_day(day).values())
+
+
+def test_a_gap_is_repriced_under_the_tariff_it_was_billed_with(site_factory: Any) -> None:
+    """A gap billed in proportion under a flat tariff (nothing to correct: a flat price
+    does not depend on where the days fall); the head end assigns another tariff before the
+    freezes are read.  The correction must not reprice the past gap at the new tariff."""
+    flat = {price: tariff_from_text(f'[tariff]\nid = "flat-{price}"\n[energy]\ntype = "flat"\n'
+                                    f'price = "{price}"\n') for price in ("0.50", "1.00")}
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1 = meters[0].address
+    site = site_factory(meters, [a1], start)
+    site.processor.tariffs.update({t.id: t for t in flat.values()})
+    site.store.set_meter_tariff(a1, "flat-0.50")
+    site.processor.reload()
+    site.poll(a1)
+    site.sim.advance_to(datetime(2026, 3, 30, 4))
+    site.poll(a1)
+    site.conc.watch()
+    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site.poll(a1)  # the gap: 54 kWh at 0.50, in proportion
+    site.conc.watch()
+    site.store.set_meter_tariff(a1, "flat-1.00")  # assign_tariff, from now on
+    site.processor.reload()
+    site.run(site.conc.backfill_all(3))
+    assert [e for e in site.store.ledger("acct-01") if e["kind"] == "adjustment"] == []
+    assert site.store.balance("acct-01") == D("-0.50") * (40 + 54)
