@@ -1,7 +1,8 @@
 """Start-up time of `edge-agent --help` and `edge-agent status` (issue 12 target: <= 0.10 s).
 
 Each command runs several times as a fresh process; the best time is printed (the others
-measure the machine's load, not the program), with bytecode cached as on an installed gateway.  `status` reads a small scratch database.
+measure the machine's load, not the program), with bytecode cached as on an installed
+gateway.  `status` reads a small scratch database.
 
     python bench/startup.py [--runs 7]
 """
