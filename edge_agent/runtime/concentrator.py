@@ -431,16 +431,26 @@ class Concentrator:
                                        multiplier)
 
     def _usage(self, day: date) -> None:
+        """One usage record per account and day: its meters' kWh summed, the account's cost
+        of the day once, each meter's part listed (a meter without both freezes is named in
+        `missing_meters`; an account none of whose meters has both is not closed)."""
         closing = self.store.freezes_of_day(day)
         opening = self.store.freezes_of_day(day - timedelta(days=1))
         start, end = lineloss.day_window(day, self.tz)
+        accounts: dict[str, tuple[list[dict[str, object]], list[str]]] = {}
         for meter, state in sorted(self.processor.billing.items()):
+            parts, missing = accounts.setdefault(state.account, ([], []))
             if meter not in closing or meter not in opening:
+                missing.append(meter)
                 continue
-            cost = self.store.charges_of_day(state.account, start, end)
-            body = usage.daily_usage(day, opening[meter], closing[meter], cost, state,
-                                     self.processor._tariff(state.tariff))
-            self.store.save_usage(state.account, day, body, self.settings.publish)
+            parts.append(usage.meter_usage(opening[meter], closing[meter], state,
+                                           self.processor._tariff(state.tariff)))
+        for account, (parts, missing) in sorted(accounts.items()):
+            if not parts:
+                continue
+            cost = self.store.charges_of_day(account, start, end)
+            body = usage.account_usage(day, account, parts, cost, missing)
+            self.store.save_usage(account, day, body, self.settings.publish)
 
     # -- anomalies over what the polls stored -----------------------------------------------
     def watch(self) -> None:

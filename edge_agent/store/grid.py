@@ -199,10 +199,11 @@ class GridRecords(Database):
     # -- daily usage -----------------------------------------------------------------------
     def save_usage(self, account: str, day: date, body: dict[str, Any],
                    publish: bool = True) -> bool:
-        """Keep an account's day; queue it for the head end only when it is new or the day's
-        own figures differ from the ones kept.  `tier` and `allowance` are the position when
-        the day was first closed (they follow the running billing state): a day closed again
-        later with the same figures keeps them and is not sent again.  True when queued."""
+        """Keep an account's day (one record for all its meters); queue it for the head end
+        only when it is new or the day's own figures differ from the ones kept.  `tier` and
+        `allowance` (at the top and in each meter's part) are the position when the day was
+        first closed (they follow the running billing state): a day closed again later with
+        the same figures keeps them and is not sent again.  True when queued."""
         text = json.dumps(body, default=str)
         row = self.conn.execute("SELECT body FROM daily_usage WHERE account=? AND day=?",
                                 (account, day.isoformat())).fetchone()
@@ -242,7 +243,12 @@ USAGE_POSITION = ("tier", "allowance")
 
 
 def _day_figures(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in USAGE_POSITION}
+    """A usage body without the running positions, at the top and in each meter's part."""
+    figures = {k: v for k, v in body.items() if k not in USAGE_POSITION}
+    if isinstance(figures.get("meters"), list):
+        figures["meters"] = [{k: v for k, v in m.items() if k not in USAGE_POSITION}
+                             for m in figures["meters"] if isinstance(m, dict)]
+    return figures
 
 
 RAISED_KEY = "anomalies_raised"  # kv: {meter: [condition, ...]} the concentrator holds raised

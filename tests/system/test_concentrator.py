@@ -83,13 +83,18 @@ def site_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[Site] = []
 
     def make(meters: list, customers: list[str], start: datetime, totals: tuple = (),
-             ntp: bool | None = True, **settings: Any) -> Site:
+             ntp: bool | None = True, accounts: dict[str, str] | None = None,
+             **settings: Any) -> Site:
         world = meters[0].clock
         sim = SimBus(meters, baud=9600).start()
         store = Store(tmp_path / f"agent{len(made)}.db")
         gw_clock = SimGatewayClock(world)
+
+        def account(address: str) -> str:
+            return (accounts or {}).get(address, f"acct-{address[-2:]}")
+
         for address in customers:
-            store.add_meter(MeterRecord(address, "b1", f"acct-{address[-2:]}", TARIFF.id),
+            store.add_meter(MeterRecord(address, "b1", account(address), TARIFF.id),
                             D(0), start.replace(tzinfo=TZ))
         processor = Processor(store, {TARIFF.id: TARIFF}, Policy(), TZ, "gw")
         driver = open_driver("dlt645-2007", LineSettings(sim.port, baud=9600,
@@ -97,7 +102,7 @@ def site_factory(tmp_path: Path) -> Iterator[Any]:
         worker = BusWorker("b1", driver)
         worker.start()
         config = Config(timezone="Asia/Shanghai", buses=(BusConfig("b1", sim.port),),
-                        meters=tuple(MeterConfig(a, "b1", f"acct-{a[-2:]}", TARIFF.id,
+                        meters=tuple(MeterConfig(a, "b1", account(a), TARIFF.id,
                                                  behind=TOTAL if totals else None)
                                      for a in customers),
                         total_meters=totals,
@@ -287,6 +292,35 @@ def test_daily_usage_per_account(site_factory: Any) -> None:
     (day,) = site.store.usage("acct-01")
     assert (day["day"], day["kwh"], day["tier"]["block"]) == ("2026-04-02", "24.00", 1)
     assert sum(D(v) for v in day["rates"].values()) == D("24.00")
+
+
+def test_an_account_with_two_meters_gets_one_usage_day_summing_both(
+        site_factory: Any) -> None:
+    """The head end keys a usage day by (gw, account, day): an account with two meters gets
+    one record, both meters' kWh summed, the account's cost once, each meter's part listed;
+    closing the day again sends nothing (the second meter used to overwrite the first, and
+    both were sent again at every close)."""
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    meters = make_meters(2, clock=clock, load_kw=D("1"))
+    meters[1].load_kw = D("0.5")
+    home = {m.address: "acct-home" for m in meters}
+    site = site_factory(meters, [m.address for m in meters], start, accounts=home)
+    site.sim.advance_to(datetime(2026, 4, 3, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))
+    site.conc.close_day(date(2026, 4, 2))  # closed again (a restart): nothing new
+    (day,) = site.store.usage("acct-home")
+    assert (day["day"], day["kwh"], day["meter"]) == ("2026-04-02", "36.00", None)
+    assert [(m["meter"], m["kwh"]) for m in day["meters"]] == [
+        (meters[0].address, "24.00"), (meters[1].address, "12.00")]
+    assert sum(D(v) for v in day["rates"].values()) == D("36.00")
+    # tiers are counted per meter: each meter's own block position, none at the top
+    assert day["tier"] is None and [m["tier"]["block_used"] for m in day["meters"]] == [
+        "36.00", "18.00"]
+    assert D(day["cost"]) == D("18.00")  # 24 + 12 kWh in block 1 at 0.50, counted once
+    assert day["tariff"] == TARIFF.id and day["missing_meters"] == []
+    assert queued(site)["usage"] == [("acct-home", "2026-04-02")]
 
 
 def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
