@@ -110,8 +110,9 @@ class Concentrator:
         self._quarter: datetime | None = None
 
     def reconfigure(self, config: Config) -> None:
-        """The configuration (at start and on SIGHUP): settings, thresholds, total meters,
-        the customers behind them and their multipliers (the time zone needs a restart)."""
+        """The configuration (at start and on SIGHUP): settings, thresholds, total meters (the
+        customers behind them are read from the stored meters; the time zone needs a
+        restart)."""
         before = getattr(self, "settings", None)
         if before is not None and before.enabled and not config.concentrator.enabled:
             # switched off: what it held raised is stale (cleared at the next tick), and
@@ -335,9 +336,16 @@ class Concentrator:
     def _area_meters(self, bus: str) -> list[str]:
         """Meters of line-loss areas on one bus: total meters first, then their customers."""
         totals = [a for a, m in sorted(self.totals.items()) if m.bus == bus]
-        customers = sorted(m.address for m in self.config.meters
+        customers = sorted(m.address for m in self.store.meters()
                            if m.bus == bus and m.behind in self.totals)
         return totals + customers
+
+    def customers(self, area: str) -> dict[str, int]:
+        """The customer meters behind an area's total meter, with their multipliers: the
+        stored (active) meters, as the file seeded them or the head end added them
+        (`add_meter` `behind`) or a technician swapped them in (a replacement inherits its
+        area); a removed or replaced meter is no longer in the area."""
+        return {m.address: m.multiplier for m in self.store.meters() if m.behind == area}
 
     def _quarter_job(self, bus: str, quarter: datetime) -> Callable[[Any], int]:
         def job(driver: Any) -> int:
@@ -377,8 +385,8 @@ class Concentrator:
                     return lineloss.energy_between(opening.get(meter), closing.get(meter),
                                                    multiplier)
 
-                sales = {m.address: energy(m.address, m.multiplier)
-                         for m in self.config.meters if m.behind == area}
+                sales = {m: energy(m, multiplier)
+                         for m, multiplier in self.customers(area).items()}
                 meters = [area, *sales]
                 late = (lineloss.late_reads(start, opened, meters, skew)
                         + lineloss.late_reads(end, closed, meters, skew))
@@ -417,8 +425,8 @@ class Concentrator:
             opening = self.store.freezes_of_day(before_day)
             for area, total in sorted(self.totals.items()):
                 supply = self._energy(opening, closing, area, total.ct_ratio * total.pt_ratio)
-                sales = {m.address: self._energy(opening, closing, m.address, m.multiplier)
-                         for m in self.config.meters if m.behind == area}
+                sales = {m: self._energy(opening, closing, m, multiplier)
+                         for m, multiplier in self.customers(area).items()}
                 results.append(lineloss.line_loss(area, period, start, end, supply, sales,
                                                   self.settings.loss_threshold))
         return results

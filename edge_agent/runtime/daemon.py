@@ -249,7 +249,8 @@ class Agent:
                                  protocol=self.config.bus(meter.bus).protocol,
                                  multiplier=meter.multiplier,
                                  keep_power=bool(values["keep_power"]),
-                                 allowance=meter.allowance, unit=meter.unit, model=meter.model)
+                                 allowance=meter.allowance, unit=meter.unit, model=meter.model,
+                                 behind=meter.behind)
             initial = meter.initial_kwh if known is None else None
             self.store.add_meter(record, initial, now if initial is not None else None)
         self.store.seed_meter_locations(

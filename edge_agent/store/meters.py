@@ -33,6 +33,7 @@ class MeterRecord:
     commissioned_at: str | None = None
     commission_kwh: str | None = None
     active: bool = True
+    behind: str | None = None  # the total meter (line-loss area) it sits behind
 
 
 class Meters(Database):
@@ -206,7 +207,7 @@ class Meters(Database):
 LOCATION_FIELDS = ("lat", "lon", "pole", "phase", "customer_class")
 
 _METER_COLUMNS = ("address, bus, account, tariff, protocol, multiplier, keep_power, allowance, "
-                  "unit, model, commissioned_at, commission_kwh, active")
+                  "unit, model, commissioned_at, commission_kwh, active, behind")
 
 
 def _meter(row: sqlite3.Row) -> MeterRecord:
@@ -215,4 +216,5 @@ def _meter(row: sqlite3.Row) -> MeterRecord:
                        multiplier=row["multiplier"] or 1, keep_power=bool(row["keep_power"]),
                        allowance=bool(row["allowance"]), unit=row["unit"], model=row["model"],
                        commissioned_at=row["commissioned_at"],
-                       commission_kwh=row["commission_kwh"], active=bool(row["active"]))
+                       commission_kwh=row["commission_kwh"], active=bool(row["active"]),
+                       behind=row["behind"])

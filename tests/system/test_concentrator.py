@@ -93,8 +93,9 @@ def site_factory(tmp_path: Path) -> Iterator[Any]:
         def account(address: str) -> str:
             return (accounts or {}).get(address, f"acct-{address[-2:]}")
 
-        for address in customers:
-            store.add_meter(MeterRecord(address, "b1", account(address), TARIFF.id),
+        for address in customers:  # as the daemon registers the file's meters
+            store.add_meter(MeterRecord(address, "b1", account(address), TARIFF.id,
+                                        behind=TOTAL if totals else None),
                             D(0), start.replace(tzinfo=TZ))
         processor = Processor(store, {TARIFF.id: TARIFF}, Policy(), TZ, "gw")
         driver = open_driver("dlt645-2007", LineSettings(sim.port, baud=9600,
@@ -723,3 +724,76 @@ def test_a_gap_is_repriced_under_the_tariff_it_was_billed_with(site_factory: Any
     site.run(site.conc.backfill_all(3))
     assert [e for e in site.store.ledger("acct-01") if e["kind"] == "adjustment"] == []
     assert site.store.balance("acct-01") == D("-0.50") * (40 + 54)
+
+
+def headend(site: Site) -> Any:
+    """What the operations need of the agent, over the site's store and processor."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(store=site.store, config=site.conc.config, processor=site.processor,
+                           tariffs={TARIFF.id: TARIFF}, clock=site.conc.clock)
+
+
+def test_a_meter_the_head_end_adds_behind_the_total_meter_counts_in_the_areas_sales(
+        site_factory: Any) -> None:
+    """A meter added by the head end's `add_meter` with `behind`: its energy is the area's
+    sales, not loss (it used to be left out, and its use raised a false line_loss_high)."""
+    from edge_agent.runtime import operations
+
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("1"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers[:2]], start,
+                        totals=totals)
+    added = customers[2].address
+    plan = operations.add_meter(headend(site), {
+        "meter": added, "bus": "b1", "account": "acct-new", "tariff": TARIFF.id,
+        "initial_kwh": D("0.00"), "behind": TOTAL}, operations.Context("headend:h1"))
+    with site.store.transaction():
+        assert plan.apply is not None and plan.apply()["behind"] == TOTAL
+    assert site.store.meter(added).behind == TOTAL
+    site.sim.advance_to(datetime(2026, 4, 3, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))
+    (loss,) = site.store.line_losses(period="day")
+    assert (loss["customers"], loss["sales_kwh"], loss["rate"]) == (3, "72.00", "0.0291")
+    assert not (loss["incomplete"] or loss["over_threshold"])
+    assert site.events("line_loss_high") == []
+
+
+def test_a_replaced_meter_keeps_its_area_and_the_area_complete(site_factory: Any) -> None:
+    """`commission replace`: the new meter inherits `behind`, the old one leaves the area (it
+    no longer answers): the days after the swap are complete (they stayed incomplete, the new
+    meter's energy counted as loss, until agent.toml was edited)."""
+    from edge_agent.runtime import operations
+
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(4, clock=clock, load_kw=D("1"))
+    old, new = customers[2], customers[3]
+    new.load_kw = D(0)  # on the shelf until the swap
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers[:3]], start,
+                        totals=totals)
+    site.sim.advance_to(datetime(2026, 4, 2, 12))
+    old.load_kw, new.load_kw = D(0), D("1")  # the swap: the load moves to the new meter
+    old.fault = "silent"  # taken off the wall
+    write, _ = operations.commission(
+        site.store, site.conc.config, {TARIFF.id},
+        {"action": "replace", "old": old.address, "new": new.address,
+         "old_final_kwh": "24.00", "new_initial_kwh": "0.00"},
+        "technician:tester", site.conc.clock.now(), site.processor)
+    with site.store.transaction():
+        assert write()["behind"] == TOTAL
+    site.processor.reload()
+    assert site.store.meter(new.address).behind == TOTAL
+    site.sim.advance_to(datetime(2026, 4, 4, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 3))
+    day = next(x for x in site.store.line_losses(period="day") if x["label"] == "2026-04-03")
+    assert not day["incomplete"] and day["missing_meters"] == []
+    assert (day["customers"], day["sales_kwh"], day["rate"]) == (3, "72.00", "0.0291")
+    assert site.events("line_loss_high") == []
