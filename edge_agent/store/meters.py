@@ -110,6 +110,16 @@ class Meters(Database):
             + ("WHERE active=1 " if active_only else "") + "ORDER BY address").fetchall()
         return [_meter(r) for r in rows]
 
+    def swapped_out(self, since: datetime, until: datetime) -> dict[str, str]:
+        """Meters of a line-loss area replaced (`commission replace`) within (since, until):
+        old address -> the total meter it was behind.  Part of such a period's energy went
+        through the old meter, which is out of the area now."""
+        rows = self.conn.execute(
+            "SELECT o.address, o.behind FROM meters o JOIN meters n ON n.address=o.replaced_by "
+            "WHERE o.active=0 AND o.behind IS NOT NULL AND n.commissioned_at > ? "
+            "AND n.commissioned_at < ?", (to_iso(since), to_iso(until)))
+        return {r["address"]: r["behind"] for r in rows}
+
     def set_relay(self, address: str, relay: str) -> None:
         self.conn.execute("UPDATE meter_state SET relay=? WHERE address=?", (relay, address))
 

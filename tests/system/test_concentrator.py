@@ -792,8 +792,14 @@ def test_a_replaced_meter_keeps_its_area_and_the_area_complete(site_factory: Any
     assert site.store.meter(new.address).behind == TOTAL
     site.sim.advance_to(datetime(2026, 4, 4, 0, 10))
     site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))  # the day of the swap
     site.conc.close_day(date(2026, 4, 3))
-    day = next(x for x in site.store.line_losses(period="day") if x["label"] == "2026-04-03")
+    days = {x["label"]: x for x in site.store.line_losses(period="day")}
+    day = days["2026-04-03"]
     assert not day["incomplete"] and day["missing_meters"] == []
     assert (day["customers"], day["sales_kwh"], day["rate"]) == (3, "72.00", "0.0291")
+    # the swap day: the old meter's morning is in no freeze of the area's meters now, so
+    # the day is incomplete, never a false high loss
+    swap = days["2026-04-02"]
+    assert swap["incomplete"] and swap["missing_meters"] == [old.address]
     assert site.events("line_loss_high") == []
