@@ -370,7 +370,7 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
             request = {**request, key: Decimal(str(request[key]))}
     if action == "add":
         record = meter_record(config, tariff_ids, request)
-        if record.behind is not None and config is not None:
+        if record.behind is not None:  # without the configuration it cannot be checked
             check_behind(config, record.address, record.behind)
         known = store.meter(record.address)
         if known is not None and known.active:

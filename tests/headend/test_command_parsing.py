@@ -406,7 +406,7 @@ def test_field_data_of_a_head_end_meter_shows_in_meters_and_status(rig: Rig) -> 
     from edge_agent.cli import main
 
     where = {**WHERE, "pole": "P-17", "phase": "B", "customer_class": "residential"}
-    assert rig.send("add_meter", {**ADD, **where})["status"] == "ok"
+    assert rig.send("add_meter", {**ADD, **where, "behind": TOTAL})["status"] == "ok"
     db = str(rig.agent.store.path)
 
     def cli(*args: str) -> Any:
@@ -420,6 +420,7 @@ def test_field_data_of_a_head_end_meter_shows_in_meters_and_status(rig: Rig) -> 
     assert shown["location"] == listed["location"]
     (feature,) = cli("meters", "--geojson")["features"]
     assert feature["properties"]["pole"] == "P-17"
+    assert feature["properties"]["behind"] == TOTAL  # its area, as line loss counts it
     assert feature["geometry"]["coordinates"] == [WHERE["lon"], WHERE["lat"]]
 
 
