@@ -250,6 +250,12 @@ class Agent:
                                  multiplier=meter.multiplier,
                                  keep_power=bool(values["keep_power"]),
                                  allowance=meter.allowance, unit=meter.unit, model=meter.model)
+            if known is not None and not known.active:  # dropped from the file, now back
+                last = self.store.reactivate_meter(record, now)
+                events.append(Event("meter_reactivated", "warning", now, record.address,
+                                    record.account, {"reason": "in the configuration again",
+                                                     "last_billed_kwh": last}))
+                continue
             initial = meter.initial_kwh if known is None else None
             self.store.add_meter(record, initial, now if initial is not None else None)
         self.store.seed_meter_locations(
