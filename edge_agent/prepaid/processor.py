@@ -8,6 +8,7 @@ back as `Decision`s; the caller carries them out, confirms them, and reports the
 
 from __future__ import annotations
 
+import logging
 from array import array
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -37,6 +38,8 @@ from edge_agent.prepaid.records import Event, LedgerEntry, Poll
 from edge_agent.prepaid.tariff import Tariff
 from edge_agent.prepaid.vocabulary import ADVISORY, RELAY_EVENTS, RESTORING, MeterAction, RelayOrder
 from edge_agent.store import Store
+
+log = logging.getLogger(__name__)
 
 DAILY_COST_REFRESH = timedelta(hours=1)  # how long a usage estimate stays good
 MIN_OBSERVED = timedelta(days=1)  # the shortest history a daily spend is divided by
@@ -82,6 +85,7 @@ class Processor:
         self.restored_at: dict[str, datetime] = getattr(self, "restored_at", {})
         self.trip_kwh: dict[str, Decimal] = getattr(self, "trip_kwh", {})
         self.day_window: dict[str, array[int]] = getattr(self, "day_window", {})
+        self._unregistered: set[str] = getattr(self, "_unregistered", set())  # warned about
 
     # -- the cycle ------------------------------------------------------------------------
     def process(self, polls: list[Poll], now: datetime,
@@ -95,8 +99,26 @@ class Processor:
             self.reload()
             raise
 
+    def _known(self, polls: list[Poll]) -> list[Poll]:
+        """The polls this processor can bill.  A meter registered behind its back (`commission
+        --db` while the daemon runs) is picked up from the store; a poll of a meter the store
+        does not know (removed while its cycle was on the wire) is left out with a warning,
+        once per meter: one such meter must not stop billing and enforcement of its bus."""
+        unknown = {p.meter for p in polls
+                   if p.ok and p.energy is not None and p.meter not in self.billing}
+        if not unknown:
+            return polls
+        self.reload()
+        unknown -= self.billing.keys()
+        for meter in sorted(unknown - self._unregistered):
+            log.warning("meter %s answered a poll but is not registered (removed?): "
+                        "not billed", meter)
+        self._unregistered |= unknown
+        return [p for p in polls if p.meter not in unknown]
+
     def _process(self, polls: list[Poll], now: datetime, telemetry: bool) -> list[Decision]:
         store = self.store
+        polls = self._known(polls)
         events: list[Event] = self._presence(polls) + self._tamper(polls)  # before storing
         # Answered polls of billed meters are counted with their billing state, below.
         counted = {p.meter: (p.ts, p.relay) for p in polls
@@ -111,7 +133,7 @@ class Processor:
             if not poll.ok or poll.energy is None:
                 continue
             state = self.billing.get(poll.meter)
-            if state is None:
+            if state is None:  # (`_known` left such polls out)
                 raise UnknownMeter(f"meter {poll.meter} is not registered")
             tariff = self._tariff(state.tariff)
             result = bill(state, poll.energy, tariff, self.tz, self.gateway,
@@ -381,19 +403,23 @@ class Processor:
         `energy` is the register read right after the action; a confirmed trip makes it the
         baseline of `consumption_while_tripped`, a confirmed restore starts the hold-off.
         """
+        # A meter removed while its action was on the wire stays out of enforcement (a later
+        # top-up of the account must not close it: it may be in another house by now); what
+        # its relay did is still recorded.
+        tracked = decision.meter in self.enforcement
         with self.store.transaction():
             events = []
             # The pre-trip alarm is advisory (many meters refuse it): its failure must not
             # hold the meter in its phase forever, so the phase moves on regardless.
-            if ok or decision.action in ADVISORY:
+            if tracked and (ok or decision.action in ADVISORY):
                 self.enforcement[decision.meter] = decision.on_success
                 self.store.save_enforcement_states([decision.on_success])
             if ok:
-                self.store.save_enforcement_states([decision.on_success])
                 if relay:
                     self.store.set_relay(decision.meter, relay)
-                self._relay_moved(decision.meter, decision.action == MeterAction.TRIP,
-                                  decision.action in RESTORING, now, energy)
+                if tracked:
+                    self._relay_moved(decision.meter, decision.action == MeterAction.TRIP,
+                                      decision.action in RESTORING, now, energy)
                 if decision.action in RELAY_EVENTS:
                     events.append(Event(RELAY_EVENTS[decision.action], "info", now,
                                         decision.meter, decision.on_success.account,
@@ -450,6 +476,8 @@ class Processor:
             raise Malformed(f"top-up seq {seq} must be 1 or more")
         with self.store.transaction():
             added, decisions = self.apply_entries([entry], now, origin)
+            if not added:  # a top-up already applied, whatever number it carries now:
+                return added, decisions  # counting that number would hide a missing one
             last, ahead = self.store.topup_sequence(entry.account)
             if seq <= last or seq in ahead:
                 return added, decisions  # this number was seen: nothing to account

@@ -230,7 +230,12 @@ class Concentrator:
                 except EXPECTED_ERRORS as exc:
                     log.info("frozen data of %s not read: %s", meter, exc)
                     continue
-                self.on_processor(self.apply_freezes, meter, freezes, settled)
+                try:  # one meter's failure (its own transaction) must not stop the bus's
+                    self.on_processor(self.apply_freezes, meter, freezes, settled)
+                except Exception as exc:  # (each meter on its own)
+                    log.error("frozen data of %s read but not billed: %s", meter, exc,
+                              exc_info=None if isinstance(exc, EXPECTED_ERRORS) else exc)
+                    continue
                 read += len(freezes) + len(settled)
             return read
         return job

@@ -251,6 +251,12 @@ class Agent:
                                  keep_power=bool(values["keep_power"]),
                                  allowance=meter.allowance, unit=meter.unit, model=meter.model,
                                  behind=meter.behind)
+            if known is not None and not known.active:  # dropped from the file, now back
+                last = self.store.reactivate_meter(record, now)
+                events.append(Event("meter_reactivated", "warning", now, record.address,
+                                    record.account, {"reason": "in the configuration again",
+                                                     "last_billed_kwh": last}))
+                continue
             initial = meter.initial_kwh if known is None else None
             self.store.add_meter(record, initial, now if initial is not None else None)
         self.store.seed_meter_locations(
@@ -684,20 +690,41 @@ class Agent:
                       exc_info=exc)
             return [f"refused: {exc}"]
 
-        def apply() -> None:
+        def apply() -> None:  # one transaction: all of it is stored, or none
             old = self.config
             self.config = new
             self.tariffs.update(tariffs)
-            self.register_meters()
-            self._policy_conflicts(old.policy_raw, new.policy_raw)
-            self.processor.policy = policy
-            self.apply_accounts(new)
-            self.processor.register_max = {m.address: m.register_max for m in new.meters}
-            self.processor.reload()
-            if self.concentrator is not None:  # areas, multipliers, its settings
-                self.concentrator.reconfigure(new)
+            with self.store.transaction():
+                self.register_meters()
+                self._policy_conflicts(old.policy_raw, new.policy_raw)
+                self.processor.policy = policy
+                self.apply_accounts(new)
+                self.processor.register_max = {m.address: m.register_max
+                                               for m in new.meters}
+                self.processor.reload()
+                if self.concentrator is not None:  # areas, multipliers, its settings
+                    self.concentrator.reconfigure(new)
 
-        self.on_processor(apply)
+        def undo(config: Config, tariffs: dict[str, Tariff], policy: Any,
+                 register_max: dict[str, Decimal]) -> None:
+            self.config, self.processor.policy = config, policy
+            self.tariffs.clear()
+            self.tariffs.update(tariffs)
+            self.processor.register_max = register_max
+            self.processor.reload()  # (each step's own transaction rolled back)
+            if self.concentrator is not None:
+                self.concentrator.reconfigure(config)
+
+        before = (self.config, dict(self.tariffs), self.processor.policy,
+                  dict(self.processor.register_max))
+        try:
+            self.on_processor(apply)
+        except Exception as exc:  # passed the checks, failed applying: back to the old one
+            log.error("SIGHUP: reload failed while applying it, back on the previous "
+                      "configuration: %s", exc, exc_info=None if isinstance(
+                          exc, EXPECTED_ERRORS) else exc)
+            self.on_processor(undo, *before)
+            return [f"refused: {exc}"]
         logging.getLogger().setLevel(new.log_level.upper())
         for bus in new.buses:
             record = self.bus_health.get(bus.name)

@@ -196,7 +196,7 @@ def _some(meters: set[str], shown: int = 5) -> str:
 #: actions are notices (5) so `journalctl -p notice` lists every trip and close.
 SEVERITY_LEVEL = {"critical": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 NOTICE_EVENTS = {"relay_tripped", "relay_closed", "keep_power_on", "keep_power_off",
-                 "technician_relay", "meter_deactivated"}
+                 "technician_relay", "meter_deactivated", "meter_reactivated"}
 events_log = logging.getLogger("edge_agent.events")
 
 

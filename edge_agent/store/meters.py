@@ -70,6 +70,22 @@ class Meters(Database):
                      to_iso(at) if initial_kwh is not None else None,
                      (former[0] or 0) if former else 0, former[1] if former else None))
 
+    def reactivate_meter(self, meter: MeterRecord, at: datetime) -> str | None:
+        """A meter deactivated earlier (dropped from the file) and listed again: active, its
+        record as given, commissioned again at `at`, and its next reading a new baseline:
+        what it counted while nobody polled it is not billed (it may have been in another
+        house, or the account may be another's now), nor are fixed charges for those days.
+        Returns the register last billed (for the event that tells the head end)."""
+        with self.transaction():
+            row = self.conn.execute("SELECT last_kwh FROM meter_state WHERE address=?",
+                                    (meter.address,)).fetchone()
+            self.add_meter(meter)
+            self.conn.execute("UPDATE meters SET commissioned_at=?, commission_kwh=NULL "
+                              "WHERE address=?", (to_iso(at), meter.address))
+            self.conn.execute("UPDATE meter_state SET last_kwh=NULL, last_rates=NULL, "
+                              "last_ts=NULL WHERE address=?", (meter.address,))
+        return None if row is None else row["last_kwh"]
+
     def replace_meter(self, old: str, new: MeterRecord, old_final_kwh: Decimal,
                       new_initial_kwh: Decimal, at: datetime) -> None:
         """Swap a meter: bill nothing across the swap; the old one keeps its history."""

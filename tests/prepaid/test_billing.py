@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal as D
 
-from edge_agent.prepaid.records import LedgerEntry, Poll
+import pytest
+
+from edge_agent.errors import TariffError
+from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.store import Store
 from tests.helpers import at, energy_poll, processor
 
@@ -79,14 +82,16 @@ def test_topup_ids_are_idempotent_and_balance_is_ledger_sum(tmp_path) -> None:
 
 
 def test_each_cycle_is_one_transaction(tmp_path) -> None:
+    """A failure half-way through a cycle (meter 2's tariff is gone, after meter 1 was billed
+    and both readings stored) leaves nothing of the cycle behind."""
     p = processor(tmp_path / "a.db", meters=2)
-    bad = Poll("000000000099", at("2026-11-22 10:00"), True,
-               energy_poll("000000000099", at("2026-11-22 10:00"), "1").energy)
+    p.store.conn.execute("UPDATE meters SET tariff='gone' WHERE address='000000000002'")
+    p.store.conn.commit()
+    p.reload()
     good = energy_poll("000000000001", at("2026-11-22 10:00"), "105.00")
-    try:
+    bad = energy_poll("000000000002", at("2026-11-22 10:00"), "101.00")
+    with pytest.raises(TariffError, match="no tariff 'gone'"):
         p.process([good, bad], at("2026-11-22 10:00"))
-    except Exception as exc:  # unknown meter: the whole cycle is refused
-        assert "not registered" in str(exc)
     assert p.store.ledger() == [] and p.store.readings("000000000001") == []
     p.process([good], at("2026-11-22 10:00"))
     assert p.store.balance("A1") == -(D("5.00") * D("0.56"))

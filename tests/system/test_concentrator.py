@@ -803,3 +803,25 @@ def test_a_replaced_meter_keeps_its_area_and_the_area_complete(site_factory: Any
     swap = days["2026-04-02"]
     assert swap["incomplete"] and swap["missing_meters"] == [old.address]
     assert site.events("line_loss_high") == []
+
+
+def test_one_meter_that_cannot_be_billed_does_not_stop_its_buss_backfill(
+        site_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Meter 1's tariff is gone (a broken tariff directory): its freezes cannot be billed.
+    The backfill logs that at err and goes on with meter 2, whose gap is billed."""
+    import logging
+
+    start = datetime(2026, 3, 28, 12)
+    meters = make_meters(2, clock=SimClock(start, speed=0), load_kw=D("1"))
+    a1, a2 = (m.address for m in meters)
+    site = site_factory(meters, [a1, a2], start)
+    site.poll(a1)
+    site.poll(a2)
+    site.sim.advance_to(datetime(2026, 3, 31, 10))  # down for three days
+    site.store.set_meter_tariff(a1, "gone")
+    site.processor.reload()
+    with caplog.at_level(logging.ERROR, logger="edge_agent"):
+        site.run(site.conc.backfill_all(3))
+    assert charges(site, "acct-01") == []
+    assert len(charges(site, "acct-02")) >= 2  # its freezes billed all the same
+    assert any(a1 in r.getMessage() and r.levelno >= logging.ERROR for r in caplog.records)
