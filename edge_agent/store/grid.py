@@ -207,9 +207,12 @@ class GridRecords(Database):
         text = json.dumps(body, default=str)
         row = self.conn.execute("SELECT body FROM daily_usage WHERE account=? AND day=?",
                                 (account, day.isoformat())).fetchone()
-        if row is not None and _day_figures(json.loads(row["body"])) == _day_figures(
-                json.loads(text)):
-            return False
+        if row is not None:
+            kept, new = _day_figures(json.loads(row["body"])), _day_figures(json.loads(text))
+            if "meters" not in kept:  # kept by an earlier version: one meter's day
+                new = {k: v for k, v in new.items() if k not in USAGE_ADDED}
+            if kept == new:
+                return False
         self.conn.execute(
             "INSERT INTO daily_usage (account, day, body) VALUES (?,?,?) "
             "ON CONFLICT(account, day) DO UPDATE SET body=excluded.body",
@@ -240,6 +243,12 @@ class GridRecords(Database):
 #: parts of a `usage` body that are the running position when the day was closed, not the day's
 #: own figures (compared to decide whether a day closed again is a change)
 USAGE_POSITION = ("tier", "allowance")
+
+
+#: parts of a `usage` body added since a day could first be kept: a day kept without them and
+#: closed again with the same figures (the daemon closes yesterday again after an upgrade) is
+#: not a change
+USAGE_ADDED = ("meters", "missing_meters")
 
 
 def _day_figures(body: dict[str, Any]) -> dict[str, Any]:

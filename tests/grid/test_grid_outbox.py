@@ -71,3 +71,21 @@ def test_an_accounts_meters_running_positions_are_not_a_change(tmp_path: Path) -
         assert store.save_usage("acct", DAY, two_meters(("24.00", "13.00"), ("30", "15")))
     assert kinds(store) == ["usage", "usage"]
     store.close()
+
+
+def test_a_day_kept_before_the_upgrade_is_not_sent_again_for_the_same_figures(
+        tmp_path: Path) -> None:
+    """The daemon closes yesterday again after an upgrade: a one-meter day kept without
+    `meters` is not news when its figures are the same; an account whose several meters
+    were kept as one meter's day is (its kWh are the sum now)."""
+    store = Store(tmp_path / "agent.db")
+    one = two_meters(("24.00", "12.00"), ("24", "12"))
+    one["meters"] = one["meters"][:1]  # type: ignore[index]
+    one["kwh"], one["meter"] = "24.00", "000000000001"
+    old = {k: v for k, v in one.items() if k not in ("meters", "missing_meters")}
+    with store.transaction():
+        assert store.save_usage("acct", DAY, old)
+        assert not store.save_usage("acct", DAY, one)
+        assert store.save_usage("acct", DAY, two_meters(("24.00", "12.00"), ("24", "12")))
+    assert kinds(store) == ["usage", "usage"]
+    store.close()
