@@ -247,7 +247,8 @@ class Demo:
             "flat.toml").read_text())
         store = Store(self.tmp / "area.db")
         for n, home in enumerate(homes, 1):
-            store.add_meter(MeterRecord(home.address, "area-bus", f"area-{n}", flat.id),
+            store.add_meter(MeterRecord(home.address, "area-bus", f"area-{n}", flat.id,
+                                        behind=total.address),
                             Decimal(0), WorldClock().now())
         processor = Processor(store, {flat.id: flat}, Policy(), tz, "demo-gw")
         worker = BusWorker("area-bus", open_driver("dlt645-2007", LineSettings(

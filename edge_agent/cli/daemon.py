@@ -315,19 +315,21 @@ def _commission(request: dict[str, object], db_path: str | None) -> dict[str, ob
 @click.option("--protocol", default=None, help="Default: the bus's.")
 @click.option("--unit", type=click.IntRange(1, 247), default=None, help="Modbus unit id.")
 @click.option("--model", default=None, help="Modbus register map.")
+@click.option("--behind", default=None,
+              help="The area's total meter it sits behind (line loss; a configured one).")
 @db_option
 @json_option
 def commission_add(address: str, bus: str, account: str, tariff_id: str, initial_kwh: str,
                    multiplier: int, keep_power: bool, allowance: bool, protocol: str | None,
-                   unit: int | None, model: str | None, db_path: str | None,
-                   as_json: bool) -> None:
+                   unit: int | None, model: str | None, behind: str | None,
+                   db_path: str | None, as_json: bool) -> None:
     """Register a meter with its initial reading (nothing before it is billed)."""
     result = _commission({"action": "add", "address": address, "bus": bus, "account": account,
                           "tariff": tariff_id, "initial_kwh": str(_kwh(initial_kwh,
                                                                        "--initial-kwh")),
                           "multiplier": multiplier, "keep_power": keep_power,
                           "allowance": allowance, "protocol": protocol, "unit": unit,
-                          "model": model}, db_path)
+                          "model": model, "behind": behind}, db_path)
     emit(result, as_json,
          lambda: click.echo(f"meter {address} commissioned at {initial_kwh} kWh"))
 

@@ -49,13 +49,27 @@ def usage(account: str, days: int, db_path: str | None, as_json: bool) -> None:
     rows = open_store(db_path).usage(account, days)
 
     def human() -> None:
-        shown = [{"day": r["day"], "meter": r["meter"], "kwh": r["kwh"], "cost": r["cost"],
+        shown = [{"day": r["day"], "meter": _meters(r), "kwh": r["kwh"], "cost": r["cost"],
                   **{k: v for k, v in r["rates"].items()},
-                  "tier": _tier(r["tier"])} for r in rows]
+                  "tier": _tiers(r)} for r in rows]
         table(shown, ["day", "meter", "kwh", "sharp", "peak", "flat", "valley", "cost",
                        "tier"])
 
     emit(rows, as_json, human)
+
+
+def _meters(row: dict[str, Any]) -> str:
+    """The meter of an account's day, or its meters (several: one record sums them)."""
+    parts = row.get("meters") or ()
+    return ", ".join(m["meter"] for m in parts) if len(parts) > 1 else str(row["meter"])
+
+
+def _tiers(row: dict[str, Any]) -> str:
+    """The tier position of an account's day: its meter's, or each meter's (counted apart)."""
+    parts = row.get("meters") or ()
+    if len(parts) <= 1:
+        return _tier(row["tier"])
+    return "; ".join(f"{m['meter']}: {_tier(m['tier'])}" for m in parts if m.get("tier"))
 
 
 def _tier(tier: dict[str, Any] | None) -> str:

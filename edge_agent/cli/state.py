@@ -140,6 +140,7 @@ def geojson(store: Store) -> dict[str, Any]:
     except ConfigError:
         config = None
     configured = {m.address: m for m in (*config.meters, *config.total_meters)} if config else {}
+    areas = {m.address: m.behind for m in store.meters()}  # as line loss counts them
     features = []
     for address, where in sorted(locations.items()):
         if where.get("lat") is None or where.get("lon") is None:
@@ -151,7 +152,8 @@ def geojson(store: Store) -> dict[str, Any]:
                  "account": (meter.account if meter else row.get("account")) or None,
                  "pole": where.get("pole"), "phase": where.get("phase"),
                  "customer_class": where.get("customer_class"),
-                 "behind": meter.behind if meter else None, "source": where.get("source"),
+                 "behind": areas[address] if address in areas
+                 else meter.behind if meter else None, "source": where.get("source"),
                  "online": row.get("online"), "relay": row.get("relay"),
                  "balance": row.get("balance"), "problems": problems.get(address, []),
                  "problem": bool(problems.get(address))}

@@ -110,8 +110,9 @@ class Concentrator:
         self._quarter: datetime | None = None
 
     def reconfigure(self, config: Config) -> None:
-        """The configuration (at start and on SIGHUP): settings, thresholds, total meters,
-        the customers behind them and their multipliers (the time zone needs a restart)."""
+        """The configuration (at start and on SIGHUP): settings, thresholds, total meters (the
+        customers behind them are read from the stored meters; the time zone needs a
+        restart)."""
         before = getattr(self, "settings", None)
         if before is not None and before.enabled and not config.concentrator.enabled:
             # switched off: what it held raised is stale (cleared at the next tick), and
@@ -340,9 +341,23 @@ class Concentrator:
     def _area_meters(self, bus: str) -> list[str]:
         """Meters of line-loss areas on one bus: total meters first, then their customers."""
         totals = [a for a, m in sorted(self.totals.items()) if m.bus == bus]
-        customers = sorted(m.address for m in self.config.meters
+        customers = sorted(m.address for m in self.store.meters()
                            if m.bus == bus and m.behind in self.totals)
         return totals + customers
+
+    def customers(self, area: str) -> dict[str, int]:
+        """The customer meters behind an area's total meter, with their multipliers: the
+        stored (active) meters, as the file seeded them or the head end added them
+        (`add_meter` `behind`) or a technician swapped them in (a replacement inherits its
+        area); a removed or replaced meter is no longer in the area."""
+        return {m.address: m.multiplier for m in self.store.meters() if m.behind == area}
+
+    def _swapped(self, area: str, start: datetime, end: datetime) -> dict[str, None]:
+        """Meters of the area replaced inside the period: part of its energy went through
+        them and is not in the freezes of the meters in the area now, so the period counts
+        them as not read (incomplete: never a false high loss on the day of a swap)."""
+        return {m: None for m, behind in self.store.swapped_out(start, end).items()
+                if behind == area}
 
     def _quarter_job(self, bus: str, quarter: datetime) -> Callable[[Any], int]:
         def job(driver: Any) -> int:
@@ -382,8 +397,9 @@ class Concentrator:
                     return lineloss.energy_between(opening.get(meter), closing.get(meter),
                                                    multiplier)
 
-                sales = {m.address: energy(m.address, m.multiplier)
-                         for m in self.config.meters if m.behind == area}
+                sales = {m: energy(m, multiplier)
+                         for m, multiplier in self.customers(area).items()}
+                sales.update(self._swapped(area, start, end))
                 meters = [area, *sales]
                 late = (lineloss.late_reads(start, opened, meters, skew)
                         + lineloss.late_reads(end, closed, meters, skew))
@@ -422,8 +438,9 @@ class Concentrator:
             opening = self.store.freezes_of_day(before_day)
             for area, total in sorted(self.totals.items()):
                 supply = self._energy(opening, closing, area, total.ct_ratio * total.pt_ratio)
-                sales = {m.address: self._energy(opening, closing, m.address, m.multiplier)
-                         for m in self.config.meters if m.behind == area}
+                sales = {m: self._energy(opening, closing, m, multiplier)
+                         for m, multiplier in self.customers(area).items()}
+                sales.update(self._swapped(area, start, end))
                 results.append(lineloss.line_loss(area, period, start, end, supply, sales,
                                                   self.settings.loss_threshold))
         return results
@@ -436,16 +453,26 @@ class Concentrator:
                                        multiplier)
 
     def _usage(self, day: date) -> None:
+        """One usage record per account and day: its meters' kWh summed, the account's cost
+        of the day once, each meter's part listed (a meter without both freezes is named in
+        `missing_meters`; an account none of whose meters has both is not closed)."""
         closing = self.store.freezes_of_day(day)
         opening = self.store.freezes_of_day(day - timedelta(days=1))
         start, end = lineloss.day_window(day, self.tz)
+        accounts: dict[str, tuple[list[dict[str, object]], list[str]]] = {}
         for meter, state in sorted(self.processor.billing.items()):
+            parts, missing = accounts.setdefault(state.account, ([], []))
             if meter not in closing or meter not in opening:
+                missing.append(meter)
                 continue
-            cost = self.store.charges_of_day(state.account, start, end)
-            body = usage.daily_usage(day, opening[meter], closing[meter], cost, state,
-                                     self.processor._tariff(state.tariff))
-            self.store.save_usage(state.account, day, body, self.settings.publish)
+            parts.append(usage.meter_usage(opening[meter], closing[meter], state,
+                                           self.processor._tariff(state.tariff)))
+        for account, (parts, missing) in sorted(accounts.items()):
+            if not parts:
+                continue
+            cost = self.store.charges_of_day(account, start, end)
+            body = usage.account_usage(day, account, parts, cost, missing)
+            self.store.save_usage(account, day, body, self.settings.publish)
 
     # -- anomalies over what the polls stored -----------------------------------------------
     def watch(self) -> None:

@@ -249,7 +249,8 @@ class Agent:
                                  protocol=self.config.bus(meter.bus).protocol,
                                  multiplier=meter.multiplier,
                                  keep_power=bool(values["keep_power"]),
-                                 allowance=meter.allowance, unit=meter.unit, model=meter.model)
+                                 allowance=meter.allowance, unit=meter.unit, model=meter.model,
+                                 behind=meter.behind)
             if known is not None and not known.active:  # dropped from the file, now back
                 last = self.store.reactivate_meter(record, now)
                 events.append(Event("meter_reactivated", "warning", now, record.address,

@@ -255,9 +255,14 @@ def add_meter(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
         raise UnknownTariff(f"unknown tariff {args['tariff']!r}")
     if bus.protocol.startswith("dlt645") and not (meter.isdigit() and len(meter) == 12):
         raise Malformed(f"meter {meter}: a DL/T 645 address is 12 digits")
+    behind = args.get("behind")
+    if behind is not None:
+        check_behind(agent.config, meter, behind)
+    elif known is not None:  # added again without it: the meter stays in the area it was in
+        behind = known.behind
     record = MeterRecord(meter, args["bus"], args["account"], args["tariff"], bus.protocol,
                          args.get("multiplier") or 1, bool(args.get("keep_power")),
-                         bool(args.get("allowance")))
+                         bool(args.get("allowance")), behind=behind)
 
     location = {k: args[k] for k in FIELD_DATA if args.get(k) is not None}
 
@@ -268,9 +273,19 @@ def add_meter(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
         if location:  # none given: a meter added again keeps the field data it had
             agent.store.set_meter_location(meter, location, _source(ctx), agent.clock.now())
         agent.processor.reload()
-        return {"meter": meter, **({"location": location} if location else {})}
+        return {"meter": meter, **({"location": location} if location else {}),
+                **({"behind": behind} if behind else {})}
 
     return Plan(apply=apply)
+
+
+def check_behind(config: Any, meter: str, behind: str) -> None:
+    """`behind` must name a total meter of the configuration (a line-loss area)."""
+    totals = {m.address for m in (config.total_meters if config is not None else ())}
+    if behind not in totals:
+        known = ", ".join(sorted(totals)) or "none configured"
+        raise UnknownMeter(f"meter {meter}: behind {behind!r} is not a total meter "
+                           f"([[meter]] role = \"total\"; total meters: {known})")
 
 
 def remove_meter(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
@@ -315,9 +330,11 @@ def meter_record(config: Any, tariff_ids: set[str] | None, args: dict[str, Any]
         from protocols.modbus.registers import load_map
 
         load_map(model)  # RegisterMapError names the known maps
+    behind = args.get("behind")  # a replaced meter's is inherited (its record's)
     return MeterRecord(address, bus_name, str(args["account"]), str(args["tariff"]), protocol,
                        int(args.get("multiplier") or 1), bool(args.get("keep_power")),
-                       bool(args.get("allowance")), unit, model)
+                       bool(args.get("allowance")), unit, model,
+                       behind=None if behind is None else str(behind))
 
 
 def bill_final(processor: Any, meter: str, kwh: Any, at: datetime) -> None:
@@ -353,6 +370,8 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
             request = {**request, key: Decimal(str(request[key]))}
     if action == "add":
         record = meter_record(config, tariff_ids, request)
+        if record.behind is not None:  # without the configuration it cannot be checked
+            check_behind(config, record.address, record.behind)
         known = store.meter(record.address)
         if known is not None and known.active:
             raise Conflict(f"meter {record.address} is already registered; "
@@ -385,7 +404,8 @@ def commission(store: Any, config: Any, tariff_ids: set[str] | None, request: di
                                     _config_value(config, old, "removed"))
             store.set_meter_setting(new, "added", "true", source, now,
                                     _config_value(config, new, "added"))
-            return {"old": old, "new": new, "replaced": True}
+            return {"old": old, "new": new, "replaced": True,
+                    **({"behind": record.behind} if record.behind else {})}
 
         return replace, [old, new]
     if action == "remove":

@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_agent.errors import StorageError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
 # Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
 # changed by several cycles is copied into the database once, not once per cycle.
@@ -157,8 +157,17 @@ def _migration_field_data(db: Connection) -> None:
     db.execute("ALTER TABLE quarter_readings ADD COLUMN read_at TEXT")
 
 
+def _migration_meter_behind(db: Connection) -> None:
+    """The total meter a customer meter sits behind (its line-loss area), kept with the meter
+    so that meters the head end adds (`add_meter` `behind`) or a technician swaps in
+    (`commission replace` inherits it) count in their area's line loss: the concentrator
+    reads the areas from the stored meters, not from agent.toml (which seeds it)."""
+    db.execute("ALTER TABLE meters ADD COLUMN behind TEXT")
+
+
 MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid,
-              _migration_command_results, _migration_retention, _migration_field_data]
+              _migration_command_results, _migration_retention, _migration_field_data,
+              _migration_meter_behind]
 
 
 def to_iso(moment: datetime | None) -> str | None:

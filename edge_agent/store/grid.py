@@ -199,16 +199,20 @@ class GridRecords(Database):
     # -- daily usage -----------------------------------------------------------------------
     def save_usage(self, account: str, day: date, body: dict[str, Any],
                    publish: bool = True) -> bool:
-        """Keep an account's day; queue it for the head end only when it is new or the day's
-        own figures differ from the ones kept.  `tier` and `allowance` are the position when
-        the day was first closed (they follow the running billing state): a day closed again
-        later with the same figures keeps them and is not sent again.  True when queued."""
+        """Keep an account's day (one record for all its meters); queue it for the head end
+        only when it is new or the day's own figures differ from the ones kept.  `tier` and
+        `allowance` (at the top and in each meter's part) are the position when the day was
+        first closed (they follow the running billing state): a day closed again later with
+        the same figures keeps them and is not sent again.  True when queued."""
         text = json.dumps(body, default=str)
         row = self.conn.execute("SELECT body FROM daily_usage WHERE account=? AND day=?",
                                 (account, day.isoformat())).fetchone()
-        if row is not None and _day_figures(json.loads(row["body"])) == _day_figures(
-                json.loads(text)):
-            return False
+        if row is not None:
+            kept, new = _day_figures(json.loads(row["body"])), _day_figures(json.loads(text))
+            if "meters" not in kept:  # kept by an earlier version: one meter's day
+                new = {k: v for k, v in new.items() if k not in USAGE_ADDED}
+            if kept == new:
+                return False
         self.conn.execute(
             "INSERT INTO daily_usage (account, day, body) VALUES (?,?,?) "
             "ON CONFLICT(account, day) DO UPDATE SET body=excluded.body",
@@ -241,8 +245,19 @@ class GridRecords(Database):
 USAGE_POSITION = ("tier", "allowance")
 
 
+#: parts of a `usage` body added since a day could first be kept: a day kept without them and
+#: closed again with the same figures (the daemon closes yesterday again after an upgrade) is
+#: not a change
+USAGE_ADDED = ("meters", "missing_meters")
+
+
 def _day_figures(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in USAGE_POSITION}
+    """A usage body without the running positions, at the top and in each meter's part."""
+    figures = {k: v for k, v in body.items() if k not in USAGE_POSITION}
+    if isinstance(figures.get("meters"), list):
+        figures["meters"] = [{k: v for k, v in m.items() if k not in USAGE_POSITION}
+                             for m in figures["meters"] if isinstance(m, dict)]
+    return figures
 
 
 RAISED_KEY = "anomalies_raised"  # kv: {meter: [condition, ...]} the concentrator holds raised

@@ -33,6 +33,7 @@ class MeterRecord:
     commissioned_at: str | None = None
     commission_kwh: str | None = None
     active: bool = True
+    behind: str | None = None  # the total meter (line-loss area) it sits behind
 
 
 class Meters(Database):
@@ -124,6 +125,16 @@ class Meters(Database):
             f"SELECT {_METER_COLUMNS} FROM meters "
             + ("WHERE active=1 " if active_only else "") + "ORDER BY address").fetchall()
         return [_meter(r) for r in rows]
+
+    def swapped_out(self, since: datetime, until: datetime) -> dict[str, str]:
+        """Meters of a line-loss area replaced (`commission replace`) within (since, until):
+        old address -> the total meter it was behind.  Part of such a period's energy went
+        through the old meter, which is out of the area now."""
+        rows = self.conn.execute(
+            "SELECT o.address, o.behind FROM meters o JOIN meters n ON n.address=o.replaced_by "
+            "WHERE o.active=0 AND o.behind IS NOT NULL AND n.commissioned_at > ? "
+            "AND n.commissioned_at < ?", (to_iso(since), to_iso(until)))
+        return {r["address"]: r["behind"] for r in rows}
 
     def set_relay(self, address: str, relay: str) -> None:
         self.conn.execute("UPDATE meter_state SET relay=? WHERE address=?", (relay, address))
@@ -222,7 +233,7 @@ class Meters(Database):
 LOCATION_FIELDS = ("lat", "lon", "pole", "phase", "customer_class")
 
 _METER_COLUMNS = ("address, bus, account, tariff, protocol, multiplier, keep_power, allowance, "
-                  "unit, model, commissioned_at, commission_kwh, active")
+                  "unit, model, commissioned_at, commission_kwh, active, behind")
 
 
 def _meter(row: sqlite3.Row) -> MeterRecord:
@@ -231,4 +242,5 @@ def _meter(row: sqlite3.Row) -> MeterRecord:
                        multiplier=row["multiplier"] or 1, keep_power=bool(row["keep_power"]),
                        allowance=bool(row["allowance"]), unit=row["unit"], model=row["model"],
                        commissioned_at=row["commissioned_at"],
-                       commission_kwh=row["commission_kwh"], active=bool(row["active"]))
+                       commission_kwh=row["commission_kwh"], active=bool(row["active"]),
+                       behind=row["behind"])

@@ -27,6 +27,7 @@ from firmware_sim.bus import SimBus
 from tests.helpers import agent_config
 
 METERS = ["000000000001", "000000000002"]
+TOTAL = "000000000099"  # the area's total meter (role = "total"): not billed
 
 
 class Rig:
@@ -34,6 +35,7 @@ class Rig:
         create_pair(tmp / "keys", "headend-1")
         KeyRing(tmp / "headend-keys").install("headend-1", tmp / "keys" / "headend-1.pub")
         extra = f'[keys]\ndirectory = "{tmp / "keys"}"\nheadend_keys = "{tmp / "headend-keys"}"\n'
+        extra += f'\n[[meter]]\naddress = "{TOTAL}"\nbus = "bus1"\nrole = "total"\n'
         self.agent = Agent(load_config(agent_config(tmp, sim.port, METERS, extra=extra,
                                                     poll_interval=3600)))
         self.agent.config.meters[0]  # the file seeds both meters
@@ -154,6 +156,18 @@ BAD_LOCATIONS = [
 ]
 BAD_ARGS += [(f"add_meter {name}", "add_meter", {**ADD, **extra})
              for name, extra in BAD_LOCATIONS]
+# `behind`: a meter id (printable ASCII, no whitespace, 1-64), never null
+BAD_BEHIND = [
+    ("behind a number", {"behind": 99}),
+    ("behind null", {"behind": None}),
+    ("behind empty", {"behind": ""}),
+    ("behind with a space", {"behind": "000000 000099"}),
+    ("behind with a newline", {"behind": TOTAL + "\n"}),
+    ("behind too long", {"behind": "9" * 65}),
+    ("behind a list", {"behind": [TOTAL]}),
+]
+BAD_ARGS += [(f"add_meter {name}", "add_meter", {**ADD, **extra})
+             for name, extra in BAD_BEHIND]
 
 
 @pytest.mark.parametrize(("name", "kind", "args"), BAD_ARGS, ids=[b[0] for b in BAD_ARGS])
@@ -182,6 +196,11 @@ REFUSED_NOT_MALFORMED = [
                                   "tariff": "flat", "initial_kwh": "0"}, "unknown bus"),
     ("meter already there", "add_meter", {"meter": METERS[0], "bus": "bus1", "account": "A9",
                                           "tariff": "flat", "initial_kwh": "0"}, "already"),
+    ("behind an unknown meter", "add_meter", {**ADD, "behind": "000000000077"},
+     "behind '000000000077' is not a total meter"),
+    ("behind a customer meter", "add_meter", {**ADD, "behind": METERS[0]},
+     f"behind '{METERS[0]}' is not a total meter"),
+    ("behind itself", "add_meter", {**ADD, "behind": ADD["meter"]}, "is not a total meter"),
 ]
 
 
@@ -387,7 +406,7 @@ def test_field_data_of_a_head_end_meter_shows_in_meters_and_status(rig: Rig) -> 
     from edge_agent.cli import main
 
     where = {**WHERE, "pole": "P-17", "phase": "B", "customer_class": "residential"}
-    assert rig.send("add_meter", {**ADD, **where})["status"] == "ok"
+    assert rig.send("add_meter", {**ADD, **where, "behind": TOTAL})["status"] == "ok"
     db = str(rig.agent.store.path)
 
     def cli(*args: str) -> Any:
@@ -401,6 +420,7 @@ def test_field_data_of_a_head_end_meter_shows_in_meters_and_status(rig: Rig) -> 
     assert shown["location"] == listed["location"]
     (feature,) = cli("meters", "--geojson")["features"]
     assert feature["properties"]["pole"] == "P-17"
+    assert feature["properties"]["behind"] == TOTAL  # its area, as line loss counts it
     assert feature["geometry"]["coordinates"] == [WHERE["lon"], WHERE["lat"]]
 
 
@@ -411,3 +431,21 @@ def test_out_of_range_lat_is_rejected_by_name_and_changes_nothing(rig: Rig) -> N
     assert answer["reason"] == ("malformed: args.lat: 95 is not a latitude (a number from -90 "
                                 "to 90)")
     assert rig.state() == before and rig.agent.store.meter(ADD["meter"]) is None
+
+
+def test_add_meter_behind_a_total_meter_is_kept_with_the_meter(rig: Rig) -> None:
+    """`behind` names the area's total meter: kept with the meter (the concentrator's line
+    loss reads the stored meters), across a SIGHUP, and kept by an add again without it."""
+    answer = rig.send("add_meter", {**ADD, "behind": TOTAL})
+    assert answer["status"] == "ok", answer
+    assert answer["result"] == {"meter": ADD["meter"], "behind": TOTAL}
+    assert rig.agent.store.meter(ADD["meter"]).behind == TOTAL
+    rig.agent.register_meters()  # a SIGHUP: the file does not list it, it stays behind
+    assert rig.agent.store.meter(ADD["meter"]).behind == TOTAL
+    assert rig.send("remove_meter", {"meter": ADD["meter"]})["status"] == "ok"
+    again = rig.send("add_meter", {**ADD, "account": "A10"})  # a new customer, same place
+    assert again["status"] == "ok" and again["result"]["behind"] == TOTAL
+    assert rig.agent.store.meter(ADD["meter"]).behind == TOTAL
+    plain = rig.send("add_meter", {**ADD, "meter": "000000000010"})
+    assert plain["result"] == {"meter": "000000000010"}  # no area
+    assert rig.agent.store.meter("000000000010").behind is None

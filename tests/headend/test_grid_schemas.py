@@ -57,3 +57,25 @@ def test_usage_body_validates() -> None:
     body = daily_usage(date(2026, 4, 2), first, last, D("12.00"), state, tariff)
     assert body["tier"]["block_remaining"] == "26"
     assert errors("usage", {**HEADER, **body}) == []
+
+
+def test_an_accounts_day_with_two_meters_validates() -> None:
+    from edge_agent.grid.usage import account_usage, meter_usage
+
+    tariff = tariff_from_text('[tariff]\nid = "t"\n[energy]\ntype = "tiered"\nperiod = '
+                              '"month"\nblocks = [ { up_to = "50", price = "0.5" }, '
+                              '{ price = "0.8" } ]\n')
+    parts = []
+    for meter, used in (("000000000002", "60"), ("000000000001", "24")):
+        state = MeterBilling(meter, "ACC-1", "t", tier=TierState("2026-04", D(used)))
+        first = FrozenDay(meter, datetime(2026, 4, 2), (D(0),) * 5)
+        last = FrozenDay(meter, datetime(2026, 4, 3), (D(10), D(0), D(2), D(5), D(3)))
+        parts.append(meter_usage(first, last, state, tariff))
+    body = account_usage(date(2026, 4, 2), "ACC-1", parts, D("10.00"), ["000000000003"])
+    assert (body["meter"], body["kwh"], body["tier"], body["tariff"]) == (None, "20", None, "t")
+    assert body["rates"] == {"sharp": "0", "peak": "4", "flat": "10", "valley": "6"}
+    assert [m["meter"] for m in body["meters"]] == ["000000000001", "000000000002"]
+    assert [m["tier"]["block"] for m in body["meters"]] == [1, 2]  # each meter's own
+    assert body["missing_meters"] == ["000000000003"] and body["cost"] == "10.0000"
+    assert errors("usage", {**HEADER, **body}) == []
+    assert errors("usage", {**HEADER, **body, "meters": []}) != []

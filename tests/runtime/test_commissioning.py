@@ -236,3 +236,26 @@ def test_a_meter_added_again_the_same_day_pays_that_days_fixed_charge_once(
     poll("3", 73)
     fixed = [e["id"][-10:] for e in store.ledger("A7") if e["detail"].get("fixed") == "daily"]
     assert fixed == ["2026-11-23", "2026-11-26"]
+
+
+@pytest.mark.parametrize("behind", ["000000000077", "000000000001", None])
+def test_commission_add_behind_must_be_a_configured_total_meter(
+        tmp_path: Path, behind: str | None) -> None:
+    """`--behind` names a total meter of the configuration (a customer meter, an unknown one,
+    or any without a configuration to check against is refused, nothing added)."""
+    from edge_agent.errors import UnknownMeter
+
+    extra = '[[meter]]\naddress = "000000000099"\nbus = "bus1"\nrole = "total"\n'
+    config = load_config(agent_config(tmp_path, "/dev/null", ["000000000001"], extra=extra))
+    store = Store(tmp_path / "agent.db")
+    add = {"action": "add", "address": "000000000007", "bus": "bus1", "account": "A7",
+           "tariff": "flat", "initial_kwh": "0"}
+    with pytest.raises(UnknownMeter, match="is not a total meter"):
+        commission(store, config if behind else None, TARIFFS if behind else None,
+                   {**add, "behind": behind or "000000000099"}, "technician:t", NOW)
+    assert store.meters(False) == []
+    write, _ = commission(store, config, TARIFFS, {**add, "behind": "000000000099"},
+                          "technician:t", NOW)
+    with store.transaction():
+        write()
+    assert store.meter("000000000007").behind == "000000000099"

@@ -83,13 +83,19 @@ def site_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[Site] = []
 
     def make(meters: list, customers: list[str], start: datetime, totals: tuple = (),
-             ntp: bool | None = True, **settings: Any) -> Site:
+             ntp: bool | None = True, accounts: dict[str, str] | None = None,
+             **settings: Any) -> Site:
         world = meters[0].clock
         sim = SimBus(meters, baud=9600).start()
         store = Store(tmp_path / f"agent{len(made)}.db")
         gw_clock = SimGatewayClock(world)
-        for address in customers:
-            store.add_meter(MeterRecord(address, "b1", f"acct-{address[-2:]}", TARIFF.id),
+
+        def account(address: str) -> str:
+            return (accounts or {}).get(address, f"acct-{address[-2:]}")
+
+        for address in customers:  # as the daemon registers the file's meters
+            store.add_meter(MeterRecord(address, "b1", account(address), TARIFF.id,
+                                        behind=TOTAL if totals else None),
                             D(0), start.replace(tzinfo=TZ))
         processor = Processor(store, {TARIFF.id: TARIFF}, Policy(), TZ, "gw")
         driver = open_driver("dlt645-2007", LineSettings(sim.port, baud=9600,
@@ -97,7 +103,7 @@ def site_factory(tmp_path: Path) -> Iterator[Any]:
         worker = BusWorker("b1", driver)
         worker.start()
         config = Config(timezone="Asia/Shanghai", buses=(BusConfig("b1", sim.port),),
-                        meters=tuple(MeterConfig(a, "b1", f"acct-{a[-2:]}", TARIFF.id,
+                        meters=tuple(MeterConfig(a, "b1", account(a), TARIFF.id,
                                                  behind=TOTAL if totals else None)
                                      for a in customers),
                         total_meters=totals,
@@ -287,6 +293,35 @@ def test_daily_usage_per_account(site_factory: Any) -> None:
     (day,) = site.store.usage("acct-01")
     assert (day["day"], day["kwh"], day["tier"]["block"]) == ("2026-04-02", "24.00", 1)
     assert sum(D(v) for v in day["rates"].values()) == D("24.00")
+
+
+def test_an_account_with_two_meters_gets_one_usage_day_summing_both(
+        site_factory: Any) -> None:
+    """The head end keys a usage day by (gw, account, day): an account with two meters gets
+    one record, both meters' kWh summed, the account's cost once, each meter's part listed;
+    closing the day again sends nothing (the second meter used to overwrite the first, and
+    both were sent again at every close)."""
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    meters = make_meters(2, clock=clock, load_kw=D("1"))
+    meters[1].load_kw = D("0.5")
+    home = {m.address: "acct-home" for m in meters}
+    site = site_factory(meters, [m.address for m in meters], start, accounts=home)
+    site.sim.advance_to(datetime(2026, 4, 3, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))
+    site.conc.close_day(date(2026, 4, 2))  # closed again (a restart): nothing new
+    (day,) = site.store.usage("acct-home")
+    assert (day["day"], day["kwh"], day["meter"]) == ("2026-04-02", "36.00", None)
+    assert [(m["meter"], m["kwh"]) for m in day["meters"]] == [
+        (meters[0].address, "24.00"), (meters[1].address, "12.00")]
+    assert sum(D(v) for v in day["rates"].values()) == D("36.00")
+    # tiers are counted per meter: each meter's own block position, none at the top
+    assert day["tier"] is None and [m["tier"]["block_used"] for m in day["meters"]] == [
+        "36.00", "18.00"]
+    assert D(day["cost"]) == D("18.00")  # 24 + 12 kWh in block 1 at 0.50, counted once
+    assert day["tariff"] == TARIFF.id and day["missing_meters"] == []
+    assert queued(site)["usage"] == [("acct-home", "2026-04-02")]
 
 
 def test_anomalies_from_what_the_polls_stored(site_factory: Any) -> None:
@@ -689,6 +724,85 @@ def test_a_gap_is_repriced_under_the_tariff_it_was_billed_with(site_factory: Any
     site.run(site.conc.backfill_all(3))
     assert [e for e in site.store.ledger("acct-01") if e["kind"] == "adjustment"] == []
     assert site.store.balance("acct-01") == D("-0.50") * (40 + 54)
+
+
+def headend(site: Site) -> Any:
+    """What the operations need of the agent, over the site's store and processor."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(store=site.store, config=site.conc.config, processor=site.processor,
+                           tariffs={TARIFF.id: TARIFF}, clock=site.conc.clock)
+
+
+def test_a_meter_the_head_end_adds_behind_the_total_meter_counts_in_the_areas_sales(
+        site_factory: Any) -> None:
+    """A meter added by the head end's `add_meter` with `behind`: its energy is the area's
+    sales, not loss (it used to be left out, and its use raised a false line_loss_high)."""
+    from edge_agent.runtime import operations
+
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(3, clock=clock, load_kw=D("1"))
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers[:2]], start,
+                        totals=totals)
+    added = customers[2].address
+    plan = operations.add_meter(headend(site), {
+        "meter": added, "bus": "b1", "account": "acct-new", "tariff": TARIFF.id,
+        "initial_kwh": D("0.00"), "behind": TOTAL}, operations.Context("headend:h1"))
+    with site.store.transaction():
+        assert plan.apply is not None and plan.apply()["behind"] == TOTAL
+    assert site.store.meter(added).behind == TOTAL
+    site.sim.advance_to(datetime(2026, 4, 3, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))
+    (loss,) = site.store.line_losses(period="day")
+    assert (loss["customers"], loss["sales_kwh"], loss["rate"]) == (3, "72.00", "0.0291")
+    assert not (loss["incomplete"] or loss["over_threshold"])
+    assert site.events("line_loss_high") == []
+
+
+def test_a_replaced_meter_keeps_its_area_and_the_area_complete(site_factory: Any) -> None:
+    """`commission replace`: the new meter inherits `behind`, the old one leaves the area (it
+    no longer answers): the days after the swap are complete (they stayed incomplete, the new
+    meter's energy counted as loss, until agent.toml was edited)."""
+    from edge_agent.runtime import operations
+
+    start = datetime(2026, 4, 1, 12)
+    clock = SimClock(start, speed=0)
+    customers = make_meters(4, clock=clock, load_kw=D("1"))
+    old, new = customers[2], customers[3]
+    new.load_kw = D(0)  # on the shelf until the swap
+    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
+    site = site_factory([*customers, total], [c.address for c in customers[:3]], start,
+                        totals=totals)
+    site.sim.advance_to(datetime(2026, 4, 2, 12))
+    old.load_kw, new.load_kw = D(0), D("1")  # the swap: the load moves to the new meter
+    old.fault = "silent"  # taken off the wall
+    write, _ = operations.commission(
+        site.store, site.conc.config, {TARIFF.id},
+        {"action": "replace", "old": old.address, "new": new.address,
+         "old_final_kwh": "24.00", "new_initial_kwh": "0.00"},
+        "technician:tester", site.conc.clock.now(), site.processor)
+    with site.store.transaction():
+        assert write()["behind"] == TOTAL
+    site.processor.reload()
+    assert site.store.meter(new.address).behind == TOTAL
+    site.sim.advance_to(datetime(2026, 4, 4, 0, 10))
+    site.run(site.conc.backfill_all(3))
+    site.conc.close_day(date(2026, 4, 2))  # the day of the swap
+    site.conc.close_day(date(2026, 4, 3))
+    days = {x["label"]: x for x in site.store.line_losses(period="day")}
+    day = days["2026-04-03"]
+    assert not day["incomplete"] and day["missing_meters"] == []
+    assert (day["customers"], day["sales_kwh"], day["rate"]) == (3, "72.00", "0.0291")
+    # the swap day: the old meter's morning is in no freeze of the area's meters now, so
+    # the day is incomplete, never a false high loss
+    swap = days["2026-04-02"]
+    assert swap["incomplete"] and swap["missing_meters"] == [old.address]
+    assert site.events("line_loss_high") == []
 
 
 def test_one_meter_that_cannot_be_billed_does_not_stop_its_buss_backfill(
