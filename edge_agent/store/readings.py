@@ -100,6 +100,11 @@ class Readings(Database):
         for day, rows in sorted(by_day.items()):
             table = self._day_table_for_writing(day)
             top = self.conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0]
+            if top is None:  # a day written again after retention dropped it (the clock
+                # was set back), or day 0 beside older schemas' rowids: above those
+                top = self.conn.execute(
+                    "SELECT MAX(rowid) FROM readings WHERE rowid BETWEEN ? AND ?",
+                    (day << DAY_SHIFT, ((day + 1) << DAY_SHIFT) - 1)).fetchone()[0]
             base = (day << DAY_SHIFT) if top is None else int(top)
             numbered = [(base + n, *row) for n, row in enumerate(rows, start=1)]
             self.conn.executemany(f"INSERT INTO {table} (rowid, ts, meter, name, value) "
@@ -132,6 +137,13 @@ class Readings(Database):
         figures, older schemas' rows), then the day tables in that range, oldest first."""
         return ["readings"] + [day_table(d) for d in self.reading_days()
                                if first >> DAY_SHIFT <= d <= last >> DAY_SHIFT]
+
+    def _pointed_tables(self) -> list[str]:
+        """`readings` and the day tables that some meter's newest reading is in."""
+        days = {int(r[0]) for r in self.conn.execute(
+            "SELECT DISTINCT last_reading >> ? FROM meter_state WHERE last_reading IS NOT NULL",
+            (DAY_SHIFT,))}
+        return ["readings"] + [day_table(d) for d in self.reading_days() if d in days]
 
     def reading_spans(self, first: int, last: int) -> list[tuple[int, int]]:
         """`first..last` cut into runs of rowids that exist in one table each (a cycle whose

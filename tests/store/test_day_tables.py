@@ -130,3 +130,19 @@ def test_schema_5_database_migrates_with_its_data(tmp_path: Path,
         ("2026-03-02T23", "230"), ("2026-03-01T23", "23"), ("2026-03-01T23", "230")]
     assert store.reading_days() == []
     assert store.ledger_sum("A0") == store.balance("A0")
+
+
+def test_a_day_written_again_after_it_was_dropped_keeps_rowids_unique(tmp_path: Path) -> None:
+    store = _store(tmp_path / "agent.db")
+    first = _poll(store, T0, value="a")
+    _ack(store)
+    for _ in range(2):
+        store.apply_retention(POLICY, T0 + timedelta(days=POLICY.readings_days + 2))
+    assert store.reading_days() == []  # its figures are in `readings` now
+    again = _poll(store, T0 + timedelta(hours=1), value="b")  # the clock was set back
+    assert again[0] > first[1]
+    assert store.latest_reading("m0", "energy") == "b0"
+    _ack(store)
+    for _ in range(2):
+        store.apply_retention(POLICY, T0 + timedelta(days=POLICY.readings_days + 2))
+    assert store.reading_days() == [] and store.reading_rows() == 6
