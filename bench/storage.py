@@ -16,6 +16,7 @@ the end: database size (file + WAL) and bytes written per reading (one meter's p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +36,7 @@ from edge_agent.prepaid.processor import Processor  # noqa: E402
 from edge_agent.prepaid.records import LedgerEntry, Poll, RegisterReading  # noqa: E402
 from edge_agent.prepaid.tariff import load_tariff  # noqa: E402
 from edge_agent.store import MeterRecord, Store  # noqa: E402
+from edge_agent.store.database import WAL_AUTOCHECKPOINT_PAGES  # noqa: E402
 
 QUANTITIES = ("forward_active_total", "forward_active_rate1", "forward_active_rate2",
               "forward_active_rate3", "forward_active_rate4", "status_word_3", "voltage_a",
@@ -68,6 +71,15 @@ def main() -> None:
                         help="values stored per poll (1: the energy total only)")
     parser.add_argument("--report", type=int, default=30, help="print every N simulated days")
     parser.add_argument("--dir", default="/var/tmp", help="where the database is made")
+    parser.add_argument("--readings-days", type=int, help="override [retention] readings_days "
+                        "(with the two below: reach steady state sooner when iterating)")
+    parser.add_argument("--daily-days", type=int, help="override [retention] daily_days")
+    parser.add_argument("--ledger-detail-days", type=int,
+                        help="override [retention] ledger_detail_days")
+    parser.add_argument("--phases", action="store_true",
+                        help="also print the bytes written per reading by each phase (poll "
+                             "cycle, acknowledgement, retention, checkpoint: the WAL is "
+                             "checkpointed by the bench at the same size SQLite would)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-agent-storage-", dir=args.dir) as tmp:
         run(args, Path(tmp) / "agent.db")
@@ -85,7 +97,23 @@ def run(args: argparse.Namespace, path: Path) -> None:
     proc = Processor(store, {"flat": tariff}, Policy(), ZoneInfo("Asia/Shanghai"), "gw1")
     proc.apply_entries([LedgerEntry(f"open-{a}", f"A{n}", "opening", Decimal("1000000"), start)
                         for n, a in enumerate(addresses, start=1)], start)
-    policy = RetentionConfig()
+    overrides = {key: value for key, value in (
+        ("readings_days", args.readings_days), ("daily_days", args.daily_days),
+        ("ledger_detail_days", args.ledger_detail_days)) if value is not None}
+    policy = dataclasses.replace(RetentionConfig(), **overrides)
+    phases = dict.fromkeys(("cycle", "ack", "retention", "checkpoint"), 0)
+    if args.phases:  # checkpoints by hand, so that each phase's WAL frames are its own
+        store.conn.execute("PRAGMA wal_autocheckpoint=0")
+    wal = Path(f"{path}-wal")
+
+    def timed(phase: str, work: Any) -> None:
+        before = io_counters()[0]
+        work()
+        phases[phase] += io_counters()[0] - before
+        if args.phases and wal.exists() and wal.stat().st_size >= WAL_AUTOCHECKPOINT_PAGES * 4096:
+            before = io_counters()[0]  # (TRUNCATE: the WAL's size says when it is full)
+            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            phases["checkpoint"] += io_counters()[0] - before
     print(f"storage: {args.meters} meters, 15-minute polls, {args.values} values a poll, "
           f"{args.days} simulated days, retention {policy}", flush=True)
     print(f"{'day':>5} {'db MiB':>8} {'readings':>10} {'ledger':>9} {'B written/reading':>18} "
@@ -99,22 +127,28 @@ def run(args: argparse.Namespace, path: Path) -> None:
         for cycle in range(cycles_a_day):
             ts = start + timedelta(days=day - 1, minutes=15 * cycle)
             kwh = Decimal(polls_done // args.meters + 1) * Decimal("0.25")
-            proc.process([poll(a, ts, kwh, args.values) for a in addresses], ts)
+            polls = [poll(a, ts, kwh, args.values) for a in addresses]
+            timed("cycle", lambda: proc.process(polls, ts))  # noqa: B023
             polls_done += args.meters
             if cycle % 4 == 3:  # the head end acknowledges what it was sent
-                store.acknowledge([seq for seq, _, _ in store.pending(limit=1_000_000)])
-            store.apply_retention(policy, ts)
+                timed("ack", lambda: store.acknowledge(
+                    [seq for seq, _, _ in store.pending(limit=1_000_000)]))
+            timed("retention", lambda: store.apply_retention(policy, ts))  # noqa: B023
         peak = max(peak, size(path))
         if day % args.report == 0 or day == args.days:
             wchar, disk = io_counters()
             readings = polls_done - window[2]
             seconds = time.monotonic() - window[3]
             ledger = store.conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
-            rows = store.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+            rows = store.reading_rows()
             print(f"{day:>5} {size(path) / MiB:>8.1f} {rows:>10,} {ledger:>9,} "
                   f"{(wchar - window[0]) / readings:>18,.0f} "
                   f"{(disk - window[1]) / readings:>18,.0f} "
                   f"{seconds / args.report:>6.1f}", flush=True)
+            if args.phases:
+                print("      by phase (B/reading): " + ", ".join(
+                    f"{k} {v / readings:,.0f}" for k, v in phases.items()), flush=True)
+                phases = dict.fromkeys(phases, 0)
             window = (wchar, disk, polls_done, time.monotonic())
     for account in ("A1", f"A{args.meters}"):
         assert store.balance(account) == store.ledger_sum(account), account

@@ -170,6 +170,12 @@ class RetentionConfig:
     ledger_ids_days: int = 400    # compacted entries' ids stay resolvable (a repeat is a no-op)
     commands_seen_days: int = 35  # the head end's longest command lifetime plus a margin
     interval_minutes: int = 10    # how often the daemon applies retention
+    # The concentrator's tables (store/grid.py): its 15-minute figures (quarter-hour register
+    # values, 15-minute line loss), daily figures (frozen days, daily line loss, daily usage,
+    # clocks of meters not read since) and monthly line loss.
+    grid_quarter_days: int = 31
+    grid_daily_days: int = 62     # at least 32: a month's line loss opens on the last freeze
+    grid_monthly_months: int = 24  # of the month before; backfill reads at most 7 days back
 
 
 @dataclass(frozen=True)
@@ -241,7 +247,12 @@ _KEYS_KEYS = {"directory": str, "headend_keys": str, "clock_skew": int}
 _RETENTION_KEYS = {"outbox_max_messages": int, "outbox_max_age_days": int,
                    "readings_days": int, "daily_days": int, "monthly_months": int,
                    "events_days": int, "ledger_detail_days": int, "ledger_ids_days": int,
-                   "commands_seen_days": int, "interval_minutes": int}
+                   "commands_seen_days": int, "interval_minutes": int,
+                   "grid_quarter_days": int, "grid_daily_days": int,
+                   "grid_monthly_months": int}
+# Retention shorter than what the concentrator still reads: a month's line loss opens on the
+# last freeze of the month before (up to 32 days back); backfill asks for 7 days at most.
+_RETENTION_MINIMUM = {"grid_daily_days": 32}
 _TOP = {"agent", "bus", "meter", "policy", "mqtt", "keys", "retention", "accounts",
         "concentrator"}
 _ACCOUNT_KEYS = {"policy_class": str, "tier_bonus_kwh": str}
@@ -381,6 +392,9 @@ def parse_config(text: str, source: str = "agent.toml", quantities: bool = True)
     for key, value in retention.items():
         if value <= 0:
             check.add("retention", None, key, f"{value} must be positive")
+        elif value < _RETENTION_MINIMUM.get(key, 0):
+            check.add("retention", None, key, f"{value} is below {_RETENTION_MINIMUM[key]}: a "
+                      "month's line loss needs the last freeze of the month before")
     if retention:
         values["retention"] = RetentionConfig(**retention)
     if check.problems:

@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_agent.errors import StorageError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
 # Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
 # changed by several cycles is copied into the database once, not once per cycle.
@@ -165,9 +165,20 @@ def _migration_meter_behind(db: Connection) -> None:
     db.execute("ALTER TABLE meters ADD COLUMN behind TEXT")
 
 
+def _migration_day_tables(db: Connection) -> None:
+    """15-minute readings in one table per UTC day, `readings_d<N>` (store/readings.py),
+    dropped whole by retention once their daily figures are copied into `readings`: deleting
+    97 % of a day's rows rewrote every page of it (docs/storage.md).  Day tables are made when
+    their first reading comes; rows already in `readings` stay there and are thinned as
+    before.  Their rowids (`N << 32 | n`) are above any earlier one, so the outbox's
+    references keep their order; nothing stored changes, an agent of schema 5 would not see
+    the new rows (hence the version)."""
+    db.execute("INSERT OR IGNORE INTO kv (key, value) VALUES ('readings.day_tables', '1')")
+
+
 MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid,
               _migration_command_results, _migration_retention, _migration_field_data,
-              _migration_meter_behind]
+              _migration_meter_behind, _migration_day_tables]
 
 
 def to_iso(moment: datetime | None) -> str | None:

@@ -177,9 +177,10 @@ class GridRecords(Database):
         meter's newest row, which holds a whole poll; else what schema 1 kept in `latest`)."""
         wanted = set(names)
         out: dict[str, dict[str, tuple[int, str]]] = {}
-        rows = self.conn.execute(
-            "SELECT s.address AS meter, r.ts, r.name, r.value FROM meter_state s "
-            "JOIN readings r ON r.rowid = s.last_reading").fetchall()
+        rows = [row for table in self._pointed_tables()  # type: ignore[attr-defined]
+                for row in self.conn.execute(
+                    "SELECT s.address AS meter, r.ts, r.name, r.value FROM meter_state s "
+                    f"JOIN {table} r ON r.rowid = s.last_reading").fetchall()]
         for r in rows:
             for name, value in self._unpack(r["name"], r["value"]):  # type: ignore[attr-defined]
                 if name in wanted:

@@ -58,6 +58,12 @@ class Outbox(Database):
         only points at it).  Returns the last seq queued."""
         if kind == "telemetry":  # a row holds a whole poll: keep messages within the schema
             per_message = max(1, min(per_message, TELEMETRY_VALUES // self.values_per_row))
+            spans = self.reading_spans(first, last)  # type: ignore[attr-defined]
+            if spans != [(first, last)]:  # rows in two day tables (a cycle at midnight)
+                seq = 0
+                for low, high in spans:
+                    seq = self.enqueue_range(kind, low, high, per_message)
+                return seq
         seq = 0
         for start in range(first, last + 1, per_message):
             end = min(start + per_message - 1, last)

@@ -29,12 +29,16 @@ from edge_agent.errors import StorageError
 from edge_agent.prepaid.money import format_money, from_micro
 from edge_agent.store.database import Database
 from edge_agent.store.ledger import decode_detail, id_hash
+from edge_agent.store.readings import day_table
 
 log = logging.getLogger("edge_agent")
 EXPECTED_ERRORS = (sqlite3.Error, StorageError)
 FREE_RESERVE_PAGES = 16_384  # free pages kept for reuse (64 MiB): a day's inserts fill
 # what retention freed, so giving them back and growing again would only add writes
 LEDGER_CHUNK = 200_000  # ledger rows looked at per call
+FOLD_CACHE_KIB = 32_768  # page cache while folding: a day of ledger (~3,600 pages with 1,024
+# accounts) is rewritten once at commit instead of spilling into the WAL and again at commit
+GRID_CHUNK = 20_000  # rows of each concentrator table removed per call at most
 USAGE_DAYS_KEPT = 92  # `ledger_days` rows kept: the usage window is at most 90 days
 CARRY_ORIGIN = "carry"  # `origin` of a carried-forward ledger entry (never sent: already acked)
 _NEVER = 1 << 62
@@ -50,6 +54,9 @@ class RetentionPolicy(Protocol):
     ledger_detail_days: int
     ledger_ids_days: int
     commands_seen_days: int
+    grid_quarter_days: int
+    grid_daily_days: int
+    grid_monthly_months: int
 
 
 @dataclass
@@ -61,12 +68,13 @@ class Pruned:
     commands: int = 0
     ledger_folded: int = 0
     ids_forgotten: int = 0
+    grid: int = 0  # rows of the concentrator's tables
     pages_freed: int = 0
     held: list[str] = field(default_factory=list)  # kinds an unacknowledged message held back
 
     def __bool__(self) -> bool:
         return any((self.readings, self.events, self.commands, self.ledger_folded,
-                    self.ids_forgotten))
+                    self.ids_forgotten, self.grid))
 
 
 def _day_start(ts: int) -> int:
@@ -124,6 +132,7 @@ class Retention(Database):
                 "DELETE FROM ledger_gone WHERE ts < ?",
                 (stamp - policy.ledger_ids_days * 86400,)).rowcount
         self._compact_ledger(policy, now, pruned)
+        self._prune_grid(policy, now, pruned)
         if pruned:
             pruned.pages_freed = self.vacuum_free_pages(FREE_RESERVE_PAGES)
         return pruned
@@ -139,6 +148,7 @@ class Retention(Database):
     # -- readings ---------------------------------------------------------------------------
     def _prune_readings(self, policy: RetentionPolicy, now: int, pruned: Pruned) -> None:
         floor = self.outbox_floor("telemetry")
+        days = self._keep_daily_figures(now - policy.readings_days * 86400, floor, pruned)
         first = self.conn.execute("SELECT ts FROM readings ORDER BY rowid LIMIT 1").fetchone()
         if first is None:
             return
@@ -152,10 +162,35 @@ class Retention(Database):
                 "DELETE FROM readings WHERE ts < ? AND rowid < ?", (gone_before, floor)).rowcount
         # The last reading per meter and quantity of each month older than `daily_days`,
         # then of each day older than `readings_days`: one period per call at most each.
+        # (a month is thinned once its days' tables are gone: its daily figures are all in)
         self._thin("retention.readings_monthly", _month_start, _next_month,
-                   now - policy.daily_days * 86400, max(oldest, gone_before), floor, pruned)
+                   min([now - policy.daily_days * 86400] + [d * 86400 for d in days[:1]]),
+                   max(oldest, gone_before), floor, pruned)
         self._thin("retention.readings_daily", _day_start, lambda t: _day_start(t) + 86400,
                    now - policy.readings_days * 86400, oldest, floor, pruned)
+
+    def _keep_daily_figures(self, before: int, floor: int, pruned: Pruned) -> list[int]:
+        """The oldest day table, if the day ended before `before` and the head end has
+        acknowledged all of it: its last reading per meter and quantity set (the daily
+        figures) go to `readings`, with their rowids, and the table is dropped whole (its
+        pages are freed without being written).  Returns the days still in tables."""
+        days = self.reading_days()
+        if not days or (days[0] + 1) * 86400 > before:
+            return days
+        table = day_table(days[0])
+        last = self.conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0]
+        if last is not None and last >= floor:
+            pruned.held.append("readings")
+            return days
+        with self.transaction():
+            rows = int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            kept = self.conn.execute(
+                f"INSERT INTO readings (rowid, ts, meter, name, value) SELECT rowid, ts, meter, "
+                f"name, value FROM {table} WHERE rowid IN (SELECT MAX(rowid) FROM {table} "
+                "GROUP BY meter, name) ORDER BY rowid").rowcount
+            self.conn.execute(f"DROP TABLE {table}")
+            pruned.readings += rows - kept
+        return days[1:]
 
     def _thin(self, mark: str, start_of: Any, end_of: Any, before: int, oldest: int,
               floor: int, pruned: Pruned) -> None:
@@ -179,6 +214,47 @@ class Retention(Database):
             self.conn.execute("INSERT INTO kv (key, value) VALUES (?,?) ON CONFLICT(key) DO "
                               "UPDATE SET value=excluded.value", (mark, str(end)))
 
+    # -- the concentrator's tables ---------------------------------------------------------
+    def _prune_grid(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
+        """The concentrator's figures by age: 15-minute ones after `grid_quarter_days`,
+        daily ones after `grid_daily_days`, monthly line loss after `grid_monthly_months`;
+        at most `GRID_CHUNK` rows of each table per pass.  Nothing waits on these rows: a
+        `lineloss` or `usage` message carries a copy of its body (`GridRecords.save_*`)."""
+        quarter = (now - timedelta(days=policy.grid_quarter_days)).isoformat()
+        day = (now - timedelta(days=policy.grid_daily_days)).date().isoformat()
+        month = _month_start(int(now.timestamp()))
+        for _ in range(policy.grid_monthly_months):
+            month = _month_start(month - 1)
+        first_month = datetime.fromtimestamp(month, UTC).strftime("%Y-%m")
+        rules = (  # table, key columns, condition (times are ISO text, days local dates)
+            ("quarter_readings", "meter, quarter", "quarter < ?", quarter),
+            ("line_loss", "area, period, start", "period = '15min' AND start < ?", quarter),
+            ("line_loss", "area, period, start", "period = 'day' AND substr(start, 1, 10) < ?",
+             day),
+            ("line_loss", "area, period, start",
+             "period = 'month' AND substr(start, 1, 7) < ?", first_month),
+            ("frozen_days", "meter, day", "day < ?", day),
+            ("daily_usage", "account, day", "day < ?", day),
+            ("meter_clocks", "meter", "read_at < ?", (now - timedelta(
+                days=policy.grid_daily_days)).isoformat()),  # meters no longer read
+        )
+        today = now.date().isoformat()
+        done = self.conn.execute("SELECT value FROM kv WHERE key='retention.grid_day'"
+                                 ).fetchone()
+        if done is not None and done[0] == today:
+            return  # once a day is enough (the tables have no index on time: each look scans)
+        with self.transaction():
+            full = False
+            for table, key, condition, bound in rules:
+                removed = self.conn.execute(
+                    f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE "
+                    f"{condition} LIMIT {GRID_CHUNK})", (bound,)).rowcount
+                pruned.grid += removed
+                full = full or removed == GRID_CHUNK
+            if not full:  # all caught up for today; else the next pass goes on
+                self.conn.execute("INSERT INTO kv (key, value) VALUES ('retention.grid_day', ?) "
+                                  "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (today,))
+
     # -- events -----------------------------------------------------------------------------
     def _prune_events(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
         floor = self.outbox_floor("events")
@@ -191,6 +267,14 @@ class Retention(Database):
     def _compact_ledger(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
         """Fold acknowledged entries older than the detail window into one carried-forward
         entry per account, month and kind; the sum (so every balance) is unchanged."""
+        size = self.conn.execute("PRAGMA cache_size").fetchone()[0]
+        self.conn.execute(f"PRAGMA cache_size=-{FOLD_CACHE_KIB}")
+        try:
+            self._fold(policy, now, pruned)
+        finally:
+            self.conn.execute(f"PRAGMA cache_size={int(size)}")
+
+    def _fold(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
         floor = self.outbox_floor("ledger")
         # Whole UTC days only: a day's entries fold at once, so each carried entry is
         # rewritten once a day, not once per pass (SD card writes).
@@ -271,7 +355,8 @@ class RetentionSchedule:
             log.warning("retention pass failed: %s", exc)
             return Pruned()
         if pruned:
-            log.info("retention: removed %d readings, %d events, %d command ids; folded %d "
-                     "ledger entries; freed %d pages", pruned.readings, pruned.events,
-                     pruned.commands, pruned.ledger_folded, pruned.pages_freed)
+            log.info("retention: removed %d readings, %d events, %d command ids, %d rows of "
+                     "the concentrator's tables; folded %d ledger entries; freed %d pages",
+                     pruned.readings, pruned.events, pruned.commands, pruned.grid,
+                     pruned.ledger_folded, pruned.pages_freed)
         return pruned

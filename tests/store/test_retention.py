@@ -167,3 +167,14 @@ def test_migration_from_v1_backs_up_and_vacuums(tmp_path: Path) -> None:
     old = sqlite3.connect(backup)
     assert old.execute("PRAGMA user_version").fetchone()[0] == 1
     assert old.execute("SELECT value FROM kv").fetchone()[0] == "v1"
+
+
+def test_fold_cache_is_given_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    _fill(store, days=20)
+    _ack_all(store)
+    store.use_large_cache()
+    before = store.conn.execute("PRAGMA cache_size").fetchone()[0]
+    assert store.apply_retention(POLICY, START + timedelta(days=20)).ledger_folded > 0
+    assert store.conn.execute("PRAGMA cache_size").fetchone()[0] == before
+    _exact(store)
