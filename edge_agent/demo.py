@@ -38,6 +38,7 @@ class Demo:
                  pause: Callable[[], None] = lambda: None) -> None:
         self.say = say
         self.pause = pause
+        self.asked_offline = not use_broker
         self.use_broker = use_broker and shutil.which("mosquitto") is not None
         self.tmp = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
         self.cleanups: list[Callable[[], None]] = []
@@ -70,8 +71,9 @@ class Demo:
 
     def start_broker(self) -> int | None:
         if not self.use_broker:
-            self.step("mosquitto is not installed: offline mode (no head end); the gateway "
-                      "enforces credit by itself all the same")
+            why = "--offline" if self.asked_offline else "mosquitto is not installed"
+            self.step(f"{why}: offline mode (no head end); the gateway enforces credit by "
+                      "itself all the same")
             return None
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from .root import emit, json_option, main
@@ -27,12 +29,17 @@ def demo(offline: bool, pause: bool, as_json: bool) -> None:
     run = Demo(say, use_broker=not offline,
                pause=(lambda: click.prompt("press Enter", default="", show_default=False,
                                            err=True)) if pause else (lambda: None))
+    # The demo tells each event in its steps; the daemon's journal line of the same event
+    # would print it twice (other warnings and errors still show).
+    events_log, told = logging.getLogger("edge_agent.events"), logging.NullHandler()
+    events_log.addHandler(told)
     try:
         summary = run.run()
     except EXPECTED_ERRORS:
         raise
     finally:
         run.close()
+        events_log.removeHandler(told)
 
     def human() -> None:
         click.echo("")
