@@ -111,7 +111,7 @@ class Agent:
         # Events from here on (start-up's setting conflicts, deactivated meters...) go to the
         # journal; the history before this start was journalled by the run that stored it.
         newest = self.store.events(1)
-        self._events_seen: int | None = newest[-1]["seq"] if newest else 0
+        self._events_seen: int = newest[-1]["seq"] if newest else 0
         self.tariffs = load_tariffs(config, self.store)
         self.register_meters()
         self.processor = Processor(self.store, self.tariffs, self._policy(config), config.tz,
@@ -659,9 +659,6 @@ class Agent:
         journal once, at the priority of its severity: failures are never only in SQLite."""
         newest = self.store.events(1)  # one row: cheap enough for every turn of the loop
         last = newest[-1]["seq"] if newest else 0
-        if self._events_seen is None:  # history before this start was journalled before
-            self._events_seen = last
-            return
         if last <= self._events_seen:
             return
         rows = self.store.events(min(last - self._events_seen, 200))
