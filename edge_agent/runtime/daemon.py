@@ -730,8 +730,8 @@ class Agent:
         for service in self.services:
             if hasattr(service, "reload"):
                 service.reload()
-        notes.append("reloaded: policy, meters, tariffs, poll intervals, retention, "
-                     "head-end keys, log level")
+        notes.append("reloaded: policy, meters, tariffs, poll intervals, retention, accounts, "
+                     "concentrator, head-end keys, log level")
         for note in notes:
             (log.warning if "restart" in note else log.info)("SIGHUP: %s", note)
         return notes
