@@ -354,6 +354,9 @@ class RetentionSchedule:
         except EXPECTED_ERRORS as exc:
             log.warning("retention pass failed: %s", exc)
             return Pruned()
+        except Exception:  # a bug: nobody reads this future's result, so say it here
+            log.exception("retention pass failed")
+            return Pruned()
         if pruned:
             log.info("retention: removed %d readings, %d events, %d command ids, %d rows of "
                      "the concentrator's tables; folded %d ledger entries; freed %d pages",
