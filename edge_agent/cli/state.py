@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edge_agent.config import Config, load_config
+from edge_agent.config import FIELD_DATA, Config, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.store import Store
 
@@ -85,8 +85,6 @@ def daemon_state(store: Store) -> dict[str, Any]:
 
 
 # -- field data and problems (status, meters, meters --geojson, map) -------------------------
-FIELD_DATA = ("lat", "lon", "pole", "phase", "customer_class")  # config.FIELD_DATA
-
 
 def meter_locations(store: Store) -> dict[str, dict[str, Any]]:
     """Each meter's field data: what the database keeps (the head end's `add_meter`, the file

@@ -80,9 +80,3 @@ def account_usage(day: date, account: str, meters: list[dict[str, object]], cost
             "tier": single["tier"] if single else None,
             "allowance": single["allowance"] if single else None,
             "meters": parts, "missing_meters": sorted(missing)}
-
-
-def daily_usage(day: date, start: FrozenDay, end: FrozenDay, cost: Decimal,
-                state: MeterBilling, tariff: Tariff) -> dict[str, object]:
-    """The usage message of an account with one meter for `day`."""
-    return account_usage(day, state.account, [meter_usage(start, end, state, tariff)], cost)

@@ -111,7 +111,7 @@ class Agent:
         # Events from here on (start-up's setting conflicts, deactivated meters...) go to the
         # journal; the history before this start was journalled by the run that stored it.
         newest = self.store.events(1)
-        self._events_seen: int | None = newest[-1]["seq"] if newest else 0
+        self._events_seen: int = newest[-1]["seq"] if newest else 0
         self.tariffs = load_tariffs(config, self.store)
         self.register_meters()
         self.processor = Processor(self.store, self.tariffs, self._policy(config), config.tz,
@@ -659,9 +659,6 @@ class Agent:
         journal once, at the priority of its severity: failures are never only in SQLite."""
         newest = self.store.events(1)  # one row: cheap enough for every turn of the loop
         last = newest[-1]["seq"] if newest else 0
-        if self._events_seen is None:  # history before this start was journalled before
-            self._events_seen = last
-            return
         if last <= self._events_seen:
             return
         rows = self.store.events(min(last - self._events_seen, 200))
@@ -733,8 +730,8 @@ class Agent:
         for service in self.services:
             if hasattr(service, "reload"):
                 service.reload()
-        notes.append("reloaded: policy, meters, tariffs, poll intervals, retention, "
-                     "head-end keys, log level")
+        notes.append("reloaded: policy, meters, tariffs, poll intervals, retention, accounts, "
+                     "concentrator, head-end keys, log level")
         for note in notes:
             (log.warning if "restart" in note else log.info)("SIGHUP: %s", note)
         return notes

@@ -38,7 +38,7 @@ FREE_RESERVE_PAGES = 16_384  # free pages kept for reuse (64 MiB): a day's inser
 LEDGER_CHUNK = 200_000  # ledger rows looked at per call
 FOLD_CACHE_KIB = 32_768  # page cache while folding: a day of ledger (~3,600 pages with 1,024
 # accounts) is rewritten once at commit instead of spilling into the WAL and again at commit
-GRID_CHUNK = 20_000  # rows of each concentrator table removed per call at most
+GRID_CHUNK = 20_000  # rows removed per call at most by each rule (table; line-loss period)
 USAGE_DAYS_KEPT = 92  # `ledger_days` rows kept: the usage window is at most 90 days
 CARRY_ORIGIN = "carry"  # `origin` of a carried-forward ledger entry (never sent: already acked)
 _NEVER = 1 << 62
@@ -218,8 +218,9 @@ class Retention(Database):
     def _prune_grid(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
         """The concentrator's figures by age: 15-minute ones after `grid_quarter_days`,
         daily ones after `grid_daily_days`, monthly line loss after `grid_monthly_months`;
-        at most `GRID_CHUNK` rows of each table per pass.  Nothing waits on these rows: a
-        `lineloss` or `usage` message carries a copy of its body (`GridRecords.save_*`)."""
+        at most `GRID_CHUNK` rows of each table (of each line-loss period) per pass.  Nothing
+        waits on these rows: a `lineloss` or `usage` message carries a copy of its body
+        (`GridRecords.save_*`)."""
         quarter = (now - timedelta(days=policy.grid_quarter_days)).isoformat()
         day = (now - timedelta(days=policy.grid_daily_days)).date().isoformat()
         month = _month_start(int(now.timestamp()))
@@ -353,6 +354,9 @@ class RetentionSchedule:
             pruned = self.store.apply_retention(policy, self.now())
         except EXPECTED_ERRORS as exc:
             log.warning("retention pass failed: %s", exc)
+            return Pruned()
+        except Exception:  # a bug: nobody reads this future's result, so say it here
+            log.exception("retention pass failed")
             return Pruned()
         if pruned:
             log.info("retention: removed %d readings, %d events, %d command ids, %d rows of "

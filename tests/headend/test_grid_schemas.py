@@ -13,7 +13,7 @@ from test_schemas import EXAMPLES, REGISTRY, SCHEMAS
 
 from edge_agent.grid.backfill import FrozenDay
 from edge_agent.grid.lineloss import day_window, line_loss
-from edge_agent.grid.usage import daily_usage
+from edge_agent.grid.usage import account_usage, meter_usage
 from edge_agent.prepaid.records import MeterBilling
 from edge_agent.prepaid.tariff import TierState, tariff_from_text
 
@@ -54,14 +54,13 @@ def test_usage_body_validates() -> None:
     first = FrozenDay("000000000001", datetime(2026, 4, 2), (D(0),) * 5)
     last = FrozenDay("000000000001", datetime(2026, 4, 3),
                      (D(24), D(0), D(6), D(12), D(6)))
-    body = daily_usage(date(2026, 4, 2), first, last, D("12.00"), state, tariff)
+    body = account_usage(date(2026, 4, 2), "ACC-1", [meter_usage(first, last, state, tariff)],
+                         D("12.00"))
     assert body["tier"]["block_remaining"] == "26"
     assert errors("usage", {**HEADER, **body}) == []
 
 
 def test_an_accounts_day_with_two_meters_validates() -> None:
-    from edge_agent.grid.usage import account_usage, meter_usage
-
     tariff = tariff_from_text('[tariff]\nid = "t"\n[energy]\ntype = "tiered"\nperiod = '
                               '"month"\nblocks = [ { up_to = "50", price = "0.5" }, '
                               '{ price = "0.8" } ]\n')

@@ -1,4 +1,4 @@
-"""Schema 6: 15-minute readings in one table per UTC day, dropped whole by retention once
+"""Schema 8: 15-minute readings in one table per UTC day, dropped whole by retention once
 their daily figures are kept; a schema-5 database migrates with its data intact."""
 
 from __future__ import annotations

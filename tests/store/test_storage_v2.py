@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from edge_agent.config import RetentionConfig
 from edge_agent.headend.messages import render
 from edge_agent.prepaid.records import LedgerEntry
@@ -120,3 +122,27 @@ def test_daemon_schedule_runs_a_pass_on_the_writer_thread(tmp_path: Path) -> Non
         schedule.tick()  # 62 s: the next one is 10 minutes later
         assert schedule._running is first
     assert not store.command_seen("c1")
+
+
+def test_a_retention_pass_that_fails_on_a_bug_is_logged_at_err(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody waits on the pass's future: an unexpected error (not SQLite's) used to stay in
+    it, unseen; it is logged at err with its traceback and the next pass runs as planned."""
+    import logging
+
+    store = Store(tmp_path / "agent.db")
+
+    def broken(*_: object) -> None:
+        raise KeyError("grid_quarter_days")
+
+    monkeypatch.setattr(store, "_prune_grid", broken)
+    ticks = iter([0.0, 61.0])
+    with ThreadPoolExecutor(1) as writer, caplog.at_level(logging.ERROR, logger="edge_agent"):
+        schedule = RetentionSchedule(store, RetentionConfig, lambda: T0 + timedelta(days=40),
+                                     lambda: next(ticks, 61.0), writer.submit)
+        schedule.tick()
+        assert schedule._running is not None
+        assert not schedule._running.result(10)  # nothing pruned, nothing raised
+    (record,) = [r for r in caplog.records if "retention pass failed" in r.getMessage()]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
