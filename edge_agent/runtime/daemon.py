@@ -378,9 +378,10 @@ class Agent:
         def run() -> Any:
             try:
                 return fn(*args)
-            except Exception as exc:
-                self.processing_failures += 1
-                log.warning("processing %s failed: %s", getattr(fn, "__name__", fn), exc)
+            except Exception as exc:  # (its only caller: a relay outcome left unrecorded
+                self.processing_failures += 1  # is an error someone must look at)
+                log.error("processing %s failed: %s", getattr(fn, "__name__", fn), exc,
+                          exc_info=None if isinstance(exc, EXPECTED_ERRORS) else exc)
                 raise
         return self.processing.submit(run)
 
