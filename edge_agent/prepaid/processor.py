@@ -85,7 +85,8 @@ class Processor:
         self.restored_at: dict[str, datetime] = getattr(self, "restored_at", {})
         self.trip_kwh: dict[str, Decimal] = getattr(self, "trip_kwh", {})
         self.day_window: dict[str, array[int]] = getattr(self, "day_window", {})
-        self._unregistered: set[str] = getattr(self, "_unregistered", set())  # warned about
+        # polls of meters the store did not know, warned about once (`_known`)
+        self._unregistered: set[str] = getattr(self, "_unregistered", set()) - self.billing.keys()
 
     # -- the cycle ------------------------------------------------------------------------
     def process(self, polls: list[Poll], now: datetime,
@@ -108,12 +109,13 @@ class Processor:
                    if p.ok and p.energy is not None and p.meter not in self.billing}
         if not unknown:
             return polls
-        self.reload()
-        unknown -= self.billing.keys()
-        for meter in sorted(unknown - self._unregistered):
-            log.warning("meter %s answered a poll but is not registered (removed?): "
-                        "not billed", meter)
-        self._unregistered |= unknown
+        if unknown - self._unregistered:  # new to us: the store may know it (one reload,
+            self.reload()                 # not one per cycle for a meter it never knows)
+            unknown -= self.billing.keys()
+            for meter in sorted(unknown - self._unregistered):
+                log.warning("meter %s answered a poll but is not registered (removed?): "
+                            "not billed", meter)
+            self._unregistered = (self._unregistered - self.billing.keys()) | unknown
         return [p for p in polls if p.meter not in unknown]
 
     def _process(self, polls: list[Poll], now: datetime, telemetry: bool) -> list[Decision]:
