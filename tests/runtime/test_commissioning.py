@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,41 @@ from tests.helpers import agent_config
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TARIFFS = {"flat"}
+
+
+METER_7 = "000000000007"
+ADD_7 = {"action": "add", "address": METER_7, "bus": "bus1", "account": "A7",
+         "tariff": "flat", "initial_kwh": "0"}
+
+
+def _commission_and_bill(tmp_path: Path, fixed: str) -> tuple[Store, Any, Any]:
+    """A store and processor at 1.00 a kWh (plus `fixed` TOML), and two steps: `run` a
+    technician's commission request at a time, `poll` meter 7 at a register, hours after NOW."""
+    from zoneinfo import ZoneInfo
+
+    from edge_agent.prepaid.policy import Policy
+    from edge_agent.prepaid.processor import Processor
+    from edge_agent.prepaid.records import Poll, RegisterReading
+    from edge_agent.prepaid.tariff import tariff_from_text
+
+    config = load_config(agent_config(tmp_path, "/dev/null", []))
+    store = Store(tmp_path / "agent.db")
+    tariff = tariff_from_text('[tariff]\nid = "flat"\n[energy]\ntype = "flat"\n'
+                              'price = "1.00"\n' + fixed)
+    processor = Processor(store, {"flat": tariff}, Policy(), ZoneInfo("UTC"), "gw")
+
+    def run(request: dict[str, object], at: datetime) -> None:
+        write, _ = commission(store, config, TARIFFS, request, "technician:t", at)
+        with store.transaction():
+            write()
+        processor.reload()
+
+    def poll(kwh: str, hours: int) -> None:
+        at = NOW + timedelta(hours=hours)
+        processor.process([Poll(METER_7, at, True, RegisterReading(METER_7, at, D(kwh)))],
+                          at)
+
+    return store, run, poll
 
 
 def modbus_add(**over: object) -> dict[str, object]:
@@ -70,32 +106,8 @@ def test_add_replace_remove_owned_by_the_technician(tmp_path: Path) -> None:
 def test_a_meter_added_again_bills_under_new_entry_ids(tmp_path: Path) -> None:
     """Removed and commissioned again (moved to another house, or back after a repair): its
     charges must not reuse the ids of its first life, which the head end deduplicates by."""
-    from datetime import timedelta
-    from zoneinfo import ZoneInfo
-
-    from edge_agent.prepaid.policy import Policy
-    from edge_agent.prepaid.processor import Processor
-    from edge_agent.prepaid.records import Poll, RegisterReading
-    from edge_agent.prepaid.tariff import tariff_from_text
-
-    config = load_config(agent_config(tmp_path, "/dev/null", []))
-    store = Store(tmp_path / "agent.db")
-    flat = tariff_from_text('[tariff]\nid = "flat"\n[energy]\ntype = "flat"\nprice = "1.00"\n')
-    processor = Processor(store, {"flat": flat}, Policy(), ZoneInfo("UTC"), "gw")
-    meter = "000000000007"
-
-    def run(request: dict[str, object], at: datetime) -> None:
-        write, _ = commission(store, config, TARIFFS, request, "technician:t", at)
-        with store.transaction():
-            write()
-        processor.reload()
-
-    def poll(kwh: str, hours: int) -> None:
-        at = NOW + timedelta(hours=hours)
-        processor.process([Poll(meter, at, True, RegisterReading(meter, at, D(kwh)))], at)
-
-    add = {"action": "add", "address": meter, "bus": "bus1", "account": "A7",
-           "tariff": "flat", "initial_kwh": "0"}
+    store, run, poll = _commission_and_bill(tmp_path, "")
+    meter, add = METER_7, ADD_7
     run(add, NOW)
     poll("10", 1)
     poll("20", 2)
@@ -109,13 +121,10 @@ def test_a_meter_added_again_bills_under_new_entry_ids(tmp_path: Path) -> None:
     assert len({e["id"] for e in charges}) == 4  # four charges, four ids
 
 
-
 def test_a_replaced_meter_is_billed_up_to_its_final_reading(tmp_path: Path) -> None:
     """A meter that stopped answering is swapped a day later (through the daemon): the
     energy it counted since its last billed reading (100 -> 124 kWh) is the customer's;
     only the swap itself (old final -> new initial) bills nothing."""
-    from datetime import timedelta
-
     from edge_agent.runtime.daemon import Agent
     from edge_agent.runtime.operations import commission_through_agent
     from tests.helpers import energy_poll
@@ -196,33 +205,8 @@ def test_a_meter_added_again_the_same_day_pays_that_days_fixed_charge_once(
         tmp_path: Path) -> None:
     """Removed by mistake and commissioned again an hour later: the day's fixed charge
     (gw:daily:<meter>:<day>) was paid already; it is not charged a second time."""
-    from datetime import timedelta
-    from zoneinfo import ZoneInfo
-
-    from edge_agent.prepaid.policy import Policy
-    from edge_agent.prepaid.processor import Processor
-    from edge_agent.prepaid.records import Poll, RegisterReading
-    from edge_agent.prepaid.tariff import tariff_from_text
-
-    config = load_config(agent_config(tmp_path, "/dev/null", []))
-    store = Store(tmp_path / "agent.db")
-    daily = tariff_from_text('[tariff]\nid = "flat"\n[energy]\ntype = "flat"\n'
-                             'price = "1.00"\n[fixed]\ndaily = "0.10"\n')
-    processor = Processor(store, {"flat": daily}, Policy(), ZoneInfo("UTC"), "gw")
-    meter = "000000000007"
-
-    def run(request: dict[str, object], at: datetime) -> None:
-        write, _ = commission(store, config, TARIFFS, request, "technician:t", at)
-        with store.transaction():
-            write()
-        processor.reload()
-
-    def poll(kwh: str, hours: int) -> None:
-        at = NOW + timedelta(hours=hours)
-        processor.process([Poll(meter, at, True, RegisterReading(meter, at, D(kwh)))], at)
-
-    add = {"action": "add", "address": meter, "bus": "bus1", "account": "A7",
-           "tariff": "flat", "initial_kwh": "0"}
+    store, run, poll = _commission_and_bill(tmp_path, '[fixed]\ndaily = "0.10"\n')
+    meter, add = METER_7, ADD_7
     run(add, NOW)
     poll("1", 1)
     run({"action": "remove", "address": meter}, NOW + timedelta(hours=2))
