@@ -125,19 +125,32 @@ def charges(site: Site, account: str) -> list[dict[str, Any]]:
     return [e for e in site.store.ledger(account) if e["kind"] == "charge"]
 
 
-def test_two_day_outage_is_billed_from_the_freezes_across_the_tier_and_month(
-        site_factory: Any) -> None:
+def two_day_outage(site_factory: Any, watch: bool = False,
+                   before: Any = None) -> tuple[Site, str]:
+    """One meter at 1 kW from 28 March 12:00: a baseline poll, a poll on 30 March 04:00 (40
+    kWh, all in the first block; `watch` looks at it), then the gateway goes down, the load
+    triples from 31 March, and it is back on 1 April 10:00 (54 hours later), nothing read
+    yet.  `before(site)` runs before the first poll."""
     start = datetime(2026, 3, 28, 12)
     meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
     a1 = meters[0].address
     site = site_factory(meters, [a1], start)
-    site.poll(a1)  # baseline: 0 kWh on 28 March
+    if before is not None:
+        before(site)
+    site.poll(a1)
     site.sim.advance_to(datetime(2026, 3, 30, 4))
-    site.poll(a1)  # 40 kWh billed, all in the first block
-    # the gateway goes down; the customer's load triples from 31 March
+    site.poll(a1)
+    if watch:
+        site.conc.watch()
     site.sim.advance_to(datetime(2026, 3, 31))
     meters[0].load_kw = D("3")
-    site.sim.advance_to(datetime(2026, 4, 1, 10))  # back up 54 hours later
+    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    return site, a1
+
+
+def test_two_day_outage_is_billed_from_the_freezes_across_the_tier_and_month(
+        site_factory: Any) -> None:
+    site, a1 = two_day_outage(site_factory)
     site.run(site.conc.backfill_all(3))  # `tick` queues this ahead of the first poll
     site.poll(a1)
     billed = charges(site, "acct-01")[1:]
@@ -178,17 +191,7 @@ def test_long_outage_bills_the_month_boundary_from_the_settlement_freeze(
 
 def test_gap_billed_before_the_freezes_were_read_is_corrected_by_a_new_entry(
         site_factory: Any) -> None:
-    start = datetime(2026, 3, 28, 12)
-    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
-    a1 = meters[0].address
-    site = site_factory(meters, [a1], start)
-    site.poll(a1)
-    site.sim.advance_to(datetime(2026, 3, 30, 4))
-    site.poll(a1)
-    site.conc.watch()
-    site.sim.advance_to(datetime(2026, 3, 31))
-    meters[0].load_kw = D("3")
-    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site, a1 = two_day_outage(site_factory, watch=True)
     site.poll(a1)  # the freezes were not read first: 122 kWh billed in proportion to time
     site.conc.watch()  # sees the gap
     (gap_charge,) = charges(site, "acct-01")[1:]
@@ -531,18 +534,8 @@ def test_backfill_and_correction_count_the_household_tier_bonus(site_factory: An
     """An account with a household tier bonus (20 kWh: the first block is 70 kWh) is billed
     with it by the polls; the freezes of a gap, and the repricing of a gap, must be too."""
     def outage(read_freezes_first: bool) -> Site:
-        start = datetime(2026, 3, 28, 12)
-        meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
-        a1 = meters[0].address
-        site = site_factory(meters, [a1], start)
-        site.processor.set_account_class("acct-01", None, D(20))
-        site.poll(a1)
-        site.sim.advance_to(datetime(2026, 3, 30, 4))
-        site.poll(a1)  # 40 kWh
-        site.conc.watch()
-        site.sim.advance_to(datetime(2026, 3, 31))
-        meters[0].load_kw = D("3")
-        site.sim.advance_to(datetime(2026, 4, 1, 10))
+        site, a1 = two_day_outage(site_factory, watch=True, before=lambda site:
+                                  site.processor.set_account_class("acct-01", None, D(20)))
         if read_freezes_first:
             site.run(site.conc.backfill_all(3))
             site.poll(a1)
@@ -661,16 +654,7 @@ def test_a_backfilled_days_usage_carries_that_days_cost(site_factory: Any) -> No
     """Freezes are billed at their moment: the charge of 31 March is stamped 1 April 00:00,
     the end of its interval.  The usage message of 31 March (SMS, the customer's app) must
     show 31 March's cost, not the 30th's."""
-    start = datetime(2026, 3, 28, 12)
-    meters = make_meters(1, clock=SimClock(start, speed=0), load_kw=D("1"))
-    a1 = meters[0].address
-    site = site_factory(meters, [a1], start)
-    site.poll(a1)
-    site.sim.advance_to(datetime(2026, 3, 30, 4))
-    site.poll(a1)
-    site.sim.advance_to(datetime(2026, 3, 31))
-    meters[0].load_kw = D("3")
-    site.sim.advance_to(datetime(2026, 4, 1, 10))
+    site, _ = two_day_outage(site_factory)
     site.run(site.conc.backfill_all(3))
     site.conc.close_day(date(2026, 3, 31))
     (day,) = site.store.usage("acct-01")
