@@ -164,3 +164,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0,
             return True
         time.sleep(step)
     return False
+
+
+def numbered_topup(proc: Processor, seq: int, txn: str, amount: str = "10",
+                   when: str = "2026-11-22 09:00") -> list:
+    """A head-end top-up of account A1 with its sequence number; the rows it added."""
+    from edge_agent.prepaid.records import LedgerEntry
+
+    added, _ = proc.apply_topup(LedgerEntry(txn, "A1", "topup", Decimal(amount), at(when)),
+                                seq, at(when))
+    return added

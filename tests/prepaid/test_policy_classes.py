@@ -15,7 +15,7 @@ from edge_agent.config import parse_config
 from edge_agent.errors import ConfigError, Conflict, UnknownPolicyClass
 from edge_agent.prepaid.policy import parse_policy
 from edge_agent.prepaid.records import LedgerEntry
-from tests.helpers import at, energy_poll, processor
+from tests.helpers import at, energy_poll, numbered_topup, processor
 
 M1 = "000000000001"
 CLASSES = {
@@ -116,9 +116,7 @@ def test_topup_sequence_gap_fill_and_repeat(tmp_path) -> None:
     proc = processor(tmp_path / "a.db")
 
     def topup(seq: int, txn: str) -> list:
-        added, _ = proc.apply_topup(LedgerEntry(txn, "A1", "topup", D("10"), at(
-            "2026-11-22 09:00")), seq, at("2026-11-22 09:00"))
-        return added
+        return numbered_topup(proc, seq, txn)
 
     assert topup(1, "t1") and topup(4, "t4")  # 2 and 3 never arrived: applied anyway
     [gap] = proc.store.events(types=["topup_gap"])

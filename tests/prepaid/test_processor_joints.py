@@ -12,7 +12,7 @@ from decimal import Decimal as D
 
 from edge_agent.prepaid.records import LedgerEntry
 from edge_agent.store import MeterRecord
-from tests.helpers import at, energy_poll, processor
+from tests.helpers import at, energy_poll, numbered_topup, processor
 
 M1, M2, M3 = "000000000001", "000000000002", "000000000003"
 
@@ -78,9 +78,7 @@ def test_a_topup_resent_under_a_new_number_does_not_hide_the_missing_one(tmp_pat
     proc = processor(tmp_path / "a.db")
 
     def topup(seq: int, txn: str) -> list:
-        added, _ = proc.apply_topup(LedgerEntry(txn, "A1", "topup", D("10"), at(
-            "2026-11-22 09:00")), seq, at("2026-11-22 09:00"))
-        return added
+        return numbered_topup(proc, seq, txn)
 
     assert topup(1, "t1") and topup(3, "t3")  # 2 is missing
     assert topup(2, "t1") == []  # t1 again, wrongly numbered 2: applies nothing ...
