@@ -24,6 +24,19 @@ log = logging.getLogger(__name__)
 RELAY, TECHNICIAN, POLL = 0, 1, 5
 
 
+def outcome(future: Future[Any], timeout: float) -> Any:
+    """The result of a submitted job, waited for at most `timeout` seconds.  A job still
+    queued then is withdrawn and `TimeoutError` raised: a relay order answered "failed" must
+    not move the relay later, unrecorded.  A job already on the wire is waited for: its
+    outcome is the answer."""
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        if future.cancel():
+            raise TimeoutError(f"not carried out: bus busy for {timeout:g} s") from None
+        return future.result()
+
+
 class BusWorker:
     def __init__(self, name: str, driver: Any) -> None:
         self.name = name

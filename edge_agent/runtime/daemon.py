@@ -28,7 +28,7 @@ from edge_agent.errors import (
     UnknownMeter,
 )
 from edge_agent.field.drivers import make_driver
-from edge_agent.field.worker import POLL, RELAY, TECHNICIAN, BusWorker
+from edge_agent.field.worker import POLL, RELAY, TECHNICIAN, BusWorker, outcome
 from edge_agent.prepaid.enforcement import Decision
 from edge_agent.prepaid.processor import Processor
 from edge_agent.prepaid.records import LedgerEntry
@@ -498,17 +498,8 @@ class Agent:
         future = worker.submit(
             lambda driver: (driver.relay(meter, action), self._energy(driver, meter)), RELAY)
         try:
-            try:
-                relay, energy = future.result(OPERATION_WAIT)
-            except TimeoutError:
-                if not future.cancel():  # on the wire already: its outcome is the answer
-                    relay, energy = future.result()
-                else:  # withdrawn: it must not move the relay later, unrecorded
-                    error = f"not carried out: bus busy for {OPERATION_WAIT:g} s"
-                    self.on_processor(self.processor.operator_done, meter, order, False,
-                                      self.clock.now(), None, error, actor, reason)
-                    raise TimeoutError(error) from None
-        except EXPECTED_ERRORS as exc:
+            relay, energy = outcome(future, OPERATION_WAIT)
+        except (TimeoutError, *EXPECTED_ERRORS) as exc:  # (a timeout: withdrawn, not done)
             self.on_processor(self.processor.operator_done, meter, order, False,
                               self.clock.now(), None, str(exc), actor, reason)
             raise

@@ -158,7 +158,7 @@ def relay_order(agent: Any, args: dict[str, Any], ctx: Context) -> Plan:
 def technician_relay(agent: Any, worker: Any, address: str, action: str, actor: str) -> Any:
     """A technician's relay action through the daemon: billed meters go through
     `relay_order` (recorded, keep-power honoured); others are carried out and recorded."""
-    from edge_agent.field.worker import RELAY
+    from edge_agent.field.worker import RELAY, outcome
 
     order = order_for(action)
     record = agent.store.meter(address)
@@ -167,13 +167,8 @@ def technician_relay(agent: Any, worker: Any, address: str, action: str, actor: 
         if plan.apply is not None:
             agent.on_processor(_in_transaction(agent, plan.apply))
         return plan.result
-    future = worker.submit(lambda driver: driver.relay(address, action), RELAY)
-    try:
-        state = future.result(TECHNICIAN_WAIT)
-    except TimeoutError:
-        if future.cancel():  # withdrawn: it must not move the relay later, unrecorded
-            raise TimeoutError(f"not carried out: bus busy for {TECHNICIAN_WAIT:g} s") from None
-        state = future.result()  # on the wire already: its outcome is the answer
+    state = outcome(worker.submit(lambda driver: driver.relay(address, action), RELAY),
+                    TECHNICIAN_WAIT)
     agent.record_technician(address, action, state, actor)
     return {"meter": address, "action": action, "relay": state}
 
