@@ -232,7 +232,7 @@ def test_a_port_the_agent_may_not_open_is_named_at_err_and_in_config_check(
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=REPO)
         STARTED.append(proc)
-        time.sleep(4)
+        time.sleep(4)  # ~8 poll cycles at 0.5 s: the denial must be logged once, not per cycle
         status = subprocess.run([*EXE, "--config", str(config), "status", "--json"],
                                 capture_output=True, text=True, cwd=REPO, timeout=30)
         code, out, err = finish(proc)
