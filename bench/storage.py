@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, path: Path) -> None:
             wchar, disk = io_counters()
             readings = polls_done - window[2]
             seconds = time.monotonic() - window[3]
-            ledger = store.conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+            ledger = store.ledger_rows()
             rows = store.reading_rows()
             print(f"{day:>5} {size(path) / MiB:>8.1f} {rows:>10,} {ledger:>9,} "
                   f"{(wchar - window[0]) / readings:>18,.0f} "

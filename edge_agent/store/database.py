@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_agent.errors import StorageError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
 # Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
 # changed by several cycles is copied into the database once, not once per cycle.
@@ -176,9 +176,19 @@ def _migration_day_tables(db: Connection) -> None:
     db.execute("INSERT OR IGNORE INTO kv (key, value) VALUES ('readings.day_tables', '1')")
 
 
+def _migration_ledger_day_tables(db: Connection) -> None:
+    """The gateway's own ledger entries (charges) in one table per UTC day of their time,
+    `ledger_d<N>` (store/ledger.py), which retention folds into the carried-forward entries
+    and drops whole: deleting a day of entries from `ledger` rewrote most of its pages on
+    some days (docs/storage.md).  `seq` stays one sequence across the tables.  Entries from
+    outside (top-ups, adjustments), carried-forward ones and those already stored stay in
+    `ledger`; an agent of schema 8 would not see the new tables (hence the version)."""
+    db.execute("INSERT OR IGNORE INTO kv (key, value) VALUES ('ledger.day_tables', '1')")
+
+
 MIGRATIONS = [_migration_1, _migration_policy_classes, _migration_grid,
               _migration_command_results, _migration_retention, _migration_field_data,
-              _migration_meter_behind, _migration_day_tables]
+              _migration_meter_behind, _migration_day_tables, _migration_ledger_day_tables]
 
 
 def to_iso(moment: datetime | None) -> str | None:

@@ -233,12 +233,14 @@ class GridRecords(Database):
         charge is stamped at the end of its interval (a freeze at midnight closes the day
         before it): those in (start, end]; a daily fixed charge is stamped when billed, on
         or after its day: those in [start, end)."""
-        row = self.conn.execute(
-            "SELECT COALESCE(SUM(amount_micro), 0) FROM ledger WHERE account=? AND "
+        tables = self.ledger_tables(  # type: ignore[attr-defined]
+            int(start.timestamp()) // 86400, int(end.timestamp()) // 86400)
+        rows = self.ledger_select(  # type: ignore[attr-defined]
+            "SELECT COALESCE(SUM(amount_micro), 0) FROM {t} WHERE account=? AND "
             "kind='charge' AND ((id NOT LIKE '%:daily:%' AND ts > ? AND ts <= ?) OR "
             "(id LIKE '%:daily:%' AND ts >= ? AND ts < ?))",
-            (account, to_iso(start), to_iso(end), to_iso(start), to_iso(end)))
-        return Decimal(-int(row.fetchone()[0])) / Decimal(1_000_000)
+            (account, to_iso(start), to_iso(end), to_iso(start), to_iso(end)), tables)
+        return Decimal(-sum(int(r[0]) for r in rows)) / Decimal(1_000_000)
 
 
 #: parts of a `usage` body that are the running position when the day was closed, not the day's

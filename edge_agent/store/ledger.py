@@ -2,6 +2,16 @@
 
 An account's balance (kept beside the ledger in the same transaction) always equals the sum of
 its entries, in integer micro-yuan.  Appending an id that exists changes nothing.
+
+Since schema 9 the gateway's own entries (charges, fixed charges, allowances: 96 a day per
+meter) go to a table per UTC day of their time, `ledger_d<N>` (N: days since 1970-01-01);
+entries from outside (top-ups, adjustments, openings), the carried-forward ones of retention
+and the entries stored before stay in `ledger`, whose partial index keeps outside ids unique.
+`seq` is one sequence over all of them, given here (the highest stored + 1), so "entries after
+seq S" and the outbox's references read the same as before.  Retention folds a day's table
+into the carried-forward entries and drops it whole: a DELETE of a day of entries from one
+large table rewrote most of its pages on some days, depending on how SQLite's b-tree
+rebalanced the emptied leaves (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -24,11 +34,26 @@ if TYPE_CHECKING:  # the prepaid records load when used: `edge-agent status` sta
     from edge_agent.prepaid.enforcement import AlertState
     from edge_agent.prepaid.records import LedgerEntry
 
-_INSERT_LEDGER = ("INSERT INTO ledger (id, account, kind, amount, amount_micro, ts, meter, "
-                  "detail, balance_after, origin) VALUES (?,?,?,?,?,?,?,?,?,?)")
+_LEDGER_COLUMNS = ("seq, id, account, kind, amount, amount_micro, ts, meter, detail, "
+                   "balance_after")
+_INSERT_LEDGER = (f"INSERT INTO ledger ({_LEDGER_COLUMNS}, origin) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 LEDGER_KINDS = tuple(LedgerKind)
-_LEDGER_MESSAGE_COLUMNS = ("SELECT id, account, kind, amount, ts, meter, detail, balance_after "
-                           "FROM ledger")
+#: what a ledger message says of an entry, from each ledger table in turn ({t}: its name)
+LEDGER_MESSAGE_COLUMNS = ("SELECT seq, id, account, kind, amount, ts, meter, detail, "
+                          "balance_after FROM {t}")
+GATEWAY_ORIGIN = "gateway"  # `origin` of the gateway's own entries (those in day tables)
+DAY_TABLE_PREFIX = "ledger_d"
+
+
+def ledger_day_table(day: int) -> str:
+    """The table of the gateway's ledger entries of UTC day `day` (days since the epoch)."""
+    return f"{DAY_TABLE_PREFIX}{int(day)}"
+
+
+def utc_day(ts: str) -> int:
+    """The UTC day (days since the epoch) of a stored ISO time."""
+    return int(datetime.fromisoformat(ts).timestamp()) // 86400
 
 
 # Ledger details are small JSON objects with the same keys every time: deflated against this
@@ -98,9 +123,61 @@ class Ledger(Database):
 
     def ledger_sum(self, account: str) -> Decimal:
         """The balance recomputed from the ledger itself (for checks and audits)."""
-        row = self.conn.execute("SELECT COALESCE(SUM(amount_micro),0) FROM ledger "
-                                "WHERE account=?", (account,)).fetchone()
-        return from_micro(row[0])
+        return from_micro(sum(int(row[0]) for row in self.ledger_select(
+            "SELECT COALESCE(SUM(amount_micro), 0) FROM {t} WHERE account=?", (account,))))
+
+    # -- the ledger's tables ------------------------------------------------------------------
+    def ledger_day_tables(self) -> list[int]:
+        """Days that have a table of the gateway's entries, oldest first."""
+        rows = self.conn.execute("SELECT name FROM sqlite_schema WHERE type='table' AND "
+                                 f"name GLOB '{DAY_TABLE_PREFIX}[0-9]*'").fetchall()
+        return sorted(int(r[0][len(DAY_TABLE_PREFIX):]) for r in rows)
+
+    def ledger_tables(self, first_day: int = 0, last_day: int = 1 << 40) -> list[str]:
+        """`ledger`, then the day tables of days `first_day..last_day`, oldest first."""
+        return ["ledger"] + [ledger_day_table(d) for d in self.ledger_day_tables()
+                             if first_day <= d <= last_day]
+
+    def ledger_select(self, sql: str, params: Iterable[Any] = (),
+                      tables: list[str] | None = None) -> list[sqlite3.Row]:
+        """The rows of `sql` (which reads `FROM {t}`) run on each ledger table in turn (all
+        of them unless `tables`); the caller merges: orders by seq, sums, takes the least."""
+        values = tuple(params)
+        return [row for table in (self.ledger_tables() if tables is None else tables)
+                for row in self.conn.execute(sql.replace("{t}", table), values).fetchall()]
+
+    def ledger_top_seq(self) -> int:
+        """The highest seq given to a ledger entry still stored (carried-forward entries keep
+        the seq of the last entry they sum up, so this never goes back)."""
+        return max(int(r[0]) for r in self.ledger_select("SELECT COALESCE(MAX(seq), 0) FROM {t}"))
+
+    def ledger_rows(self) -> int:
+        """Stored ledger entries, in every table."""
+        return sum(int(r[0]) for r in self.ledger_select("SELECT COUNT(*) FROM {t}"))
+
+    def _insert_ledger(self, rows: list[tuple[Any, ...]], origin: str, ignore: bool) -> None:
+        """Insert rows (`_LEDGER_COLUMNS` order): the gateway's own in their day's table,
+        others in `ledger` (`ignore`: an outside id already there is skipped)."""
+        if origin != GATEWAY_ORIGIN:
+            verb = "INSERT OR IGNORE" if ignore else "INSERT"
+            self.conn.executemany(_INSERT_LEDGER.replace("INSERT", verb, 1),
+                                  [(*row, origin) for row in rows])
+            return
+        by_day: dict[int, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_day.setdefault(utc_day(row[6]), []).append(row)
+        for day, part in by_day.items():
+            table = ledger_day_table(day)
+            # No index: the seq is the rowid, the gateway's ids are unique by construction,
+            # and retention reads or drops the table whole.  `origin` is not stored.
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (seq INTEGER PRIMARY KEY, id TEXT NOT "
+                "NULL, account TEXT NOT NULL, kind TEXT NOT NULL, amount TEXT NOT NULL, "
+                "amount_micro INTEGER NOT NULL, ts TEXT NOT NULL, meter TEXT, detail TEXT, "
+                "balance_after TEXT NOT NULL, origin TEXT GENERATED ALWAYS AS "
+                f"('{GATEWAY_ORIGIN}') VIRTUAL)")
+            self.conn.executemany(f"INSERT INTO {table} ({_LEDGER_COLUMNS}) "
+                                  "VALUES (?,?,?,?,?,?,?,?,?,?)", part)
 
     def append_ledger_entries(self, entries: Iterable[LedgerEntry], origin: str = "gateway",
                               outbox: bool = True) -> list[dict[str, Any]]:
@@ -120,28 +197,29 @@ class Ledger(Database):
             # Fast path: usually every id is new.  Insert the lot under a savepoint; if any id
             # was already there, undo it and take the careful path that skips known ids.
             conn.execute("SAVEPOINT ledger_batch")
+            first = self.ledger_top_seq() + 1
             before = conn.total_changes
             gone = self.ledger_gone([e.id for e in batch])  # compacted away, still known
-            added, rows, balances = self._ledger_rows(batch, gone, origin)
-            conn.executemany(_INSERT_LEDGER.replace("INSERT", "INSERT OR IGNORE"), rows)
+            added, rows, balances = self._ledger_rows(batch, gone, origin, first)
+            self._insert_ledger(rows, origin, ignore=True)
             if conn.total_changes - before != len(rows):
                 conn.execute("ROLLBACK TO ledger_batch")
                 known = self._existing_ids([e.id for e in batch]) | gone
-                added, rows, balances = self._ledger_rows(batch, known, origin)
-                conn.executemany(_INSERT_LEDGER, rows)  # a duplicate now is an error
+                added, rows, balances = self._ledger_rows(batch, known, origin, first)
+                self._insert_ledger(rows, origin, ignore=False)  # a duplicate now is an error
             conn.execute("RELEASE ledger_batch")
             touched = {row["account"] for row in added}
             conn.executemany("UPDATE accounts SET balance_micro=? WHERE id=?",
                              [(balances[a], a) for a in touched])
             self._count_days(rows)
             if added and outbox:
-                self.enqueue_range("ledger", self._last_rowid() - len(rows) + 1,
-                                   self._last_rowid())
+                self.enqueue_range("ledger", first, first + len(rows) - 1)
         return added
 
-    def _ledger_rows(self, batch: list[LedgerEntry], known: set[str], origin: str
+    def _ledger_rows(self, batch: list[LedgerEntry], known: set[str], origin: str, first: int
                      ) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], dict[str, int]]:
-        """Rows to insert for the entries whose id is not in `known` (nor repeated)."""
+        """Rows to insert for the entries whose id is not in `known` (nor repeated), with
+        seqs from `first` on."""
         balances = self.balances_micro({e.account for e in batch})
         added: list[dict[str, Any]] = []
         rows: list[tuple[Any, ...]] = []
@@ -162,16 +240,17 @@ class Ledger(Database):
             detail = encode_detail(json.dumps(entry.detail, ensure_ascii=False,
                                               separators=(",", ":")))
             added.append(row)
-            rows.append((entry.id, entry.account, entry.kind, row["amount"], micro,
-                         row["ts"], entry.meter, detail, row["balance_after"], origin))
+            rows.append((first + len(rows), entry.id, entry.account, entry.kind,
+                         row["amount"], micro, row["ts"], entry.meter, detail,
+                         row["balance_after"]))
         return added, rows, balances
 
     def _count_days(self, rows: list[tuple[Any, ...]]) -> None:
         """Add the entries to `ledger_days` (money per UTC day, account and kind)."""
         days: dict[tuple[str, str, str], int] = {}
         for row in rows:
-            key = (row[5][:10], row[1], row[2])
-            days[key] = days.get(key, 0) + row[4]
+            key = (row[6][:10], row[2], row[3])
+            days[key] = days.get(key, 0) + row[5]
         self.conn.executemany("INSERT INTO ledger_days (day, account, kind, micro) "
                               "VALUES (?,?,?,?) ON CONFLICT (day, account, kind) DO UPDATE "
                               "SET micro = micro + excluded.micro",
@@ -216,20 +295,21 @@ class Ledger(Database):
 
     def ledger(self, account: str | None = None, limit: int = 100,
                since_seq: int = 0) -> list[dict[str, Any]]:
+        """The last `limit` entries after `since_seq` (of one account), oldest first."""
         sql = ("SELECT seq, id, account, kind, amount, ts, meter, detail, balance_after, origin "
-               "FROM ledger WHERE seq > ?")
+               "FROM {t} WHERE seq > ?")
         params: list[Any] = [since_seq]
         if account:
             sql += " AND account = ?"
             params.append(account)
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
-        rows = self.conn.execute(sql, params).fetchall()
-        return [{**dict(r), "detail": decode_detail(r["detail"])} for r in reversed(rows)]
+        rows = sorted(self.ledger_select(sql, params), key=lambda r: r["seq"])[-limit:]
+        return [{**dict(r), "detail": decode_detail(r["detail"])} for r in rows]
 
     def ledger_ids(self, account: str | None = None) -> set[str]:
-        sql = "SELECT id FROM ledger" + (" WHERE account=?" if account else "")
-        return {r[0] for r in self.conn.execute(sql, (account,) if account else ())}
+        sql = "SELECT id FROM {t}" + (" WHERE account=?" if account else "")
+        return {r[0] for r in self.ledger_select(sql, (account,) if account else ())}
 
     def ledger_entries_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         wanted = list(ids)
@@ -237,9 +317,8 @@ class Ledger(Database):
         for chunk in range(0, len(wanted), 500):
             part = wanted[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
-            out += self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE id IN ({marks}) "
-                                     "ORDER BY seq", part).fetchall()
-        return [ledger_row(r) for r in out]
+            out += self.ledger_select(f"{LEDGER_MESSAGE_COLUMNS} WHERE id IN ({marks})", part)
+        return [ledger_row(r) for r in sorted(out, key=lambda r: r["seq"])]
 
     def charges_since(self, account: str, since: datetime) -> Decimal:
         """Money spent on energy and fixed charges since `since` (a positive number), from

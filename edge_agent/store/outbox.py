@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.store.database import Database
-from edge_agent.store.ledger import _LEDGER_MESSAGE_COLUMNS, ledger_row
+from edge_agent.store.ledger import LEDGER_MESSAGE_COLUMNS, ledger_row
 from edge_agent.store.readings import TELEMETRY_VALUES
 
 PER_MESSAGE = 500  # rows one message refers to at most
@@ -32,13 +32,13 @@ class Outbox(Database):
         """Queue the ledger again from `since_seq` on (head-end `sync`); returns the count."""
         with self.transaction():
             if account:
-                ids = [r["id"] for r in self.conn.execute(
-                    "SELECT id FROM ledger WHERE seq > ? AND account=? ORDER BY seq",
-                    (since_seq, account))]
+                ids = [r["id"] for r in sorted(self.ledger_select(  # type: ignore[attr-defined]
+                    "SELECT seq, id FROM {t} WHERE seq > ? AND account=?",
+                    (since_seq, account)), key=lambda r: r["seq"])]
                 return self.requeue_ledger_ids(ids)
-            last = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]
-            count = self.conn.execute("SELECT COUNT(*) FROM ledger WHERE seq > ?",
-                                      (since_seq,)).fetchone()[0]
+            last = self.ledger_top_seq()  # type: ignore[attr-defined]
+            count = sum(int(r[0]) for r in self.ledger_select(  # type: ignore[attr-defined]
+                "SELECT COUNT(*) FROM {t} WHERE seq > ?", (since_seq,)))
             if last > since_seq:
                 self.enqueue_range("ledger", since_seq + 1, last)
             return int(count)
@@ -73,9 +73,10 @@ class Outbox(Database):
     def ledger_range(self, first: int, last: int) -> list[dict[str, Any]]:
         """Ledger entries `first..last` (by ledger seq), by name.  Carried-forward entries
         (retention) are left out: the head end acknowledged the entries they sum up."""
-        rows = self.conn.execute(f"{_LEDGER_MESSAGE_COLUMNS} WHERE seq BETWEEN ? AND ? "
-                                 "AND origin != 'carry' ORDER BY seq", (first, last)).fetchall()
-        return [ledger_row(r) for r in rows]
+        rows = self.ledger_select(  # type: ignore[attr-defined]
+            f"{LEDGER_MESSAGE_COLUMNS} WHERE seq BETWEEN ? AND ? AND origin != 'carry'",
+            (first, last))
+        return [ledger_row(r) for r in sorted(rows, key=lambda r: r["seq"])]
 
     def event(self, seq: int) -> dict[str, Any] | None:
         """One stored event by its seq, by name (`detail` decoded)."""

@@ -8,7 +8,9 @@ Per kind of data, by age:
 - the ledger: entries older than `ledger_detail_days` fold into one carried-forward entry per
   account, month and kind (same sum, so balance = sum of entries stays exact); the ids of
   entries that came from outside the gateway (top-ups, adjustments) stay resolvable as a
-  64-bit hash in `ledger_gone` for `ledger_ids_days`, so a resent one is still a no-op.
+  64-bit hash in `ledger_gone` for `ledger_ids_days`, so a resent one is still a no-op.  The
+  gateway's own entries of a UTC day are a table of their own (store/ledger.py), folded and
+  dropped whole.
 
 Nothing the head end has not acknowledged is ever removed: a row an outbox message still
 refers to (and every later one) stays until that message is acknowledged.  Each call does a
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 from edge_agent.errors import StorageError
 from edge_agent.prepaid.money import format_money, from_micro
 from edge_agent.store.database import Database
-from edge_agent.store.ledger import decode_detail, id_hash
+from edge_agent.store.ledger import decode_detail, id_hash, ledger_day_table
 from edge_agent.store.readings import day_table
 
 log = logging.getLogger("edge_agent")
@@ -105,11 +107,12 @@ class Retention(Database):
         if kind == "ledger":  # `sync` by id queues {"ids": [...]}
             asked = self.conn.execute("SELECT 1 FROM outbox WHERE kind='ledger' AND "
                                       "json_type(payload, '$.ids') IS NOT NULL LIMIT 1")
-            row = (None,) if asked.fetchone() is None else self.conn.execute(
-                "SELECT MIN(seq) FROM ledger WHERE id IN (SELECT j.value FROM outbox o, "
-                "json_each(o.payload, '$.ids') j WHERE o.kind='ledger')").fetchone()
-            if row[0] is not None:
-                floor = min(floor, int(row[0]))
+            if asked.fetchone() is not None:
+                for (low,) in self.ledger_select(  # type: ignore[attr-defined]
+                        "SELECT MIN(seq) FROM {t} WHERE id IN (SELECT j.value FROM outbox o, "
+                        "json_each(o.payload, '$.ids') j WHERE o.kind='ledger')"):
+                    if low is not None:
+                        floor = min(floor, int(low))
         return floor
 
     # -- the pass ---------------------------------------------------------------------------
@@ -183,13 +186,19 @@ class Retention(Database):
             pruned.held.append("readings")
             return days
         with self.transaction():
-            rows = int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-            kept = self.conn.execute(
+            # The last row per meter and quantity, found here in rowid order rather than by
+            # GROUP BY (SQLite would sort a day of rows in a temporary file: megabytes).
+            newest: dict[tuple[str, str], int] = {}
+            rows = 0
+            for rowid, meter, name in self.conn.execute(
+                    f"SELECT rowid, meter, name FROM {table} ORDER BY rowid"):
+                newest[(meter, name)] = rowid
+                rows += 1
+            self.conn.executemany(
                 f"INSERT INTO readings (rowid, ts, meter, name, value) SELECT rowid, ts, meter, "
-                f"name, value FROM {table} WHERE rowid IN (SELECT MAX(rowid) FROM {table} "
-                "GROUP BY meter, name) ORDER BY rowid").rowcount
+                f"name, value FROM {table} WHERE rowid=?", [(r,) for r in sorted(newest.values())])
             self.conn.execute(f"DROP TABLE {table}")
-            pruned.readings += rows - kept
+            pruned.readings += rows - len(newest)
         return days[1:]
 
     def _thin(self, mark: str, start_of: Any, end_of: Any, before: int, oldest: int,
@@ -268,12 +277,44 @@ class Retention(Database):
     def _compact_ledger(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
         """Fold acknowledged entries older than the detail window into one carried-forward
         entry per account, month and kind; the sum (so every balance) is unchanged."""
+        self._fold_day(policy, now, pruned)
         size = self.conn.execute("PRAGMA cache_size").fetchone()[0]
         self.conn.execute(f"PRAGMA cache_size=-{FOLD_CACHE_KIB}")
         try:
             self._fold(policy, now, pruned)
         finally:
             self.conn.execute(f"PRAGMA cache_size={int(size)}")
+
+    def _fold_day(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
+        """Fold the oldest table of the gateway's entries, if its whole UTC day is older
+        than the detail window and acknowledged, then drop it (one table a pass)."""
+        edge = now - timedelta(days=policy.ledger_detail_days)
+        days = [d for d in self.ledger_day_tables()  # type: ignore[attr-defined]
+                if d < int(edge.timestamp()) // 86400]
+        if not days:
+            return
+        table = ledger_day_table(days[0])
+        conn = self.conn
+        with self.transaction():
+            top = conn.execute(f"SELECT MAX(seq) FROM {table}").fetchone()[0]
+            if top is not None and top >= self.outbox_floor("ledger"):
+                pruned.held.append("ledger")
+                return
+            # Summed here, in seq order, not by GROUP BY: SQLite would sort a day of rows in
+            # a temporary file (megabytes written) or in as much memory.
+            groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+            for account, kind, ts, micro, seq, balance_after in conn.execute(
+                    "SELECT account, kind, ts, amount_micro, seq, balance_after FROM "
+                    f"{table} ORDER BY seq"):
+                group = groups.setdefault((account, kind, ts[:7]), {
+                    "account": account, "kind": kind, "month": ts[:7], "n": 0, "micro": 0})
+                group["n"] += 1
+                group["micro"] += micro
+                group.update(last=seq, ts=ts, balance_after=balance_after)
+            conn.execute(f"DROP TABLE {table}")  # frees its pages without writing them
+            for group in groups.values():
+                self._carry(group, kept=False)
+            pruned.ledger_folded += sum(g["n"] for g in groups.values())
 
     def _fold(self, policy: RetentionPolicy, now: datetime, pruned: Pruned) -> None:
         floor = self.outbox_floor("ledger")
@@ -308,26 +349,40 @@ class Retention(Database):
                                                 "GROUP BY account, kind, substr(ts, 1, 7))",
                                                 span + span).rowcount
             for group in groups:
-                self._carry(group)
+                self._carry(group, kept=True)
             conn.execute("INSERT INTO kv (key, value) VALUES ('retention.ledger_seq', ?) ON "
                          "CONFLICT(key) DO UPDATE SET value=excluded.value", (str(high),))
 
-    def _carry(self, group: Any) -> None:
-        """Turn the group's last entry (kept at its seq) into the carried-forward entry of
-        its account, month and kind, folding in an earlier carried entry of the same month."""
+    def _carry(self, group: Any, kept: bool) -> None:
+        """Sum the group into the carried-forward entry of its account, month and kind, at
+        the higher seq of the group's last entry and an earlier carried entry of the same
+        month.  `kept`: the group's last entry is a row of `ledger`, turned into the carried
+        entry; else the group's rows are gone (a day's table dropped) and it is inserted."""
         conn = self.conn
         carry_id = f"carry:{group['account']}:{group['month']}:{group['kind']}"
         micro, count = int(group["micro"]), int(group["n"])
+        target = int(group["last"])
         earlier = conn.execute("SELECT seq, amount_micro, detail FROM ledger WHERE id=? AND "
                                "origin != 'gateway'", (carry_id,)).fetchone()  # (the index)
         if earlier is not None:
             micro += int(earlier["amount_micro"])
             count += int(decode_detail(earlier["detail"]).get("entries", 1))
-            conn.execute("DELETE FROM ledger WHERE seq=?", (earlier["seq"],))
-        conn.execute("UPDATE ledger SET id=?, amount=?, amount_micro=?, meter=NULL, detail=?, "
-                     "origin=? WHERE seq=?",
-                     (carry_id, format_money(from_micro(micro)), micro,
-                      f'{{"carried":true,"entries":{count}}}', CARRY_ORIGIN, group["last"]))
+            if int(earlier["seq"]) > target:  # (a day folded after later outside entries)
+                if kept:
+                    conn.execute("DELETE FROM ledger WHERE seq=?", (target,))
+                target, kept = int(earlier["seq"]), True
+            else:
+                conn.execute("DELETE FROM ledger WHERE seq=?", (earlier["seq"],))
+        values = (carry_id, format_money(from_micro(micro)), micro,
+                  f'{{"carried":true,"entries":{count}}}', CARRY_ORIGIN)
+        if kept:
+            conn.execute("UPDATE ledger SET id=?, amount=?, amount_micro=?, meter=NULL, "
+                         "detail=?, origin=? WHERE seq=?", (*values, target))
+        else:
+            conn.execute("INSERT INTO ledger (id, amount, amount_micro, detail, origin, seq, "
+                         "account, kind, ts, balance_after) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (*values, target, group["account"], group["kind"], group["ts"],
+                          group["balance_after"]))
 
 
 class RetentionSchedule:

@@ -1,0 +1,194 @@
+"""Schema 9: the gateway's ledger entries in one table per UTC day, folded and dropped whole.
+
+What must not change for anyone reading the ledger: one `seq` order across the tables (a
+top-up between two charges sits between them, in listings, `sync` and the outbox's
+references), balance = sum of entries before and after a fold, and nothing unacknowledged
+folded.  And what the tables are for: a folded day's table is gone, not rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import RetentionConfig
+from edge_agent.prepaid.records import LedgerEntry
+from edge_agent.store import SCHEMA_VERSION, Store
+from edge_agent.store import database as database_module
+from edge_agent.store.ledger import ledger_day_table
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+DAY0 = int(T0.timestamp()) // 86400
+POLICY = RetentionConfig(ledger_detail_days=2)
+
+
+def _charge(meter: int, hour: int, amount: str = "-0.25") -> LedgerEntry:
+    ts = T0 + timedelta(hours=hour)
+    return LedgerEntry(f"gw1:charge:m{meter}:{hour}", f"A{meter}", "charge", Decimal(amount),
+                       ts, f"m{meter}")
+
+
+def _topup(n: int, hour: int, account: str = "A0") -> LedgerEntry:
+    return LedgerEntry(f"pay-{n}", account, "topup", Decimal("10"), T0 + timedelta(hours=hour))
+
+
+def _ack_all(store: Store) -> None:
+    store.acknowledge([seq for seq, _, _ in store.pending(limit=10**9)])
+
+
+def _tables(store: Store) -> set[str]:
+    return {r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema WHERE "
+                                             "type='table' AND name GLOB 'ledger_d[0-9]*'")}
+
+
+def _exact(store: Store) -> None:
+    for account, balance in store.balances().items():
+        assert store.ledger_sum(account) == balance, account
+
+
+def _days_of_charges(store: Store, days: int, meters: int = 2) -> None:
+    for hour in range(days * 24):
+        store.append_ledger_entries([_charge(m, hour) for m in range(meters)])
+
+
+def test_one_seq_order_across_the_tables(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    store.append_ledger_entries([_charge(0, 23), _charge(1, 23)])          # day 0
+    store.append_ledger_entries([_topup(1, 23)], origin="headend")          # `ledger`
+    store.append_ledger_entries([_charge(0, 24), _charge(1, 25)])          # day 1
+    assert _tables(store) == {ledger_day_table(DAY0), ledger_day_table(DAY0 + 1)}
+    assert [r[0] for r in store.conn.execute("SELECT id FROM ledger")] == ["pay-1"]
+    listed = store.ledger(limit=100)
+    assert [e["seq"] for e in listed] == [1, 2, 3, 4, 5]
+    assert [e["id"] for e in listed] == ["gw1:charge:m0:23", "gw1:charge:m1:23", "pay-1",
+                                         "gw1:charge:m0:24", "gw1:charge:m1:25"]
+    assert [e["origin"] for e in listed] == ["gateway", "gateway", "headend", "gateway",
+                                             "gateway"]
+    assert [e["seq"] for e in store.ledger(limit=2)] == [4, 5]  # the newest, oldest first
+    assert [e["id"] for e in store.ledger(account="A0", since_seq=1)] == [
+        "pay-1", "gw1:charge:m0:24"]
+    # The outbox refers to seq ranges: each batch one reference, rendered from its table.
+    refs = [json.loads(p)["ref"] for _, kind, p in store.pending(limit=10) if kind == "ledger"]
+    assert refs == [[1, 2], [3, 3], [4, 5]]
+    assert [e["id"] for e in store.ledger_range(1, 5)] == [e["id"] for e in listed]
+    # `sync` from a seq on: the rest of every table, in order.
+    _ack_all(store)
+    assert store.requeue_ledger(2) == 3
+    assert [json.loads(p)["ref"] for _, _, p in store.pending(limit=10)] == [[3, 5]]
+    assert store.requeue_ledger(0, account="A1") == 2
+    assert store.ledger_top_seq() == 5 and store.ledger_rows() == 5
+    assert {e["id"] for e in store.ledger_entries_by_id(["pay-1", "gw1:charge:m1:25"])} == {
+        "pay-1", "gw1:charge:m1:25"}
+    assert store.ledger_sum("A0") == Decimal("9.50")
+    _exact(store)
+
+
+def test_an_outside_id_twice_is_a_no_op_and_seqs_stay_one_sequence(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    store.append_ledger_entries([_topup(1, 0)], origin="headend")
+    store.append_ledger_entries([_charge(0, 1)])
+    added = store.append_ledger_entries([_topup(2, 2), _topup(1, 0)], origin="headend")
+    assert [a["id"] for a in added] == ["pay-2"]
+    assert [e["seq"] for e in store.ledger()] == [1, 2, 3]
+    assert store.balance("A0") == Decimal("19.75")
+    _exact(store)
+
+
+def test_a_folded_day_is_dropped_and_balances_stay_exact(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    _days_of_charges(store, days=5)
+    store.append_ledger_entries([_topup(1, 30)], origin="headend")
+    now = T0 + timedelta(days=5)
+    # Nothing acknowledged: nothing folds, and retention says what held it.
+    pruned = store.apply_retention(POLICY, now)
+    assert "ledger" in pruned.held and len(_tables(store)) == 5
+    _ack_all(store)
+    for _ in range(10):
+        store.apply_retention(POLICY, now)
+    # Days 0-2 end before the detail window (2 days): folded; days 3 and 4 stay entry by entry.
+    assert _tables(store) == {ledger_day_table(DAY0 + 3), ledger_day_table(DAY0 + 4)}
+    carries = store.conn.execute("SELECT id, amount, detail FROM ledger WHERE origin='carry' "
+                                 "ORDER BY id").fetchall()
+    assert [tuple(c) for c in carries] == [
+        ("carry:A0:2026-03:charge", "-18.0000", '{"carried":true,"entries":72}'),
+        ("carry:A0:2026-03:topup", "10.0000", '{"carried":true,"entries":1}'),
+        ("carry:A1:2026-03:charge", "-18.0000", '{"carried":true,"entries":72}')]
+    _exact(store)
+    assert store.balance("A1") == Decimal("-30.00")
+    # The carried entries keep the seq of the last entry they sum up: the order holds, the
+    # highest seq is never given again, and a carried entry is never sent.
+    top = store.ledger_top_seq()
+    store.append_ledger_entries([_charge(0, 5 * 24)])
+    assert store.ledger_top_seq() == top + 1
+    sent = store.ledger_range(1, top + 1)
+    assert len(sent) == 2 * 2 * 24 + 1 and not any(e["id"].startswith("carry:") for e in sent)
+
+
+def test_a_late_entry_for_a_folded_day_folds_into_its_month(tmp_path: Path) -> None:
+    """The clock set back (or a late charge): the day's table is made again, then folded
+    again into the same carried-forward entry."""
+    store = Store(tmp_path / "agent.db")
+    _days_of_charges(store, days=4, meters=1)
+    _ack_all(store)
+    now = T0 + timedelta(days=4)
+    for _ in range(5):
+        store.apply_retention(POLICY, now)
+    assert ledger_day_table(DAY0) not in _tables(store)
+    store.append_ledger_entries([LedgerEntry("gw1:late:1", "A0", "charge", Decimal("-1.00"),
+                                             T0 + timedelta(hours=3), "m0")])
+    assert ledger_day_table(DAY0) in _tables(store)
+    _ack_all(store)
+    for _ in range(5):
+        store.apply_retention(POLICY, now)
+    assert ledger_day_table(DAY0) not in _tables(store)
+    row = store.conn.execute("SELECT amount, detail FROM ledger WHERE id="
+                             "'carry:A0:2026-03:charge'").fetchone()
+    assert tuple(row) == ("-13.0000", '{"carried":true,"entries":49}')
+    _exact(store)
+
+
+def test_charges_of_a_day_read_its_tables(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    _days_of_charges(store, days=3, meters=1)
+    day1 = T0 + timedelta(days=1)
+    # (energy charges are stamped at the end of their interval: hours 25..48 of day 1)
+    assert store.charges_of_day("A0", day1, day1 + timedelta(days=1)) == Decimal("6.00")
+
+
+def test_schema_8_entries_in_ledger_fold_beside_the_day_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "agent.db"
+    with monkeypatch.context() as patch:  # a database as schema 8 made and filled it: the
+        patch.setattr(database_module, "SCHEMA_VERSION", 8)  # gateway's entries in `ledger`
+        old = Store(path)
+        with old.transaction():
+            old.ensure_account("A0")
+            for hour in range(48):
+                old.conn.execute(
+                    "INSERT INTO ledger (id, account, kind, amount, amount_micro, ts, meter, "
+                    "detail, balance_after, origin) VALUES (?, 'A0', 'charge', '-0.25', "
+                    "-250000, ?, 'm0', NULL, ?, 'gateway')",
+                    (f"gw1:charge:m0:{hour}", (T0 + timedelta(hours=hour)).isoformat(),
+                     f"{-0.25 * (hour + 1):.2f}"))
+            old.conn.execute("UPDATE accounts SET balance_micro=-12000000 WHERE id='A0'")
+            old.enqueue_range("ledger", 1, 48)
+        old.close()
+    store = Store(path)
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    # New entries go on from the highest seq, into their day's table.
+    store.append_ledger_entries([_charge(0, 48 + h) for h in range(48)])
+    assert [e["seq"] for e in store.ledger(limit=3)] == [94, 95, 96]
+    assert _tables(store) == {ledger_day_table(DAY0 + 2), ledger_day_table(DAY0 + 3)}
+    _ack_all(store)
+    for _ in range(10):
+        store.apply_retention(POLICY, T0 + timedelta(days=6))
+    # Everything folded: the old entries (deleted from `ledger`) and the two day tables
+    # (dropped) into one carried-forward entry, at the highest seq.
+    assert _tables(store) == set()
+    rows = store.conn.execute("SELECT seq, id, amount FROM ledger").fetchall()
+    assert [tuple(r) for r in rows] == [(96, "carry:A0:2026-03:charge", "-24.0000")]
+    assert store.ledger_sum("A0") == store.balance("A0") == Decimal("-24.0000")
