@@ -406,6 +406,21 @@ class Database:
         return target
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read snapshot over several statements (WAL: a read transaction), so that a
+        list of day tables and the queries on them see the same database although the
+        writer's retention may drop a table in between.  Inside a transaction: that one."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")  # (nothing written: ends the read)
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction (nested calls in the same thread join the outer one)."""
         conn = self.conn

@@ -233,13 +233,12 @@ class GridRecords(Database):
         charge is stamped at the end of its interval (a freeze at midnight closes the day
         before it): those in (start, end]; a daily fixed charge is stamped when billed, on
         or after its day: those in [start, end)."""
-        tables = self.ledger_tables(  # type: ignore[attr-defined]
-            int(start.timestamp()) // 86400, int(end.timestamp()) // 86400)
         rows = self.ledger_select(  # type: ignore[attr-defined]
             "SELECT COALESCE(SUM(amount_micro), 0) FROM {t} WHERE account=? AND "
             "kind='charge' AND ((id NOT LIKE '%:daily:%' AND ts > ? AND ts <= ?) OR "
             "(id LIKE '%:daily:%' AND ts >= ? AND ts < ?))",
-            (account, to_iso(start), to_iso(end), to_iso(start), to_iso(end)), tables)
+            (account, to_iso(start), to_iso(end), to_iso(start), to_iso(end)),
+            int(start.timestamp()) // 86400, int(end.timestamp()) // 86400)
         return Decimal(-sum(int(r[0]) for r in rows)) / Decimal(1_000_000)
 
 

@@ -138,13 +138,15 @@ class Ledger(Database):
         return ["ledger"] + [ledger_day_table(d) for d in self.ledger_day_tables()
                              if first_day <= d <= last_day]
 
-    def ledger_select(self, sql: str, params: Iterable[Any] = (),
-                      tables: list[str] | None = None) -> list[sqlite3.Row]:
-        """The rows of `sql` (which reads `FROM {t}`) run on each ledger table in turn (all
-        of them unless `tables`); the caller merges: orders by seq, sums, takes the least."""
+    def ledger_select(self, sql: str, params: Iterable[Any] = (), first_day: int = 0,
+                      last_day: int = 1 << 40) -> list[sqlite3.Row]:
+        """The rows of `sql` (which reads `FROM {t}`) run on `ledger` and each day table of
+        days `first_day..last_day` in turn, in one read snapshot; the caller merges: orders
+        by seq, sums, takes the least."""
         values = tuple(params)
-        return [row for table in (self.ledger_tables() if tables is None else tables)
-                for row in self.conn.execute(sql.replace("{t}", table), values).fetchall()]
+        with self.snapshot():
+            return [row for table in self.ledger_tables(first_day, last_day)
+                    for row in self.conn.execute(sql.replace("{t}", table), values).fetchall()]
 
     def ledger_top_seq(self) -> int:
         """The highest seq given to a ledger entry still stored (carried-forward entries keep

@@ -160,8 +160,9 @@ class Readings(Database):
 
     def reading_rows(self) -> int:
         """Stored reading rows (one per poll of schema 2 on), in every table."""
-        return sum(int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-                   for table in self._reading_tables())
+        with self.snapshot():  # (retention may drop a day table meanwhile)
+            return sum(int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                       for table in self._reading_tables())
 
     def _reading_at(self, rowid: int | None) -> Any:
         """The row (ts, name, value) with this rowid, wherever it is kept now."""
@@ -183,51 +184,55 @@ class Readings(Database):
     def readings(self, meter: str, limit: int = 100,
                  since: datetime | None = None) -> list[dict[str, Any]]:
         """Readings of one meter, newest first (a time window keeps the scan short)."""
-        start = 0 if since is None else int(since.timestamp())
-        out: list[dict[str, Any]] = []
-        tables = self._reading_tables((start // 86400) << DAY_SHIFT)
-        for table in tables[:0:-1] + tables[:1]:  # newest day first, the figures last
-            for t, name, value in self.conn.execute(
-                    f"SELECT ts, name, value FROM {table} WHERE ts >= ? AND meter=? "
-                    "ORDER BY ts DESC, rowid DESC", (start, meter)):
-                when = datetime.fromtimestamp(t, UTC).isoformat()
-                out += [{"meter": meter, "ts": when, "name": n, "value": v}
-                        for n, v in self._unpack(name, value)]
-                if len(out) >= limit:
-                    return out[:limit]
-        return out[:limit]
+        with self.snapshot():  # (retention may drop a day table meanwhile)
+            start = 0 if since is None else int(since.timestamp())
+            out: list[dict[str, Any]] = []
+            tables = self._reading_tables((start // 86400) << DAY_SHIFT)
+            for table in tables[:0:-1] + tables[:1]:  # newest day first, the figures last
+                for t, name, value in self.conn.execute(
+                        f"SELECT ts, name, value FROM {table} WHERE ts >= ? AND meter=? "
+                        "ORDER BY ts DESC, rowid DESC", (start, meter)):
+                    when = datetime.fromtimestamp(t, UTC).isoformat()
+                    out += [{"meter": meter, "ts": when, "name": n, "value": v}
+                            for n, v in self._unpack(name, value)]
+                    if len(out) >= limit:
+                        return out[:limit]
+            return out[:limit]
 
     def readings_range(self, first: int, last: int) -> list[dict[str, Any]]:
         """Readings of rows `first..last` (by rowid), by name, `ts` as a datetime."""
-        rows = [row for table in self._reading_tables(first, last)
-                for row in self.conn.execute(f"SELECT rowid AS id, meter, ts, name, value FROM "
-                                             f"{table} WHERE rowid BETWEEN ? AND ? ORDER BY "
-                                             "rowid", (first, last)).fetchall()]
-        rows.sort(key=lambda r: r["id"])
-        return [{"meter": r["meter"], "ts": datetime.fromtimestamp(r["ts"], UTC), "name": n,
-                 "value": v} for r in rows for n, v in self._unpack(r["name"], r["value"])]
+        with self.snapshot():  # (retention may drop a day table meanwhile)
+            rows = [row for table in self._reading_tables(first, last)
+                    for row in self.conn.execute(
+                        f"SELECT rowid AS id, meter, ts, name, value FROM {table} WHERE rowid "
+                        "BETWEEN ? AND ? ORDER BY rowid", (first, last)).fetchall()]
+            rows.sort(key=lambda r: r["id"])
+            return [{"meter": r["meter"], "ts": datetime.fromtimestamp(r["ts"], UTC), "name": n,
+                     "value": v} for r in rows for n, v in self._unpack(r["name"], r["value"])]
 
     def readings_count(self) -> int:
         """Stored values (a poll row counts each of its values)."""
-        return sum(rows * len(self._unpack(name, SEPARATOR * 999)) if name.startswith("#")
-                   else rows for table in self._reading_tables()
-                   for name, rows in self.conn.execute(
-                       f"SELECT name, COUNT(*) FROM {table} GROUP BY name"))
+        with self.snapshot():  # (retention may drop a day table meanwhile)
+            return sum(rows * len(self._unpack(name, SEPARATOR * 999)) if name.startswith("#")
+                       else rows for table in self._reading_tables()
+                       for name, rows in self.conn.execute(
+                           f"SELECT name, COUNT(*) FROM {table} GROUP BY name"))
 
     def latest_reading(self, meter: str, name: str) -> str | None:
         """The newest stored value of one quantity of a meter (its newest row, else what
         schema 1 kept in `latest`)."""
-        state = self.conn.execute("SELECT last_reading FROM meter_state WHERE address=?",
-                                  (meter,)).fetchone()
-        newest = self._reading_at(state[0] if state else None)
-        rows = [] if newest is None else [(newest["name"], newest["value"])]
-        rows += self.conn.execute("SELECT name, value FROM latest WHERE meter=? "
-                                  "ORDER BY ts DESC", (meter,)).fetchall()
-        for stored, value in rows:
-            for n, v in self._unpack(stored, value):
-                if n == name:
-                    return v
-        return None
+        with self.snapshot():  # (retention may drop a day table meanwhile)
+            state = self.conn.execute("SELECT last_reading FROM meter_state WHERE address=?",
+                                      (meter,)).fetchone()
+            newest = self._reading_at(state[0] if state else None)
+            rows = [] if newest is None else [(newest["name"], newest["value"])]
+            rows += self.conn.execute("SELECT name, value FROM latest WHERE meter=? "
+                                      "ORDER BY ts DESC", (meter,)).fetchall()
+            for stored, value in rows:
+                for n, v in self._unpack(stored, value):
+                    if n == name:
+                        return v
+            return None
 
     def record_events(self, events: Iterable[Event], outbox: bool = True) -> None:
         rows = [(to_iso(e.ts), e.meter, e.account, e.type, e.severity,

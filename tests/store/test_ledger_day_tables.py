@@ -192,3 +192,23 @@ def test_schema_8_entries_in_ledger_fold_beside_the_day_tables(
     rows = store.conn.execute("SELECT seq, id, amount FROM ledger").fetchall()
     assert [tuple(r) for r in rows] == [(96, "carry:A0:2026-03:charge", "-24.0000")]
     assert store.ledger_sum("A0") == store.balance("A0") == Decimal("-24.0000")
+
+
+def test_a_reader_sees_one_snapshot_while_retention_drops_a_table(tmp_path: Path) -> None:
+    """The link thread rendering a message, or the CLI listing the ledger, lists the day
+    tables and then reads each: retention (the writer) dropping one in between must not make
+    that a "no such table" error."""
+    writer = Store(tmp_path / "agent.db")
+    _days_of_charges(writer, days=4, meters=1)
+    _ack_all(writer)
+    reader = Store(tmp_path / "agent.db")  # another connection, as another thread has
+    with reader.snapshot():
+        rows = reader.ledger_rows()
+        tables = reader.ledger_tables()
+        for _ in range(5):
+            writer.apply_retention(POLICY, T0 + timedelta(days=4))
+        assert ledger_day_table(DAY0) not in writer.ledger_tables()
+        assert reader.ledger_tables() == tables and reader.ledger_rows() == rows
+        assert reader.ledger_sum("A0") == Decimal("-24.00")
+    assert reader.ledger_rows() == writer.ledger_rows() < rows
+    assert reader.ledger_sum("A0") == writer.balance("A0") == Decimal("-24.00")
