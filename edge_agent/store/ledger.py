@@ -306,8 +306,9 @@ class Ledger(Database):
             params.append(account)
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
-        rows = sorted(self.ledger_select(sql, params), key=lambda r: r["seq"])[-limit:]
-        return [{**dict(r), "detail": decode_detail(r["detail"])} for r in rows]
+        rows = sorted(self.ledger_select(sql, params), key=lambda r: r["seq"])
+        return [{**dict(r), "detail": decode_detail(r["detail"])}
+                for r in rows[max(len(rows) - limit, 0):]]
 
     def ledger_ids(self, account: str | None = None) -> set[str]:
         sql = "SELECT id FROM {t}" + (" WHERE account=?" if account else "")

@@ -212,3 +212,9 @@ def test_a_reader_sees_one_snapshot_while_retention_drops_a_table(tmp_path: Path
         assert reader.ledger_sum("A0") == Decimal("-24.00")
     assert reader.ledger_rows() == writer.ledger_rows() < rows
     assert reader.ledger_sum("A0") == writer.balance("A0") == Decimal("-24.00")
+
+
+def test_a_listing_of_no_entries_is_empty(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    _days_of_charges(store, days=1, meters=1)
+    assert store.ledger(limit=0) == [] and len(store.ledger(limit=30)) == 24
