@@ -51,9 +51,33 @@ def ledger_day_table(day: int) -> str:
     return f"{DAY_TABLE_PREFIX}{int(day)}"
 
 
-def utc_day(ts: str) -> int:
-    """The UTC day (days since the epoch) of a stored ISO time."""
-    return int(datetime.fromisoformat(ts).timestamp()) // 86400
+def _money_sql(micro: str) -> str:
+    """SQL giving `format_money` of an integer column of micro-yuan (same text)."""
+    frac = f"printf('%06d', abs({micro}) % 1000000)"
+    return (f"(CASE WHEN {micro} < 0 THEN '-' ELSE '' END || (abs({micro}) / 1000000) || '.' "
+            f"|| substr({frac}, 1, 4) || rtrim(substr({frac}, 5), '0'))")
+
+
+# A day table stores what `ledger` keeps as text (`ts`, `amount`, `balance_after`) as integers
+# (`t`: microseconds since the epoch; micro-yuan) and gives the same text back as generated
+# columns: 30-odd bytes less a row, 96 rows a day per meter (pages written, pages allocated).
+_TS_SQL = ("(strftime('%Y-%m-%dT%H:%M:%S', t / 1000000, 'unixepoch') || CASE WHEN t % 1000000 "
+           "THEN printf('.%06d', t % 1000000) ELSE '' END || '+00:00')")
+_DAY_TABLE_COLUMNS = ("seq INTEGER PRIMARY KEY, id TEXT NOT NULL, account TEXT NOT NULL, "
+                      "kind TEXT NOT NULL, amount_micro INTEGER NOT NULL, t INTEGER NOT NULL, "
+                      "meter TEXT, detail TEXT, balance_micro INTEGER NOT NULL, "
+                      f"amount TEXT GENERATED ALWAYS AS ({_money_sql('amount_micro')}) VIRTUAL, "
+                      f"ts TEXT GENERATED ALWAYS AS ({_TS_SQL}) VIRTUAL, "
+                      "balance_after TEXT GENERATED ALWAYS AS "
+                      f"({_money_sql('balance_micro')}) VIRTUAL, "
+                      f"origin TEXT GENERATED ALWAYS AS ('{GATEWAY_ORIGIN}') VIRTUAL")
+_INSERT_DAY = ("INSERT INTO {t} (seq, id, account, kind, amount_micro, t, meter, detail, "
+               "balance_micro) VALUES (?,?,?,?,?,?,?,?,?)")
+
+
+def _micro_epoch(ts: str) -> int:
+    moment = datetime.fromisoformat(ts)
+    return (int(moment.replace(microsecond=0).timestamp()) * 1_000_000 + moment.microsecond)
 
 
 # Ledger details are small JSON objects with the same keys every time: deflated against this
@@ -166,20 +190,17 @@ class Ledger(Database):
                                   [(*row, origin) for row in rows])
             return
         by_day: dict[int, list[tuple[Any, ...]]] = {}
-        for row in rows:
-            by_day.setdefault(utc_day(row[6]), []).append(row)
+        for seq, entry_id, account, kind, _, micro, ts, meter, detail, after in rows:
+            t = _micro_epoch(ts)
+            by_day.setdefault(t // 86_400_000_000, []).append(
+                (seq, entry_id, account, kind, micro, t, meter, detail,
+                 to_micro(Decimal(after))))
         for day, part in by_day.items():
             table = ledger_day_table(day)
             # No index: the seq is the rowid, the gateway's ids are unique by construction,
-            # and retention reads or drops the table whole.  `origin` is not stored.
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} (seq INTEGER PRIMARY KEY, id TEXT NOT "
-                "NULL, account TEXT NOT NULL, kind TEXT NOT NULL, amount TEXT NOT NULL, "
-                "amount_micro INTEGER NOT NULL, ts TEXT NOT NULL, meter TEXT, detail TEXT, "
-                "balance_after TEXT NOT NULL, origin TEXT GENERATED ALWAYS AS "
-                f"('{GATEWAY_ORIGIN}') VIRTUAL)")
-            self.conn.executemany(f"INSERT INTO {table} ({_LEDGER_COLUMNS}) "
-                                  "VALUES (?,?,?,?,?,?,?,?,?,?)", part)
+            # and retention reads or drops the table whole.
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_DAY_TABLE_COLUMNS})")
+            self.conn.executemany(_INSERT_DAY.replace("{t}", table), part)
 
     def append_ledger_entries(self, entries: Iterable[LedgerEntry], origin: str = "gateway",
                               outbox: bool = True) -> list[dict[str, Any]]:

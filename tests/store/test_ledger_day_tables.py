@@ -218,3 +218,33 @@ def test_a_listing_of_no_entries_is_empty(tmp_path: Path) -> None:
     store = Store(tmp_path / "agent.db")
     _days_of_charges(store, days=1, meters=1)
     assert store.ledger(limit=0) == [] and len(store.ledger(limit=30)) == 24
+
+
+def test_a_day_table_gives_back_the_text_ledger_keeps(tmp_path: Path) -> None:
+    """A day table stores times and money as integers and gives them back as generated text:
+    exactly what `ledger` stores for the same entry (to_iso, format_money)."""
+    import random
+
+    from edge_agent.prepaid.money import format_money
+    from edge_agent.store.database import to_iso
+
+    rng = random.Random(5)
+    store = Store(tmp_path / "agent.db")
+    outside = Store(tmp_path / "outside.db")  # the same entries as outside ones: `ledger`
+    amounts = [Decimal(0), Decimal("-0.000001"), Decimal("0.000001"), Decimal("-1"),
+               Decimal("123456789.123456"), Decimal("-0.14"), Decimal("0.10005")]
+    amounts += [Decimal(rng.randint(-10**12, 10**12)).scaleb(-6) for _ in range(300)]
+    entries = []
+    for n, amount in enumerate(amounts):
+        ts = T0 + timedelta(seconds=rng.randint(0, 86400 * 3),
+                            microseconds=rng.choice([0, 1, 999999, rng.randint(0, 999999)]))
+        entries.append(LedgerEntry(f"gw1:x:{n}", f"A{n % 3}", "charge", amount, ts, "m0"))
+    store.append_ledger_entries(entries)
+    outside.append_ledger_entries(entries, origin="headend")
+    assert len(_tables(store)) >= 3 and not _tables(outside)
+    got, want = store.ledger(limit=10**6), outside.ledger(limit=10**6)
+    assert [(e["id"], e["amount"], e["ts"], e["balance_after"]) for e in got] == [
+        (e["id"], e["amount"], e["ts"], e["balance_after"]) for e in want]
+    assert [e["amount"] for e in got] == [format_money(a) for a in amounts]
+    assert [e["ts"] for e in got] == [to_iso(e.ts) for e in entries]
+    assert store.ledger_range(1, len(amounts)) == outside.ledger_range(1, len(amounts))
