@@ -192,7 +192,7 @@ class Ledger(Database):
         by_day: dict[int, list[tuple[Any, ...]]] = {}
         for seq, entry_id, account, kind, _, micro, ts, meter, detail, after in rows:
             t = _micro_epoch(ts)
-            by_day.setdefault(t // 86_400_000_000, []).append(
+            by_day.setdefault(max(t // 86_400_000_000, 0), []).append(  # (no day -1)
                 (seq, entry_id, account, kind, micro, t, meter, detail,
                  to_micro(Decimal(after))))
         for day, part in by_day.items():
