@@ -38,8 +38,9 @@ EXPECTED_ERRORS = (sqlite3.Error, StorageError)
 FREE_RESERVE_PAGES = 16_384  # free pages kept for reuse (64 MiB): a day's inserts fill
 # what retention freed, so giving them back and growing again would only add writes
 LEDGER_CHUNK = 200_000  # ledger rows looked at per call
-FOLD_CACHE_KIB = 32_768  # page cache while folding: a day of ledger (~3,600 pages with 1,024
-# accounts) is rewritten once at commit instead of spilling into the WAL and again at commit
+FOLD_CACHE_KIB = 32_768  # page cache while folding entries kept in `ledger` (those stored
+# before schema 9: a day of them is ~3,600 pages with 1,024 accounts): rewritten once at commit
+# instead of spilling into the WAL and again at commit (day tables are dropped, not deleted)
 GRID_CHUNK = 20_000  # rows removed per call at most by each rule (table; line-loss period)
 USAGE_DAYS_KEPT = 92  # `ledger_days` rows kept: the usage window is at most 90 days
 CARRY_ORIGIN = "carry"  # `origin` of a carried-forward ledger entry (never sent: already acked)
