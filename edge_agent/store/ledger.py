@@ -184,17 +184,23 @@ class Ledger(Database):
     def _insert_ledger(self, rows: list[tuple[Any, ...]], origin: str, ignore: bool) -> None:
         """Insert rows (`_LEDGER_COLUMNS` order): the gateway's own in their day's table,
         others in `ledger` (`ignore`: an outside id already there is skipped)."""
-        if origin != GATEWAY_ORIGIN:
+        # Entries from outside go to `ledger`; so do the gateway's own stamped before 1970 (a
+        # clock gone wrong: a day table's generated text is for times from 1970 on).
+        in_ledger = rows if origin != GATEWAY_ORIGIN else [
+            row for row in rows if _micro_epoch(row[6]) < 0]
+        if in_ledger:
             verb = "INSERT OR IGNORE" if ignore else "INSERT"
             self.conn.executemany(_INSERT_LEDGER.replace("INSERT", verb, 1),
-                                  [(*row, origin) for row in rows])
+                                  [(*row, origin) for row in in_ledger])
+        if origin != GATEWAY_ORIGIN:
             return
         by_day: dict[int, list[tuple[Any, ...]]] = {}
         for seq, entry_id, account, kind, _, micro, ts, meter, detail, after in rows:
             t = _micro_epoch(ts)
-            by_day.setdefault(max(t // 86_400_000_000, 0), []).append(  # (no day -1)
-                (seq, entry_id, account, kind, micro, t, meter, detail,
-                 to_micro(Decimal(after))))
+            if t >= 0:
+                by_day.setdefault(t // 86_400_000_000, []).append(
+                    (seq, entry_id, account, kind, micro, t, meter, detail,
+                     to_micro(Decimal(after))))
         for day, part in by_day.items():
             table = ledger_day_table(day)
             # No index: the seq is the rowid, the gateway's ids are unique by construction,
@@ -341,7 +347,8 @@ class Ledger(Database):
         for chunk in range(0, len(wanted), 500):
             part = wanted[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
-            out += self.ledger_select(f"{LEDGER_MESSAGE_COLUMNS} WHERE id IN ({marks})", part)
+            out += self.ledger_select(f"{LEDGER_MESSAGE_COLUMNS} WHERE id IN ({marks}) AND "
+                                      "origin != 'carry'", part)  # (never sent: acknowledged)
         return [ledger_row(r) for r in sorted(out, key=lambda r: r["seq"])]
 
     def charges_since(self, account: str, since: datetime) -> Decimal:

@@ -33,7 +33,7 @@ class Outbox(Database):
         with self.transaction():
             if account:
                 ids = [r["id"] for r in sorted(self.ledger_select(  # type: ignore[attr-defined]
-                    "SELECT seq, id FROM {t} WHERE seq > ? AND account=?",
+                    "SELECT seq, id FROM {t} WHERE seq > ? AND account=? AND origin != 'carry'",
                     (since_seq, account)), key=lambda r: r["seq"])]
                 return self.requeue_ledger_ids(ids)
             last = self.ledger_top_seq()  # type: ignore[attr-defined]

@@ -294,11 +294,15 @@ class Retention(Database):
                 if d < int(edge.timestamp()) // 86400]
         if not days:
             return
-        table = ledger_day_table(days[0])
         conn = self.conn
         with self.transaction():
-            top = conn.execute(f"SELECT MAX(seq) FROM {table}").fetchone()[0]
-            if top is not None and top >= self.outbox_floor("ledger"):
+            floor = self.outbox_floor("ledger")
+            for day in days:  # the oldest whose entries are all acknowledged (a late entry
+                table = ledger_day_table(day)  # may hold an old day back, not the others)
+                top = conn.execute(f"SELECT MAX(seq) FROM {table}").fetchone()[0]
+                if top is None or top < floor:
+                    break
+            else:
                 pruned.held.append("ledger")
                 return
             # Summed here, in seq order, not by GROUP BY: SQLite would sort a day of rows in
@@ -345,7 +349,7 @@ class Retention(Database):
                 "SELECT account, kind, substr(ts, 1, 7) AS month, COUNT(*) AS n, "
                 f"SUM(amount_micro) AS micro, MAX(seq) AS last FROM ledger WHERE {where} "
                 "GROUP BY account, kind, month", span).fetchall()
-            pruned.ledger_folded = conn.execute(f"DELETE FROM ledger WHERE {where} AND seq NOT "
+            pruned.ledger_folded += conn.execute(f"DELETE FROM ledger WHERE {where} AND seq NOT "
                                                 f"IN (SELECT MAX(seq) FROM ledger WHERE {where} "
                                                 "GROUP BY account, kind, substr(ts, 1, 7))",
                                                 span + span).rowcount

@@ -248,3 +248,49 @@ def test_a_day_table_gives_back_the_text_ledger_keeps(tmp_path: Path) -> None:
     assert [e["amount"] for e in got] == [format_money(a) for a in amounts]
     assert [e["ts"] for e in got] == [to_iso(e.ts) for e in entries]
     assert store.ledger_range(1, len(amounts)) == outside.ledger_range(1, len(amounts))
+
+
+def test_a_fold_is_counted_and_a_late_entry_holds_back_only_its_day(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    _days_of_charges(store, days=5, meters=1)
+    _ack_all(store)
+    # A late charge for day 0, not acknowledged yet: day 0 waits, days 1 and 2 fold.
+    store.append_ledger_entries([LedgerEntry("gw1:late:0", "A0", "charge", Decimal("-1"),
+                                             T0 + timedelta(hours=2), "m0")])
+    now = T0 + timedelta(days=5)
+    passes = [store.apply_retention(POLICY, now) for _ in range(4)]
+    assert [p.ledger_folded for p in passes] == [24, 24, 0, 0] and passes[0]
+    assert "ledger" in passes[2].held
+    assert _tables(store) == {ledger_day_table(d) for d in (DAY0, DAY0 + 3, DAY0 + 4)}
+    _ack_all(store)
+    assert store.apply_retention(POLICY, now).ledger_folded == 25
+    assert ledger_day_table(DAY0) not in _tables(store)
+    _exact(store)
+
+
+def test_carried_entries_are_never_sent_by_sync(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    _days_of_charges(store, days=4, meters=1)
+    _ack_all(store)
+    for _ in range(3):
+        store.apply_retention(POLICY, T0 + timedelta(days=4))
+    carry = "carry:A0:2026-03:charge"
+    assert carry in {e["id"] for e in store.ledger(limit=10**6)}
+    assert store.requeue_ledger(0, account="A0") == 48  # the entries still in detail
+    assert store.requeue_ledger_ids([carry]) == 0
+    sent = [e["id"] for _, _, payload in store.pending(limit=100)
+            for e in store.ledger_entries_by_id(json.loads(payload).get("ids", []))]
+    assert len(sent) == 48 and carry not in sent
+
+
+def test_an_entry_stamped_before_1970_stays_in_ledger(tmp_path: Path) -> None:
+    """A gateway whose clock went wrong: the entry keeps its exact time text."""
+    store = Store(tmp_path / "agent.db")
+    ts = datetime(1969, 12, 31, 23, 59, 58, 500000, tzinfo=UTC)
+    store.append_ledger_entries([LedgerEntry("gw1:old:1", "A0", "charge", Decimal("-1"), ts,
+                                             "m0"), _charge(0, 1)])
+    assert [r[0] for r in store.conn.execute("SELECT id FROM ledger")] == ["gw1:old:1"]
+    assert [(e["id"], e["ts"]) for e in store.ledger()] == [
+        ("gw1:old:1", "1969-12-31T23:59:58.500000+00:00"),
+        ("gw1:charge:m0:1", "2026-03-01T01:00:00+00:00")]
+    _exact(store)
