@@ -244,16 +244,26 @@ def test_no_sync_while_the_gateway_clock_is_untrusted(site_factory: Any) -> None
     assert "not NTP-synchronised" in refused["detail"]["reason"]
 
 
+def area_site(site_factory: Any, start: datetime, customers: list[Any],
+              configured: list[Any] | None = None, ct: int = 1,
+              total: dict[str, Any] | None = None, **site: Any) -> Site:
+    """A transformer area: `customers` behind the total meter TOTAL on bus b1 (`total`: its
+    simulator's fields: loss, theft, CT), those `configured` (all by default) in agent.toml,
+    the total meter with CT ratio `ct`; `site`: more keywords for the site."""
+    meter = make_total_meter(TOTAL, customers, **(total or {}))
+    totals = (MeterConfig(TOTAL, "b1", "", "", role="total", ct_ratio=ct),)
+    return site_factory([*customers, meter],
+                        [c.address for c in (customers if configured is None else configured)],
+                        start, totals=totals, **site)
+
+
 def area(site_factory: Any, theft_kw: D = D(0), sim_ct: int = 1, ct: int = 1,
          silent: bool = False) -> tuple[Site, list[dict[str, Any]]]:
     start = datetime(2026, 4, 1, 12)
     clock = SimClock(start, speed=0)
     customers = make_meters(3, clock=clock, load_kw=D("1"))
-    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=theft_kw,
-                             ct_ratio=sim_ct)
-    totals = (MeterConfig(TOTAL, "b1", "", "", role="total", ct_ratio=ct),)
-    site = site_factory([*customers, total], [c.address for c in customers],
-                        start, totals=totals)
+    site = area_site(site_factory, start, customers, ct=ct, total={
+        "loss_rate": D("0.03"), "theft_kw": theft_kw, "ct_ratio": sim_ct})
     if silent:
         customers[2].fault = "silent"
     site.sim.advance_to(datetime(2026, 4, 3, 0, 10))
@@ -403,11 +413,8 @@ def test_quarter_hour_line_loss_and_theft_raised_once(site_factory: Any) -> None
     start = datetime(2026, 4, 1, 10, 0)
     clock = SimClock(start, speed=0)
     customers = make_meters(3, clock=clock, load_kw=D("2"))
-    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=D("1"),
-                             ct_ratio=5)
-    totals = (MeterConfig(TOTAL, "b1", "", "", role="total", ct_ratio=5),)
-    site = site_factory([*customers, total], [c.address for c in customers], start,
-                        totals=totals)
+    site = area_site(site_factory, start, customers, ct=5, total={
+        "loss_rate": D("0.03"), "theft_kw": D("1"), "ct_ratio": 5})
     for minutes in (0, 15, 30, 45):
         site.sim.advance_to(start + timedelta(minutes=minutes))
         settle(site)
@@ -450,10 +457,7 @@ def test_a_restart_queues_no_lineloss_or_usage_twice_but_a_completed_day_again(
     start = datetime(2026, 4, 1, 12)
     clock = SimClock(start, speed=0)
     customers = make_meters(3, clock=clock, load_kw=D("1"))
-    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
-    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
-    site = site_factory([*customers, total], [c.address for c in customers], start,
-                        totals=totals)
+    site = area_site(site_factory, start, customers, total={"loss_rate": D("0.03")})
     customers[2].fault = "silent"  # its freezes are not read: the day is incomplete
     site.sim.advance_to(datetime(2026, 4, 3, 10, 0))
     settle(site)
@@ -487,10 +491,8 @@ def test_quarter_reads_are_timed_and_a_late_read_makes_the_quarter_incomplete(
     start = datetime(2026, 4, 1, 10, 0)
     clock = SimClock(start, speed=0)
     customers = make_meters(2, clock=clock, load_kw=D("2"))
-    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"), theft_kw=D("1"))
-    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
-    site = site_factory([*customers, total], [c.address for c in customers], start,
-                        totals=totals, quarter_skew=30)
+    site = area_site(site_factory, start, customers,
+                     total={"loss_rate": D("0.03"), "theft_kw": D("1")}, quarter_skew=30)
     for minutes in (0, 15, 30):
         site.sim.advance_to(start + timedelta(minutes=minutes))
         settle(site)
@@ -636,10 +638,7 @@ def test_a_concentrator_switched_off_by_sighup_clears_the_conditions_it_held(
     start = datetime(2026, 4, 1, 10, 0)
     clock = SimClock(start, speed=0)
     customers = make_meters(3, clock=clock, load_kw=D("2"))
-    total = make_total_meter(TOTAL, customers, theft_kw=D("1"))
-    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
-    site = site_factory([*customers, total], [c.address for c in customers], start,
-                        totals=totals)
+    site = area_site(site_factory, start, customers, total={"theft_kw": D("1")})
     for minutes in (0, 15, 30):
         site.sim.advance_to(start + timedelta(minutes=minutes))
         settle(site)
@@ -727,10 +726,8 @@ def test_a_meter_the_head_end_adds_behind_the_total_meter_counts_in_the_areas_sa
     start = datetime(2026, 4, 1, 12)
     clock = SimClock(start, speed=0)
     customers = make_meters(3, clock=clock, load_kw=D("1"))
-    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
-    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
-    site = site_factory([*customers, total], [c.address for c in customers[:2]], start,
-                        totals=totals)
+    site = area_site(site_factory, start, customers, customers[:2],
+                     total={"loss_rate": D("0.03")})
     added = customers[2].address
     plan = operations.add_meter(headend(site), {
         "meter": added, "bus": "b1", "account": "acct-new", "tariff": TARIFF.id,
@@ -758,10 +755,8 @@ def test_a_replaced_meter_keeps_its_area_and_the_area_complete(site_factory: Any
     customers = make_meters(4, clock=clock, load_kw=D("1"))
     old, new = customers[2], customers[3]
     new.load_kw = D(0)  # on the shelf until the swap
-    total = make_total_meter(TOTAL, customers, loss_rate=D("0.03"))
-    totals = (MeterConfig(TOTAL, "b1", "", "", role="total"),)
-    site = site_factory([*customers, total], [c.address for c in customers[:3]], start,
-                        totals=totals)
+    site = area_site(site_factory, start, customers, customers[:3],
+                     total={"loss_rate": D("0.03")})
     site.sim.advance_to(datetime(2026, 4, 2, 12))
     old.load_kw, new.load_kw = D(0), D("1")  # the swap: the load moves to the new meter
     old.fault = "silent"  # taken off the wall
