@@ -186,21 +186,20 @@ class Ledger(Database):
         others in `ledger` (`ignore`: an outside id already there is skipped)."""
         # Entries from outside go to `ledger`; so do the gateway's own stamped before 1970 (a
         # clock gone wrong: a day table's generated text is for times from 1970 on).
-        in_ledger = rows if origin != GATEWAY_ORIGIN else [
-            row for row in rows if _micro_epoch(row[6]) < 0]
-        if in_ledger:
-            verb = "INSERT OR IGNORE" if ignore else "INSERT"
-            self.conn.executemany(_INSERT_LEDGER.replace("INSERT", verb, 1),
-                                  [(*row, origin) for row in in_ledger])
-        if origin != GATEWAY_ORIGIN:
-            return
+        in_ledger: list[tuple[Any, ...]] = []
         by_day: dict[int, list[tuple[Any, ...]]] = {}
-        for seq, entry_id, account, kind, _, micro, ts, meter, detail, after in rows:
-            t = _micro_epoch(ts)
-            if t >= 0:
+        for row in rows:
+            seq, entry_id, account, kind, _, micro, ts, meter, detail, after = row
+            t = _micro_epoch(ts) if origin == GATEWAY_ORIGIN else -1
+            if t < 0:
+                in_ledger.append((*row, origin))
+            else:
                 by_day.setdefault(t // 86_400_000_000, []).append(
                     (seq, entry_id, account, kind, micro, t, meter, detail,
                      to_micro(Decimal(after))))
+        if in_ledger:
+            verb = "INSERT OR IGNORE" if ignore else "INSERT"
+            self.conn.executemany(_INSERT_LEDGER.replace("INSERT", verb, 1), in_ledger)
         for day, part in by_day.items():
             table = ledger_day_table(day)
             # No index: the seq is the rowid, the gateway's ids are unique by construction,
