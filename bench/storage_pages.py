@@ -65,6 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=128)
     parser.add_argument("--days", default="40,100,365", help="days to look at, comma-separated")
+    parser.add_argument("--report", type=int, default=100000,
+                        help="also print storage.py's figures every N days")
+    parser.add_argument("--phases", action="store_true", help="and by phase (storage.py)")
     args = parser.parse_args()
     days = {int(d) for d in args.days.split(",")}
     process = bench.Processor.process
@@ -83,11 +86,12 @@ def main() -> None:
             return process(self, polls, ts)
         finally:
             _report(self.store, day + 1, args.meters, before)
-            conn.execute(f"PRAGMA wal_autocheckpoint={bench.WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute("PRAGMA wal_autocheckpoint="
+                         f"{0 if args.phases else bench.WAL_AUTOCHECKPOINT_PAGES}")
 
     bench.Processor.process = looked_at  # type: ignore[method-assign]
     sys.argv = [sys.argv[0], "--meters", str(args.meters), "--days", str(max(days)),
-                "--report", "100000"]
+                "--report", str(args.report)] + (["--phases"] if args.phases else [])
     bench.main()
 
 

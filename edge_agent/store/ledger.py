@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import zlib
 from collections.abc import Iterable
@@ -63,16 +64,53 @@ def _money_sql(micro: str) -> str:
 # columns: 30-odd bytes less a row, 96 rows a day per meter (pages written, pages allocated).
 _TS_SQL = ("(strftime('%Y-%m-%dT%H:%M:%S', t / 1000000, 'unixepoch') || CASE WHEN t % 1000000 "
            "THEN printf('.%06d', t % 1000000) ELSE '' END || '+00:00')")
-_DAY_TABLE_COLUMNS = ("seq INTEGER PRIMARY KEY, id TEXT NOT NULL, account TEXT NOT NULL, "
-                      "kind TEXT NOT NULL, amount_micro INTEGER NOT NULL, t INTEGER NOT NULL, "
-                      "meter TEXT, detail TEXT, balance_micro INTEGER NOT NULL, "
-                      f"amount TEXT GENERATED ALWAYS AS ({_money_sql('amount_micro')}) VIRTUAL, "
-                      f"ts TEXT GENERATED ALWAYS AS ({_TS_SQL}) VIRTUAL, "
-                      "balance_after TEXT GENERATED ALWAYS AS "
-                      f"({_money_sql('balance_micro')}) VIRTUAL, "
-                      f"origin TEXT GENERATED ALWAYS AS ('{GATEWAY_ORIGIN}') VIRTUAL")
-_INSERT_DAY = ("INSERT INTO {t} (seq, id, account, kind, amount_micro, t, meter, detail, "
-               "balance_micro) VALUES (?,?,?,?,?,?,?,?,?)")
+_DAY_TABLE_TAIL = ("account TEXT NOT NULL, kind TEXT NOT NULL, amount_micro INTEGER NOT NULL, "
+                   "t INTEGER NOT NULL, meter TEXT, detail TEXT, balance_micro INTEGER NOT NULL, "
+                   f"amount TEXT GENERATED ALWAYS AS ({_money_sql('amount_micro')}) VIRTUAL, "
+                   f"ts TEXT GENERATED ALWAYS AS ({_TS_SQL}) VIRTUAL, "
+                   "balance_after TEXT GENERATED ALWAYS AS "
+                   f"({_money_sql('balance_micro')}) VIRTUAL, "
+                   f"origin TEXT GENERATED ALWAYS AS ('{GATEWAY_ORIGIN}') VIRTUAL")
+# Schema 9's day tables stored the id as text; they are still written on their day, then
+# folded and dropped like the others.
+_DAY_TABLE_COLUMNS_V9 = f"seq INTEGER PRIMARY KEY, id TEXT NOT NULL, {_DAY_TABLE_TAIL}"
+_INSERT_DAY_V9 = ("INSERT INTO {t} (seq, id, account, kind, amount_micro, t, meter, detail, "
+                  "balance_micro) VALUES (?,?,?,?,?,?,?,?,?)")
+# Since schema 10 the id the gateway gives its entries, `<gateway>:<kind>:<meter>:<n>`, is not
+# stored: only `n` is, and `id` is a generated column that puts the table's gateway prefix (in
+# its definition) before kind and meter again.  An id of any other form (a daily charge's,
+# or a gateway renamed during the day) is stored whole in `xid`.  That is 20-odd bytes less
+# in each of the 96 rows a meter adds a day (docs/storage.md).
+_DAY_ID_SQL = "COALESCE(xid, {prefix} || kind || ':' || meter || ':' || n)"
+_DAY_PREFIX_RE = re.compile(r"COALESCE\(xid, '((?:[^']|'')*)' \|\|")
+_INSERT_DAY = ("INSERT INTO {t} (seq, n, xid, account, kind, amount_micro, t, meter, detail, "
+               "balance_micro) VALUES (?,?,?,?,?,?,?,?,?,?)")
+
+
+def _day_table_columns(prefix: str) -> str:
+    """A day table's columns, its ids' gateway prefix (`gw1:`) written into `id`'s SQL."""
+    quoted = "'" + prefix.replace("'", "''") + "'"
+    return (f"seq INTEGER PRIMARY KEY, n INTEGER, xid TEXT, {_DAY_TABLE_TAIL}, "
+            f"id TEXT GENERATED ALWAYS AS ({_DAY_ID_SQL.format(prefix=quoted)}) VIRTUAL, "
+            "CHECK (xid IS NOT NULL OR (n IS NOT NULL AND meter IS NOT NULL))")
+
+
+def _id_prefix(entry_id: str) -> str:
+    """The gateway part of one of its entry ids, with its colon (`gw1:charge:m:7` → `gw1:`)."""
+    parts = entry_id.rsplit(":", 3)
+    return parts[0] + ":" if len(parts) == 4 else ""
+
+
+def _id_number(entry_id: str, prefix: str, kind: str, meter: str | None) -> int | None:
+    """`n` when `entry_id` is exactly `<prefix><kind>:<meter>:<n>` (n in canonical form, as
+    SQLite writes an integer back), else None (the id is stored whole)."""
+    head = f"{prefix}{kind}:{meter}:"
+    if meter is None or not entry_id.startswith(head):
+        return None
+    tail = entry_id[len(head):]
+    if not (0 < len(tail) <= 18 and tail.isascii() and tail.isdigit()) or str(int(tail)) != tail:
+        return None
+    return int(tail)
 
 
 def _micro_epoch(ts: str) -> int:
@@ -204,8 +242,30 @@ class Ledger(Database):
             table = ledger_day_table(day)
             # No index: the seq is the rowid, the gateway's ids are unique by construction,
             # and retention reads or drops the table whole.
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_DAY_TABLE_COLUMNS})")
-            self.conn.executemany(_INSERT_DAY.replace("{t}", table), part)
+            prefix = self._day_table_prefix(table)
+            if prefix is None:
+                prefix = _id_prefix(part[0][1])
+                self.conn.execute(f"CREATE TABLE {table} ({_day_table_columns(prefix)})")
+            elif prefix is False:  # a table of schema 9 (made before the upgrade)
+                self.conn.executemany(_INSERT_DAY_V9.replace("{t}", table), part)
+                continue
+            rows_in = []
+            for row in part:
+                n = _id_number(row[1], prefix, row[3], row[6])
+                rows_in.append((row[0], n, None if n is not None else row[1], *row[2:]))
+            self.conn.executemany(_INSERT_DAY.replace("{t}", table), rows_in)
+
+    def _day_table_prefix(self, table: str) -> str | bool | None:
+        """The gateway prefix written into day table `table`'s `id` (see `_DAY_ID_SQL`);
+        False for a table of schema 9 (ids stored whole); None when there is no such table.
+        Read from the table's definition each time: retention may drop and a late entry
+        make it again."""
+        row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type='table' AND name=?",
+                                (table,)).fetchone()
+        if row is None:
+            return None
+        found = _DAY_PREFIX_RE.search(row[0])
+        return found.group(1).replace("''", "'") if found else False
 
     def append_ledger_entries(self, entries: Iterable[LedgerEntry], origin: str = "gateway",
                               outbox: bool = True) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_agent.errors import UnknownMeter
 from edge_agent.prepaid.money import format_money, from_micro
-from edge_agent.store.database import Database, to_iso
+from edge_agent.store.database import Database, epoch_micro, to_iso
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,11 @@ class Meters(Database):
                     (meter.address,)).fetchone()
                 self.conn.execute("DELETE FROM meter_state WHERE address=?", (meter.address,))
                 self.conn.execute(
-                    "INSERT INTO meter_state (address, last_kwh, last_ts, charge_seq, phase, "
+                    "INSERT INTO meter_state (address, last_kwh, ts_us, charge_seq, phase, "
                     "online, polls, replies, cwt, last_daily) "
                     "VALUES (?,?,?,?,'normal',1,0,0,0,?)",
                     (meter.address, None if initial_kwh is None else str(initial_kwh),
-                     to_iso(at) if initial_kwh is not None else None,
+                     epoch_micro(at) if initial_kwh is not None else None,
                      (former[0] or 0) if former else 0, former[1] if former else None))
 
     def reactivate_meter(self, meter: MeterRecord, at: datetime) -> str | None:
@@ -83,7 +83,7 @@ class Meters(Database):
             self.conn.execute("UPDATE meters SET commissioned_at=?, commission_kwh=NULL "
                               "WHERE address=?", (to_iso(at), meter.address))
             self.conn.execute("UPDATE meter_state SET last_kwh=NULL, last_rates=NULL, "
-                              "last_ts=NULL WHERE address=?", (meter.address,))
+                              "ts_us=NULL WHERE address=?", (meter.address,))
         return None if row is None else row["last_kwh"]
 
     def replace_meter(self, old: str, new: MeterRecord, old_final_kwh: Decimal,
@@ -145,10 +145,10 @@ class Meters(Database):
         days = day_counts or {}
         self.conn.executemany(
             "UPDATE meter_state SET polls=polls+1, replies=replies+?, online=?, "
-            "last_seen=CASE WHEN ? THEN ? ELSE last_seen END, "
+            "seen_us=CASE WHEN ? THEN ? ELSE seen_us END, "
             "day_polls=COALESCE(?, day_polls), day_replies=COALESCE(?, day_replies) "
             "WHERE address=?",
-            [(int(ok), int(ok), int(ok), to_iso(ts), *days.get(a, (None, None)), a)
+            [(int(ok), int(ok), int(ok), epoch_micro(ts), *days.get(a, (None, None)), a)
              for a, ok, ts in results])
 
     def meter_status(self) -> list[dict[str, Any]]:

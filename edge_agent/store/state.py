@@ -10,7 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from edge_agent.store.database import Database, from_iso, to_decimal, to_iso
+from edge_agent.store.database import Database, epoch_micro, from_iso, to_decimal, to_iso
 
 if TYPE_CHECKING:  # the prepaid records load when used: `edge-agent status` starts faster
     from edge_agent.prepaid.enforcement import MeterEnforcement
@@ -60,8 +60,8 @@ class BillingState(Database):
             answered = int(st.meter in seen)
             when, relay = seen.get(st.meter, (None, None))
             day = (day_counts or {}).get(st.meter, (None, None))
-            head = (None if st.last_kwh is None else str(st.last_kwh), to_iso(st.last_ts),
-                    st.charge_seq, answered, answered, answered, to_iso(when), relay, *day)
+            head = (None if st.last_kwh is None else str(st.last_kwh), epoch_micro(st.last_ts),
+                    st.charge_seq, answered, answered, answered, epoch_micro(when), relay, *day)
             old = before.get(st.meter)
             if old is not None and (old.tier, old.allowance_state, old.last_daily,
                                     old.last_rates) == (st.tier, st.allowance_state,
@@ -73,9 +73,9 @@ class BillingState(Database):
                              else None, st.tier.period, str(st.tier.used),
                              st.allowance_state.month, str(st.allowance_state.used),
                              st.last_daily.isoformat() if st.last_daily else None, st.meter))
-        common = ("UPDATE meter_state SET last_kwh=?, last_ts=?, charge_seq=?, polls=polls+?, "
+        common = ("UPDATE meter_state SET last_kwh=?, ts_us=?, charge_seq=?, polls=polls+?, "
                   "replies=replies+?, online=CASE WHEN ? THEN 1 ELSE online END, "
-                  "last_seen=COALESCE(?, last_seen), relay=COALESCE(?, relay), "
+                  "seen_us=COALESCE(?, seen_us), relay=COALESCE(?, relay), "
                   "day_polls=COALESCE(?, day_polls), day_replies=COALESCE(?, day_replies)")
         self.conn.executemany(common + " WHERE address=?", short)
         self.conn.executemany(

@@ -178,7 +178,7 @@ def test_schema_8_entries_in_ledger_fold_beside_the_day_tables(
             old.enqueue_range("ledger", 1, 48)
         old.close()
     store = Store(path)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
     # New entries go on from the highest seq, into their day's table.
     store.append_ledger_entries([_charge(0, 48 + h) for h in range(48)])
     assert [e["seq"] for e in store.ledger(limit=3)] == [94, 95, 96]
@@ -293,4 +293,71 @@ def test_an_entry_stamped_before_1970_stays_in_ledger(tmp_path: Path) -> None:
     assert [(e["id"], e["ts"]) for e in store.ledger()] == [
         ("gw1:old:1", "1969-12-31T23:59:58.500000+00:00"),
         ("gw1:charge:m0:1", "2026-03-01T01:00:00+00:00")]
+    _exact(store)
+
+
+def _stored_ids(store: Store) -> list[tuple[int | None, str | None]]:
+    return [row for table in sorted(_tables(store))
+            for row in map(tuple, store.conn.execute(f"SELECT n, xid FROM {table} ORDER BY seq"))]
+
+
+def test_the_gateway_ids_are_stored_as_their_number_and_read_back_whole(
+        tmp_path: Path) -> None:
+    """Schema 10: an id `<gateway>:<kind>:<meter>:<n>` is stored as n (its text is generated
+    from the table's gateway prefix, kind and meter); any other id is stored whole.  Every id
+    reads back exactly as given, in listings, ranges, lookups by id and the fold."""
+    store = Store(tmp_path / "agent.db")
+    odd = [  # (id, meter): ids that must be kept whole
+        ("gw1:daily:m0:2026-03-01", "m0"),        # a daily charge: not the kind, not a number
+        ("gw1:charge:m0:007", "m0"),              # leading zeros: n would read back as 7
+        ("gw1:charge:m1:5", "m0"),                # another meter's id
+        ("gw2:charge:m0:8", "m0"),                # the gateway renamed during the day
+        ("gw1:charge:m0:", "m0"), ("gw1:charge:m0:-3", "m0"), ("plain", "m0"),
+        ("gw1:charge:m0:1234567890123456789", "m0"),  # too long for a number
+        ("gw1:charge:None:9", None),               # no meter
+    ]
+    entries = [LedgerEntry("gw1:charge:m0:1", "A0", "charge", Decimal("-0.25"), T0, "m0")]
+    entries += [LedgerEntry(i, "A0", "charge", Decimal("-0.25"), T0 + timedelta(minutes=n + 1),
+                            meter) for n, (i, meter) in enumerate(odd)]
+    entries.append(LedgerEntry("gw1:charge:m0:2", "A0", "charge", Decimal("-0.25"),
+                               T0 + timedelta(hours=1), "m0"))
+    store.append_ledger_entries(entries)
+    assert _stored_ids(store) == [(1, None)] + [(None, i) for i, _ in odd] + [(2, None)]
+    want = [e.id for e in entries]
+    assert [e["id"] for e in store.ledger(limit=100)] == want
+    assert [e["id"] for e in store.ledger_range(1, len(entries))] == want
+    # A gateway id with quotes and colons: the prefix is written into the table's SQL.
+    quoted = Store(tmp_path / "quoted.db")
+    tricky = [LedgerEntry(f"g'w:1' || 'x:charge:m0:{n}", "A0", "charge", Decimal("-1"),
+                          T0 + timedelta(minutes=n), "m0") for n in range(1, 4)]
+    quoted.append_ledger_entries(tricky[:2])
+    quoted.append_ledger_entries(tricky[2:])  # into the existing table: its prefix read back
+    assert _stored_ids(quoted) == [(1, None), (2, None), (3, None)]
+    assert [e["id"] for e in quoted.ledger(limit=10)] == [e.id for e in tricky]
+    _ack_all(store)
+    store.apply_retention(POLICY, T0 + timedelta(days=5))
+    assert not _tables(store)
+    _exact(store)
+
+
+def test_a_day_table_of_schema_9_is_written_and_folded_as_before(tmp_path: Path) -> None:
+    """A table made before the upgrade (ids stored whole) takes the rest of its day's entries
+    in its own layout and folds like the others."""
+    from edge_agent.store.ledger import _DAY_TABLE_COLUMNS_V9
+
+    store = Store(tmp_path / "agent.db")
+    store.conn.execute(f"CREATE TABLE {ledger_day_table(DAY0)} ({_DAY_TABLE_COLUMNS_V9})")
+    _days_of_charges(store, 2)
+    assert store.conn.execute(f"SELECT COUNT(*) FROM {ledger_day_table(DAY0)} WHERE "
+                              "id LIKE 'gw1:charge:m_:%'").fetchone()[0] == 48
+    assert [tuple(r) for r in store.conn.execute(
+        f"SELECT n, xid FROM {ledger_day_table(DAY0 + 1)} ORDER BY seq")] == [
+            (h, None) for h in range(24, 48) for _ in range(2)]
+    listed = store.ledger(limit=1000)
+    assert [e["id"] for e in listed] == [f"gw1:charge:m{m}:{h}" for h in range(48)
+                                         for m in range(2)]
+    _ack_all(store)
+    for _ in range(2):  # one day table a pass
+        store.apply_retention(POLICY, T0 + timedelta(days=6))
+    assert not _tables(store)
     _exact(store)
