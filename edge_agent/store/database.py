@@ -21,6 +21,7 @@ from typing import Any
 from edge_agent.errors import StorageError
 
 SCHEMA_VERSION = 11
+SQLITE_NEEDED = (3, 35)  # ALTER TABLE DROP COLUMN (schema 11); generated columns: 3.31
 BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
 # Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
 # changed by several cycles is copied into the database once, not once per cycle.
@@ -413,6 +414,10 @@ class Database:
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
+        if sqlite3.sqlite_version_info < SQLITE_NEEDED:  # generated columns, DROP COLUMN
+            raise StorageError(f"SQLite {sqlite3.sqlite_version} is too old: edge-agent needs "
+                               f"{'.'.join(map(str, SQLITE_NEEDED))} or newer (Debian 12 has "
+                               "3.40)")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StorageError(f"database {self.path} has schema {version}, newer than this "

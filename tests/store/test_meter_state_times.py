@@ -69,3 +69,14 @@ def test_schema_10_times_migrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                               "meter_state ORDER BY address").fetchall()
     assert [tuple(r) for r in rows] == [("m0", epoch_micro(T0), T0.isoformat(), seen, 7),
                                         ("m1", None, None, None, 7)]
+
+
+def test_an_sqlite_too_old_for_the_schema_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.errors import StorageError
+
+    monkeypatch.setattr(database_module, "SQLITE_NEEDED", (99, 0))
+    with pytest.raises(StorageError, match=r"SQLite 3\.\d+\.\d+ is too old: edge-agent needs "
+                                           r"99\.0 or newer"):
+        Store(tmp_path / "agent.db")
+    assert not (tmp_path / "agent.db.pre-v1.bak").exists()
