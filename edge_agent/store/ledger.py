@@ -95,10 +95,14 @@ def _day_table_columns(prefix: str) -> str:
             "CHECK (xid IS NOT NULL OR (n IS NOT NULL AND meter IS NOT NULL))")
 
 
-def _id_prefix(entry_id: str) -> str:
-    """The gateway part of one of its entry ids, with its colon (`gw1:charge:m:7` → `gw1:`)."""
-    parts = entry_id.rsplit(":", 3)
-    return parts[0] + ":" if len(parts) == 4 else ""
+def _id_prefix(rows: list[tuple[Any, ...]]) -> str:
+    """The gateway part, with its colon, of the first id among day-table `rows` that has the
+    gateway's form (`gw1:charge:m:7` → `gw1:`); "" if none has (their ids are kept whole)."""
+    for row in rows:
+        parts = row[1].rsplit(":", 3)
+        if len(parts) == 4 and _id_number(row[1], parts[0] + ":", row[3], row[6]) is not None:
+            return parts[0] + ":"
+    return ""
 
 
 def _id_number(entry_id: str, prefix: str, kind: str, meter: str | None) -> int | None:
@@ -244,7 +248,7 @@ class Ledger(Database):
             # and retention reads or drops the table whole.
             prefix = self._day_table_prefix(table)
             if prefix is None:
-                prefix = _id_prefix(part[0][1])
+                prefix = _id_prefix(part)
                 self.conn.execute(f"CREATE TABLE {table} ({_day_table_columns(prefix)})")
             elif prefix is False:  # a table of schema 9 (made before the upgrade)
                 self.conn.executemany(_INSERT_DAY_V9.replace("{t}", table), part)

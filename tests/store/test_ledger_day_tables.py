@@ -316,13 +316,16 @@ def test_the_gateway_ids_are_stored_as_their_number_and_read_back_whole(
         ("gw1:charge:m0:1234567890123456789", "m0"),  # too long for a number
         ("gw1:charge:None:9", None),               # no meter
     ]
-    entries = [LedgerEntry("gw1:charge:m0:1", "A0", "charge", Decimal("-0.25"), T0, "m0")]
+    entries = [LedgerEntry("gw1:daily:m0:2026-02-28", "A0", "charge", Decimal("-1"), T0, "m0"),
+               LedgerEntry("gw1:charge:m0:1", "A0", "charge", Decimal("-0.25"), T0, "m0")]
     entries += [LedgerEntry(i, "A0", "charge", Decimal("-0.25"), T0 + timedelta(minutes=n + 1),
                             meter) for n, (i, meter) in enumerate(odd)]
     entries.append(LedgerEntry("gw1:charge:m0:2", "A0", "charge", Decimal("-0.25"),
                                T0 + timedelta(hours=1), "m0"))
     store.append_ledger_entries(entries)
-    assert _stored_ids(store) == [(1, None)] + [(None, i) for i, _ in odd] + [(2, None)]
+    # (the first entry of the day is a daily charge: the prefix is taken from the next)
+    assert _stored_ids(store) == [(None, "gw1:daily:m0:2026-02-28"), (1, None)] + [
+        (None, i) for i, _ in odd] + [(2, None)]
     want = [e.id for e in entries]
     assert [e["id"] for e in store.ledger(limit=100)] == want
     assert [e["id"] for e in store.ledger_range(1, len(entries))] == want
