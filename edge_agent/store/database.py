@@ -21,7 +21,7 @@ from typing import Any
 from edge_agent.errors import StorageError
 
 SCHEMA_VERSION = 11
-SQLITE_NEEDED = (3, 35)  # ALTER TABLE DROP COLUMN (schema 11); generated columns: 3.31
+SQLITE_NEEDED = (3, 35, 5)  # DROP COLUMN (schema 11), fixed in 3.35.5; generated columns 3.31
 BACKUPS_KEPT = 3  # pre-migration copies kept beside the database
 # Tuned for an SD card (see docs/storage.md): a larger WAL between checkpoints means a page
 # changed by several cycles is copied into the database once, not once per cycle.

@@ -109,9 +109,11 @@ class Retention(Database):
             asked = self.conn.execute("SELECT 1 FROM outbox WHERE kind='ledger' AND "
                                       "json_type(payload, '$.ids') IS NOT NULL LIMIT 1")
             if asked.fetchone() is not None:
-                for (low,) in self.ledger_select(  # type: ignore[attr-defined]
-                        "SELECT MIN(seq) FROM {t} WHERE id IN (SELECT j.value FROM outbox o, "
-                        "json_each(o.payload, '$.ids') j WHERE o.kind='ledger')"):
+                ids = [r[0] for r in self.conn.execute(
+                    "SELECT j.value FROM outbox o, json_each(o.payload, '$.ids') j "
+                    "WHERE o.kind='ledger' AND j.type='text'")]
+                for (low,) in self.ledger_select_ids(  # type: ignore[attr-defined]
+                        "MIN(seq)", ids):
                     if low is not None:
                         floor = min(floor, int(low))
         return floor

@@ -364,3 +364,40 @@ def test_a_day_table_of_schema_9_is_written_and_folded_as_before(tmp_path: Path)
         store.apply_retention(POLICY, T0 + timedelta(days=6))
     assert not _tables(store)
     _exact(store)
+
+
+def test_lookups_by_id_find_every_form_and_nothing_else(tmp_path: Path) -> None:
+    """A lookup by id (sync by ids, a queued {"ids": [...]}, the frozen-data correction)
+    narrows a schema-10 table on its stored columns first: it must still find every id,
+    whatever its form, and only those asked for."""
+    store = Store(tmp_path / "agent.db")
+    forms = [  # (id, meter), day by day: each day's first batch sets its table's prefix
+        [("gw1:charge:a:b:1", "a:b"), ("gw1:charge:a:b:2", "a:b"), ("gw1:charge:m0:3", "m0")],
+        [("plain-1", "m0"), ("charge:m0:4", "m0"), ("x:y:charge:m0:5", "m0")],  # prefix ""
+        [("x:y:charge:m0:6", "m0"), ("x:y:charge::7", ""), ("gw1:charge:m0:8", "m0"),
+         ("gw1:daily:m0:2026-03-03", "m0"), ("gw1:charge:m0:09", "m0")],
+    ]
+    entries = []
+    for day, batch in enumerate(forms):
+        part = [LedgerEntry(i, "A0", "charge", Decimal("-1"), T0 + timedelta(days=day, hours=n),
+                            meter) for n, (i, meter) in enumerate(batch)]
+        store.append_ledger_entries(part[:1])
+        store.append_ledger_entries(part[1:])  # the prefix read back from the table
+        entries += part
+    store.append_ledger_entries([_topup(1, 1)], origin="headend")
+    stored = _stored_ids(store)
+    assert (1, None) in stored and (4, None) in stored and (7, None) in stored  # compacted
+    ids = [e.id for e in entries]
+    found = store.ledger_entries_by_id([*ids, "pay-1", "gw1:charge:m0:4", "charge:m0:3",
+                                        "gw1:charge:b:1", "nothing", "gw1:charge:m0:9"])
+    assert sorted(e["id"] for e in found) == sorted([*ids, "pay-1"])
+    for entry_id in ids:
+        assert [e["id"] for e in store.ledger_entries_by_id([entry_id])] == [entry_id]
+    # A queued {"ids": [...]} holds back the fold of the day it names, not by generated ids
+    # of every row but still exactly.
+    _ack_all(store)
+    assert store.requeue_ledger_ids(["x:y:charge:m0:6"]) == 1
+    for _ in range(3):
+        store.apply_retention(POLICY, T0 + timedelta(days=9))
+    assert _tables(store) == {ledger_day_table(DAY0 + 2)}
+    _exact(store)
