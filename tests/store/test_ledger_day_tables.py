@@ -401,3 +401,57 @@ def test_lookups_by_id_find_every_form_and_nothing_else(tmp_path: Path) -> None:
         store.apply_retention(POLICY, T0 + timedelta(days=9))
     assert _tables(store) == {ledger_day_table(DAY0 + 2)}
     _exact(store)
+
+
+_KILLED_IN_A_FOLD = """
+import os, signal, sys
+from datetime import timedelta
+sys.path.insert(0, {root!r})
+from edge_agent.config import RetentionConfig
+from edge_agent.store import Store
+from edge_agent.store.retention import Retention
+import test_ledger_day_tables as t
+
+calls = []
+carry = Retention._carry
+def dying(self, group, kept):
+    carry(self, group, kept)
+    calls.append(group)
+    if len(calls) == {after}:  # the table dropped, some carried entries written: no commit
+        os.kill(os.getpid(), signal.SIGKILL)
+Retention._carry = dying
+Store({path!r}).apply_retention(RetentionConfig(ledger_detail_days=2),
+                                t.T0 + timedelta(days=5))
+"""
+
+
+@pytest.mark.parametrize("after", [1, 3])
+def test_a_kill_in_the_middle_of_a_fold_leaves_the_day_as_it_was(
+        tmp_path: Path, after: int) -> None:
+    """The fold (sum, DROP TABLE, carried entries) is one transaction: a process killed
+    between the drop and the commit leaves the day's table and every balance as they were,
+    and the next pass folds it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "agent.db"
+    store = Store(path)
+    _days_of_charges(store, 1, meters=4)
+    store.append_ledger_entries([_topup(1, 2)], origin="headend")
+    _ack_all(store)
+    before = store.ledger(limit=10**6)
+    balances = store.balances()
+    store.close()
+    script = _KILLED_IN_A_FOLD.format(root=str(Path(__file__).resolve().parents[2]),
+                                      path=str(path), after=after)
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    store = Store(path)
+    assert _tables(store) == {ledger_day_table(DAY0)}
+    assert store.ledger(limit=10**6) == before and store.balances() == balances
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    _exact(store)
+    store.apply_retention(POLICY, T0 + timedelta(days=5))
+    assert not _tables(store) and store.balances() == balances
+    _exact(store)
