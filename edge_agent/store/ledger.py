@@ -83,6 +83,7 @@ _INSERT_DAY_V9 = ("INSERT INTO {t} (seq, id, account, kind, amount_micro, t, met
 # in each of the 96 rows a meter adds a day (docs/storage.md).
 _DAY_ID_SQL = "COALESCE(xid, {prefix} || kind || ':' || meter || ':' || n)"
 _DAY_PREFIX_RE = re.compile(r"COALESCE\(xid, '((?:[^']|'')*)' \|\|")
+_NARROW_MAX_VARIABLES = 30_000  # (SQLite allows 32,766 `?` a statement)
 _INSERT_DAY = ("INSERT INTO {t} (seq, n, xid, account, kind, amount_micro, t, meter, detail, "
                "balance_micro) VALUES (?,?,?,?,?,?,?,?,?,?)")
 
@@ -243,9 +244,11 @@ class Ledger(Database):
                 narrow = (f"(xid IN ({marks}) OR (n IN ({','.join('?' * len(numbers))}) AND "
                           f"meter IN ({','.join('?' * len(meters))}))) AND ")
                 narrowed = (*part, *numbers, *meters)
+                if len(narrowed) + len(part) > _NARROW_MAX_VARIABLES:
+                    narrowed = ()  # ids of hundreds of colons: the plain (slower) lookup
                 for table in tables:
                     sql = f"SELECT {columns} FROM {table} WHERE id IN ({marks}){extra}"
-                    if table in compact:
+                    if table in compact and narrowed:
                         out += self.conn.execute(sql.replace("WHERE ", "WHERE " + narrow, 1),
                                                  (*narrowed, *part)).fetchall()
                     else:
