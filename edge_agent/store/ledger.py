@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.errors import Malformed, UnknownAccount
 from edge_agent.prepaid.money import format_money, from_micro, to_micro
 from edge_agent.prepaid.vocabulary import LedgerKind
-from edge_agent.store.database import Database, to_iso
+from edge_agent.store.database import Database, epoch_micro, from_iso, iso_sql, to_iso
 
 if TYPE_CHECKING:  # the prepaid records load when used: `edge-agent status` starts faster
     from edge_agent.prepaid.enforcement import AlertState
@@ -62,12 +62,10 @@ def _money_sql(micro: str) -> str:
 # A day table stores what `ledger` keeps as text (`ts`, `amount`, `balance_after`) as integers
 # (`t`: microseconds since the epoch; micro-yuan) and gives the same text back as generated
 # columns: 30-odd bytes less a row, 96 rows a day per meter (pages written, pages allocated).
-_TS_SQL = ("(strftime('%Y-%m-%dT%H:%M:%S', t / 1000000, 'unixepoch') || CASE WHEN t % 1000000 "
-           "THEN printf('.%06d', t % 1000000) ELSE '' END || '+00:00')")
 _DAY_TABLE_TAIL = ("account TEXT NOT NULL, kind TEXT NOT NULL, amount_micro INTEGER NOT NULL, "
                    "t INTEGER NOT NULL, meter TEXT, detail TEXT, balance_micro INTEGER NOT NULL, "
                    f"amount TEXT GENERATED ALWAYS AS ({_money_sql('amount_micro')}) VIRTUAL, "
-                   f"ts TEXT GENERATED ALWAYS AS ({_TS_SQL}) VIRTUAL, "
+                   f"ts TEXT GENERATED ALWAYS AS ({iso_sql('t')}) VIRTUAL, "
                    "balance_after TEXT GENERATED ALWAYS AS "
                    f"({_money_sql('balance_micro')}) VIRTUAL, "
                    f"origin TEXT GENERATED ALWAYS AS ('{GATEWAY_ORIGIN}') VIRTUAL")
@@ -119,11 +117,6 @@ def _id_number(entry_id: str, prefix: str, kind: str, meter: str | None) -> int 
     if not (0 < len(tail) <= 18 and tail.isascii() and tail.isdigit()) or str(int(tail)) != tail:
         return None
     return int(tail)
-
-
-def _micro_epoch(ts: str) -> int:
-    moment = datetime.fromisoformat(ts)
-    return (int(moment.replace(microsecond=0).timestamp()) * 1_000_000 + moment.microsecond)
 
 
 # Ledger details are small JSON objects with the same keys every time: deflated against this
@@ -247,12 +240,12 @@ class Ledger(Database):
                 if len(narrowed) + len(part) > _NARROW_MAX_VARIABLES:
                     narrowed = ()  # ids of hundreds of colons: the plain (slower) lookup
                 for table in tables:
-                    sql = f"SELECT {columns} FROM {table} WHERE id IN ({marks}){extra}"
                     if table in compact and narrowed:
-                        out += self.conn.execute(sql.replace("WHERE ", "WHERE " + narrow, 1),
-                                                 (*narrowed, *part)).fetchall()
+                        sql, params = f"{narrow}id IN ({marks}){extra}", (*narrowed, *part)
                     else:
-                        out += self.conn.execute(sql, part).fetchall()
+                        sql, params = f"id IN ({marks}){extra}", tuple(part)
+                    out += self.conn.execute(f"SELECT {columns} FROM {table} WHERE {sql}",
+                                             params).fetchall()
         return out
 
     def ledger_top_seq(self) -> int:
@@ -273,7 +266,7 @@ class Ledger(Database):
         by_day: dict[int, list[tuple[Any, ...]]] = {}
         for row in rows:
             seq, entry_id, account, kind, _, micro, ts, meter, detail, after = row
-            t = _micro_epoch(ts) if origin == GATEWAY_ORIGIN else -1
+            t = epoch_micro(from_iso(ts)) if origin == GATEWAY_ORIGIN else -1
             if t < 0:
                 in_ledger.append((*row, origin))
             else:
