@@ -80,3 +80,54 @@ def test_an_sqlite_too_old_for_the_schema_is_a_clear_error(
                                            r"99\.0 or newer"):
         Store(tmp_path / "agent.db")
     assert not (tmp_path / "agent.db.pre-v1.bak").exists()
+
+
+_KILLED_IN_THE_MIGRATION = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from edge_agent.store import Store
+from edge_agent.store import database
+
+real = database.MIGRATIONS[10]
+def dying(db):  # schema 11 half done: a column added, another dropped, then the power fails
+    db.execute("ALTER TABLE meter_state ADD COLUMN ts_us INTEGER")
+    db.execute("ALTER TABLE meter_state DROP COLUMN last_seen")
+    os.kill(os.getpid(), signal.SIGKILL)
+assert real.__name__ == "_migration_meter_state_times"
+database.MIGRATIONS[10] = dying
+Store({path!r})
+"""
+
+
+def test_a_kill_in_the_middle_of_the_migration_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each migration is one transaction: a process killed after schema 11's first ALTERs
+    leaves schema 10 with its text times, and the next start migrates it whole."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "agent.db"
+    seen = "2026-03-01T12:15:00.000007+00:00"
+    with monkeypatch.context() as patch:
+        patch.setattr(database_module, "SCHEMA_VERSION", 10)
+        old = Store(path)
+        with old.transaction():
+            old.conn.execute(
+                "INSERT INTO meter_state (address, last_kwh, last_ts, last_seen, charge_seq, "
+                "phase, online, polls, replies, cwt) VALUES ('m0', '0', ?, ?, 7, 'normal', 1, "
+                "0, 0, 0)", (T0.isoformat(), seen))
+        old.close()
+    script = _KILLED_IN_THE_MIGRATION.format(root=str(Path(__file__).resolve().parents[2]),
+                                             path=str(path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == -9, done.stderr
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 10
+        assert raw.execute("SELECT last_ts, last_seen FROM meter_state").fetchone() == (
+            T0.isoformat(), seen)
+    store = Store(path)
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert tuple(store.conn.execute("SELECT ts_us, last_ts, last_seen, charge_seq FROM "
+                                    "meter_state").fetchone()) == (epoch_micro(T0),
+                                                                   T0.isoformat(), seen, 7)
